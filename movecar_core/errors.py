@@ -141,3 +141,64 @@ class RegistryUnavailable(PortError):
 
 class TelephonyError(PortError):
     """The telephony gateway refused or failed to place or transfer a call."""
+
+
+# --- money, calendar, settlement and contract term (三, 五, 一(三)) -------------------------
+
+
+class CalendarYearNotCovered(MoveCarError, LookupError):
+    """A date falls in a year the working-day table has no State Council notice for."""
+
+    def __init__(self, year: int, covered: str) -> None:
+        self.year = year
+        self.covered = covered
+        super().__init__(
+            f"year={year} is not in the working-day calendar (covered: {covered}); never "
+            f"guessing: supply the State Council notice 国务院办公厅关于{year}年部分节假日安排的"
+            f"通知 with WorkingDayCalendar.with_year({year}, holidays=[...], workdays=[...]), "
+            f"or upgrade chinesecalendar and re-run scripts/gen_cn_holidays.py"
+        )
+
+    def __str__(self) -> str:  # LookupError would not quote, but keep the message as-is
+        return str(self.args[0])
+
+
+class SettlementError(MoveCarError):
+    """A settlement event refused by the monthly cycle of 三 (结算标准与方式)."""
+
+
+class IllegalSettlementTransition(SettlementError):
+    """The settlement record's state has no transition for the event."""
+
+    def __init__(self, service_month: str, state: str, event: str) -> None:
+        self.service_month = service_month
+        self.state = state
+        self.event = event
+        super().__init__(
+            f"settlement {service_month}: event {event} is not allowed in state {state!r}"
+        )
+
+
+class SettlementDeadlineError(SettlementError):
+    """An event on the wrong side of a contract deadline (an objection after the 15th...)."""
+
+    def __init__(self, service_month: str, event: str, why: str) -> None:
+        self.service_month = service_month
+        self.event = event
+        self.why = why
+        super().__init__(f"settlement {service_month}: {event} refused: {why}")
+
+
+class TermError(MoveCarError):
+    """A renewal or a date the contract term (一(三)) does not allow."""
+
+
+class RenewalRefused(TermError):
+    """A renewal without Party A's passed assessment, or beyond the renewals allowed."""
+
+
+class OutsideContractTerm(TermError, LookupError):
+    """A date outside every service year granted so far."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
