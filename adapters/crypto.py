@@ -1,0 +1,108 @@
+"""Encryption at rest for personal data (owner and requester phone numbers).
+
+七(三): "采取措施 ... 防止未经授权的访问以及个人信息和数据的泄露、篡改、丢失". Phone numbers are
+stored encrypted (Fernet: AES-128-CBC with HMAC-SHA256). Keys come from configuration (the
+``MOVECAR_KEYS`` environment variable or an explicit list), never from the database.
+
+Rotation: a :class:`KeyRing` holds several keys, newest first. New writes use the newest
+key; rows written under an older key still decrypt, and :meth:`KeyRing.rotate` re-encrypts
+a token under the newest key. Each key has an id, stored in front of the token, so a
+re-encryption job can find the rows still under an old key without trying to decrypt them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from movecar_core.errors import MoveCarError
+
+ENV_VAR = "MOVECAR_KEYS"
+
+
+class KeyConfigError(MoveCarError):
+    """Missing, malformed or unknown encryption keys."""
+
+
+class DecryptionFailed(MoveCarError):
+    """A stored token that no configured key opens (tampered, or its key was dropped)."""
+
+
+class KeyRing:
+    """Named Fernet keys, newest first: ``KeyRing([("k2", key2), ("k1", key1)])``."""
+
+    def __init__(self, keys: Sequence[tuple[str, bytes | str]]) -> None:
+        if not keys:
+            raise KeyConfigError("a KeyRing needs at least one key")
+        self._keys: dict[str, Fernet] = {}
+        for key_id, key in keys:
+            if not key_id or ":" in key_id or "," in key_id or "=" in key_id:
+                raise KeyConfigError(f"key id {key_id!r} must be non-empty, without ':' ',' '='")
+            if key_id in self._keys:
+                raise KeyConfigError(f"key id {key_id!r} appears twice")
+            try:
+                self._keys[key_id] = Fernet(key)
+            except (ValueError, TypeError) as exc:
+                raise KeyConfigError(f"key {key_id!r} is not a url-safe base64 32-byte key") from exc
+        self.current_id = keys[0][0]
+
+    @classmethod
+    def from_config(cls, spec: str) -> KeyRing:
+        """Parse ``"id2=KEY2,id1=KEY1"`` (newest first), the form of ``MOVECAR_KEYS``."""
+        pairs: list[tuple[str, bytes | str]] = []
+        for part in spec.split(","):
+            key_id, sep, key = part.strip().partition("=")
+            if not sep:
+                raise KeyConfigError(f"key entry {key_id!r}: expected 'id=KEY'")
+            pairs.append((key_id, key.strip()))
+        return cls(pairs)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> KeyRing:
+        env = os.environ if environ is None else environ
+        spec = env.get(ENV_VAR)
+        if not spec:
+            raise KeyConfigError(
+                f"{ENV_VAR} is not set: give keys as 'id=KEY[,older_id=KEY]' "
+                "(make one with `movecar keys new`)"
+            )
+        return cls.from_config(spec)
+
+    @staticmethod
+    def generate() -> str:
+        return Fernet.generate_key().decode("ascii")
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(self._keys)
+
+    def encrypt(self, plaintext: str) -> str:
+        token = self._keys[self.current_id].encrypt(plaintext.encode("utf-8"))
+        return f"{self.current_id}:{token.decode('ascii')}"
+
+    def key_id_of(self, stored: str) -> str:
+        key_id, sep, _ = stored.partition(":")
+        if not sep:
+            raise DecryptionFailed("stored value carries no key id")
+        return key_id
+
+    def decrypt(self, stored: str) -> str:
+        key_id = self.key_id_of(stored)
+        fernet = self._keys.get(key_id)
+        if fernet is None:
+            raise DecryptionFailed(
+                f"stored value was encrypted with key {key_id!r}, which is not configured"
+            )
+        try:
+            return fernet.decrypt(stored.partition(":")[2].encode("ascii")).decode("utf-8")
+        except (InvalidToken, UnicodeError, ValueError) as exc:
+            raise DecryptionFailed(f"stored value under key {key_id!r} does not decrypt") from exc
+
+    def needs_rotation(self, stored: str) -> bool:
+        return self.key_id_of(stored) != self.current_id
+
+    def rotate(self, stored: str) -> str:
+        """The same plaintext under the newest key (unchanged if already under it)."""
+        return stored if not self.needs_rotation(stored) else self.encrypt(self.decrypt(stored))

@@ -1,0 +1,489 @@
+"""The facade: commands in, events out, through the ports.
+
+A command loads the case's events, folds them, asks the machine whether the command is
+allowed (:func:`movecar_core.machine.check`, which raises a typed error if not), builds the
+new events and appends them with the version it read. A command that is refused writes
+nothing. A command carrying a ``command_id`` that the case already holds is not run
+again: the first result is returned (telephony callbacks arrive twice in real life).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from movecar_core.case import (
+    CallOutcome,
+    CallOutcomeRecorded,
+    CaseCancelled,
+    CaseOpened,
+    CaseRecord,
+    CaseState,
+    CaseUnresolved,
+    DisputeRaised,
+    EscalatedTo110,
+    EscalationReason,
+    Event,
+    MoveConfirmed,
+    OwnerCallPlaced,
+    OwnerLookedUp,
+    UnresolvedReason,
+)
+from movecar_core.contract import WUJIN_114_2024, Contract
+from movecar_core.errors import (
+    CommandIdReused,
+    ConcurrencyConflict,
+    InvalidCommand,
+    TelephonyError,
+    UnknownCall,
+    UnknownCase,
+)
+from movecar_core.machine import CasePolicy, check, fold
+from movecar_core.phones import parse_phone
+from movecar_core.plates import parse_plate
+from movecar_core.ports import (
+    CaseStore,
+    Clock,
+    OutboundCallRequest,
+    RequesterNotifier,
+    Telephony,
+    VehicleRegistry,
+)
+from movecar_core.views import CaseView, RequesterView, requester_message
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+#: Namespace of case ids derived from an ``open_case`` command id (so a repeat finds it).
+CASE_ID_NAMESPACE = uuid.UUID("6f1f8a52-1d4b-4b8e-9a43-114a5f0c0519")
+SYSTEM_AGENT = "system"
+MAX_NOTE_LENGTH = 2000
+MAX_LOCATION_LENGTH = 500
+
+Decide = Callable[[CaseRecord, dt.datetime, str | None], list[Event]]
+
+
+@attrs.frozen
+class OutboundCall:
+    """The outbound call placed for a case: what the agent's phone shows and says."""
+
+    case_id: str
+    call_id: str
+    attempt: int
+    caller_id: str
+    greeting: str
+    greeting_version: str
+
+
+def _text(field: str, value: object, *, required: bool, limit: int) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidCommand(field, value, "must be a string")
+    stripped = value.strip()
+    if required and not stripped:
+        raise InvalidCommand(field, value, "must not be empty")
+    if len(stripped) > limit:
+        raise InvalidCommand(field, value[:40] + "...", f"longer than {limit} characters")
+    return stripped
+
+
+def _command_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise InvalidCommand("command_id", value, "must be a non-empty string of <= 200 chars")
+    return value
+
+
+class MoveCar:
+    """The 114 move-car engine: every command a seat application needs.
+
+    Build it with the ports of your deployment, or :meth:`in_memory` for tests, demos and
+    simulations.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: CaseStore,
+        registry: VehicleRegistry,
+        telephony: Telephony,
+        clock: Clock,
+        notifier: RequesterNotifier | None = None,
+        contract: Contract = WUJIN_114_2024,
+        policy: CasePolicy | None = None,
+        max_retries: int = 3,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.telephony = telephony
+        self.clock = clock
+        self.notifier = notifier
+        self.contract = contract
+        self.policy = policy or CasePolicy()
+        self.max_retries = max_retries
+
+    @classmethod
+    def in_memory(
+        cls,
+        owners: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        *,
+        contract: Contract = WUJIN_114_2024,
+        policy: CasePolicy | None = None,
+    ) -> MoveCar:
+        """An engine wired to the complete in-memory adapters of :mod:`adapters.memory`.
+
+        ``owners`` maps plates (any accepted spelling) to the owners' phone numbers;
+        ``clock`` defaults to the system clock in Asia/Shanghai.
+        """
+        # The one place the core names an adapter, imported on call so that importing
+        # movecar_core never imports an adapter.
+        from adapters import memory
+
+        return memory.in_memory_engine(
+            owners=owners or {}, clock=clock, contract=contract, policy=policy
+        )
+
+    # --- queries ------------------------------------------------------------------------
+
+    def history(self, case_id: str) -> tuple[Event, ...]:
+        """Every event of the case, oldest first (the audit record; contains PII)."""
+        events = tuple(self.store.load(case_id))
+        if not events:
+            raise UnknownCase(case_id)
+        return events
+
+    def record(self, case_id: str) -> CaseRecord:
+        """The case folded from its history."""
+        return fold(self.history(case_id))
+
+    def case(self, case_id: str) -> CaseView:
+        """The seat's view of the case (phone numbers masked)."""
+        return CaseView.of(self.record(case_id))
+
+    def requester_view(self, case_id: str) -> RequesterView:
+        """What the requester may see: never anything about the owner."""
+        return RequesterView.of(self.record(case_id))
+
+    # --- commands -----------------------------------------------------------------------
+
+    def open_case(
+        self,
+        *,
+        plate: str,
+        location: str,
+        requester_phone: str,
+        agent_id: str = SYSTEM_AGENT,
+        command_id: str | None = None,
+    ) -> str:
+        """A requester reports a car blocking them (呼入). Returns the new case's id."""
+        canonical_plate = parse_plate(plate).canonical
+        place = _text("location", location, required=True, limit=MAX_LOCATION_LENGTH)
+        phone = parse_phone(requester_phone).canonical
+        agent = _text("agent_id", agent_id, required=True, limit=100)
+        cid = _command_id(command_id)
+        case_id = uuid.uuid5(CASE_ID_NAMESPACE, cid).hex if cid else uuid.uuid4().hex
+        existing = self.store.load(case_id)
+        if existing:
+            self._first_result(existing, cid, "open_case", CaseOpened)
+            return case_id
+        opened = CaseOpened(
+            case_id=case_id,
+            at=self._now(),
+            command_id=cid,
+            plate=canonical_plate,
+            location=place,
+            requester_phone=phone,
+            agent_id=agent,
+        )
+        try:
+            self.store.append(case_id, [opened], expected_version=0)
+        except ConcurrencyConflict:
+            # The same open_case command ran concurrently and won: same result.
+            if cid is None:
+                raise
+            self._first_result(self.store.load(case_id), cid, "open_case", CaseOpened)
+        return case_id
+
+    def locate_owner(
+        self, case_id: str, *, agent_id: str = SYSTEM_AGENT, command_id: str | None = None
+    ) -> CaseView:
+        """Look the owner up in the vehicle registry; each look-up is an event (四)."""
+        agent = _text("agent_id", agent_id, required=True, limit=100)
+
+        def decide(case: CaseRecord, at: dt.datetime, cid: str | None) -> list[Event]:
+            check(case, "owner_found", self.policy)  # only for an open, unlocated case
+            contact = self.registry.lookup(case.plate)
+            phone = None if contact is None else parse_phone(contact.phone).canonical
+            return [
+                OwnerLookedUp(
+                    case_id=case_id,
+                    at=at,
+                    command_id=cid,
+                    agent_id=agent,
+                    found=contact is not None,
+                    owner_phone=phone,
+                    source="" if contact is None else contact.source,
+                )
+            ]
+
+        return self._run(case_id, command_id, "locate_owner", OwnerLookedUp, decide)
+
+    def call_owner(
+        self, case_id: str, *, agent_id: str, command_id: str | None = None
+    ) -> OutboundCall:
+        """Place one outbound call (外呼) to the owner, from the contract's caller ID.
+
+        二(六): "114 在呼叫被挪车主电话时，统一使用“0519110”为主叫号码" and the unified
+        greeting with the plate. The call is recorded before it is dialled, so the
+        one-call-in-flight rule holds even with two seats racing; if the switch refuses
+        the call, the attempt is recorded as ``failed`` and :class:`TelephonyError` raised.
+        """
+        agent = _text("agent_id", agent_id, required=True, limit=100)
+        callee: list[str] = []
+
+        def decide(case: CaseRecord, at: dt.datetime, cid: str | None) -> list[Event]:
+            check(case, "call_placed", self.policy)
+            assert case.owner_phone is not None  # the machine calls only a located owner
+            callee[:] = [case.owner_phone]
+            return [
+                OwnerCallPlaced(
+                    case_id=case_id,
+                    at=at,
+                    command_id=cid,
+                    call_id=uuid.uuid4().hex,
+                    attempt=case.attempts + 1,
+                    agent_id=agent,
+                    caller_id=self.contract.caller_id,
+                    greeting=self.contract.greeting.render(case.plate),
+                    greeting_version=self.contract.greeting.version,
+                )
+            ]
+
+        events, ran = self._execute(case_id, command_id, "call_owner", OwnerCallPlaced, decide)
+        call = _call_of(events)
+        if ran:
+            request = OutboundCallRequest(
+                call_id=call.call_id,
+                case_id=case_id,
+                agent_id=agent,
+                caller_id=call.caller_id,
+                callee=callee[0],
+                greeting=call.greeting,
+            )
+            try:
+                self.telephony.place_call(request)
+            except TelephonyError:
+                self.record_call_outcome(case_id, call.call_id, CallOutcome.FAILED)
+                raise
+        return call
+
+    def record_call_outcome(
+        self,
+        case_id: str,
+        call_id: str,
+        outcome: CallOutcome | str,
+        *,
+        command_id: str | None = None,
+    ) -> CaseView:
+        """What became of an outbound call. After the last allowed attempt went
+        unanswered, the case becomes ``unresolved`` (owner unreachable)."""
+        try:
+            result = CallOutcome(outcome)
+        except ValueError:
+            raise InvalidCommand("outcome", outcome, "not a CallOutcome") from None
+
+        def decide(case: CaseRecord, at: dt.datetime, cid: str | None) -> list[Event]:
+            event = CallOutcomeRecorded(
+                case_id=case_id, at=at, command_id=cid, call_id=call_id, outcome=result
+            )
+            check(case, event.trigger, self.policy)
+            if case.call_in_flight != call_id:
+                raise UnknownCall(
+                    case_id,
+                    case.state.value,
+                    event.trigger,
+                    f"call_id={call_id!r} is not the call in flight ({case.call_in_flight!r})",
+                )
+            events: list[Event] = [event]
+            if not result.answered and case.attempts >= self.policy.max_call_attempts:
+                events.append(
+                    CaseUnresolved(
+                        case_id=case_id,
+                        at=at,
+                        command_id=cid,
+                        reason=UnresolvedReason.OWNER_UNREACHABLE,
+                    )
+                )
+            return events
+
+        return self._run(case_id, command_id, "record_call_outcome", CallOutcomeRecorded, decide)
+
+    def confirm_moved(
+        self, case_id: str, *, note: str | None = None, command_id: str | None = None
+    ) -> CaseView:
+        """The car was moved: the case is done."""
+        text = _text("note", note, required=False, limit=MAX_NOTE_LENGTH)
+        return self._simple(case_id, command_id, "confirm_moved", MoveConfirmed, note=text)
+
+    def dispute(self, case_id: str, *, note: str, command_id: str | None = None) -> CaseView:
+        """The owner disputes the request; the case is then moved or escalated."""
+        text = _text("note", note, required=True, limit=MAX_NOTE_LENGTH)
+        return self._simple(case_id, command_id, "dispute", DisputeRaised, note=text)
+
+    def cancel(self, case_id: str, *, note: str, command_id: str | None = None) -> CaseView:
+        """The requester withdrew."""
+        text = _text("note", note, required=True, limit=MAX_NOTE_LENGTH)
+        return self._simple(case_id, command_id, "cancel", CaseCancelled, note=text)
+
+    def escalate(
+        self,
+        case_id: str,
+        reason: EscalationReason | str,
+        note: str | None = None,
+        *,
+        command_id: str | None = None,
+    ) -> CaseView:
+        """Transfer the case to the 110 command centre (二(五)), on 0519-81997327.
+
+        Allowed from every open state; ``EscalationReason.OTHER`` needs a note. The
+        transfer is made before the escalation is recorded, so a failed transfer leaves
+        the case as it was and the seat can try again.
+        """
+        try:
+            why = EscalationReason(reason)
+        except ValueError:
+            raise InvalidCommand("reason", reason, "not an EscalationReason") from None
+        text = _text("note", note, required=why is EscalationReason.OTHER, limit=MAX_NOTE_LENGTH)
+
+        transferred = False
+
+        def decide(case: CaseRecord, at: dt.datetime, cid: str | None) -> list[Event]:
+            nonlocal transferred
+            check(case, "escalated", self.policy)
+            if not transferred:  # a retry after a version conflict must not transfer twice
+                self.telephony.transfer_to_110(
+                    case_id, self.contract.transfer_110_number, why.value
+                )
+                transferred = True
+            return [
+                EscalatedTo110(
+                    case_id=case_id,
+                    at=at,
+                    command_id=cid,
+                    reason=why,
+                    note=text or None,
+                    transfer_number=self.contract.transfer_110_number,
+                )
+            ]
+
+        return self._run(case_id, command_id, "escalate", EscalatedTo110, decide)
+
+    # --- machinery ----------------------------------------------------------------------
+
+    def _now(self) -> dt.datetime:
+        now = self.clock.now()
+        if now.tzinfo is None:
+            raise InvalidCommand("clock.now()", now, "the clock must give timezone-aware times")
+        return now
+
+    def _simple(
+        self, case_id: str, command_id: str | None, name: str, kind: type[Any], **fields: Any
+    ) -> CaseView:
+        def decide(case: CaseRecord, at: dt.datetime, cid: str | None) -> list[Event]:
+            event = kind(case_id=case_id, at=at, command_id=cid, **fields)
+            check(case, event.trigger, self.policy)
+            return [event]
+
+        return self._run(case_id, command_id, name, kind, decide)
+
+    def _first_result(
+        self, events: Sequence[Event], command_id: str | None, name: str, kind: type[Any]
+    ) -> Sequence[Event] | None:
+        """The history up to the end of an earlier run of ``command_id``, if any."""
+        if command_id is None:
+            return None
+        last = None
+        for i, event in enumerate(events):
+            if event.command_id == command_id:
+                if last is None and type(event) is not kind:
+                    raise CommandIdReused(command_id, type(event).__name__, name)
+                last = i
+        return None if last is None else events[: last + 1]
+
+    def _run(
+        self,
+        case_id: str,
+        command_id: str | None,
+        name: str,
+        kind: type[Any],
+        decide: Decide,
+    ) -> CaseView:
+        events, _ = self._execute(case_id, command_id, name, kind, decide)
+        return CaseView.of(fold(events))
+
+    def _execute(
+        self,
+        case_id: str,
+        command_id: str | None,
+        name: str,
+        kind: type[Any],
+        decide: Decide,
+    ) -> tuple[Sequence[Event], bool]:
+        """Run a command: the history after it, and whether it ran now (False: a repeat).
+
+        A version conflict (another writer appended first) re-reads the case and decides
+        again, at most ``max_retries`` times; the guards then see the other writer's work.
+        """
+        cid = _command_id(command_id)
+        for attempt in range(self.max_retries + 1):
+            events = self.store.load(case_id)
+            if not events:
+                raise UnknownCase(case_id)
+            earlier = self._first_result(events, cid, name, kind)
+            if earlier is not None:
+                return earlier, False
+            case = fold(events)
+            new = decide(case, self._now(), cid)
+            try:
+                self.store.append(case_id, new, expected_version=len(events))
+            except ConcurrencyConflict:
+                if attempt == self.max_retries:
+                    raise
+                continue
+            after = [*events, *new]
+            self._notify(case, after)
+            return after, True
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _notify(self, before: CaseRecord, after_events: Iterable[Event]) -> None:
+        if self.notifier is None:
+            return
+        after = fold(after_events)
+        if after.state is before.state and not (
+            after.state is CaseState.OWNER_CALLED and before.attempts == 0
+        ):
+            return
+        view = RequesterView.of(after)
+        message = requester_message(view)
+        if message is not None:
+            self.notifier.notify(after.case_id, after.requester_phone, message)
+
+
+def _call_of(events: Sequence[Event]) -> OutboundCall:
+    placed = events[-1]
+    assert isinstance(placed, OwnerCallPlaced)
+    return OutboundCall(
+        case_id=placed.case_id,
+        call_id=placed.call_id,
+        attempt=placed.attempt,
+        caller_id=placed.caller_id,
+        greeting=placed.greeting,
+        greeting_version=placed.greeting_version,
+    )

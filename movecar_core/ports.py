@@ -1,0 +1,107 @@
+"""Ports: what the core needs from the outside world, as ``typing.Protocol``s.
+
+Each port has a complete in-memory adapter in :mod:`adapters.memory` and a contract test
+suite in :mod:`movecar_core.testing.contracts` that every adapter of the port must pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from movecar_core.case import Event
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Time comes in through this port: the core never reads a global clock."""
+
+    def now(self) -> dt.datetime:
+        """The current time, timezone-aware."""
+        ...
+
+
+@runtime_checkable
+class CaseStore(Protocol):
+    """Cases as append-only event streams with optimistic concurrency.
+
+    A case's version is the number of its stored events.
+    """
+
+    def load(self, case_id: str) -> Sequence[Event]:
+        """The case's events in order; empty when there is no such case."""
+        ...
+
+    def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
+        """Append ``events`` after exactly ``expected_version`` stored events, atomically.
+
+        Returns the new version. Raises
+        :class:`~movecar_core.errors.ConcurrencyConflict` (and writes nothing) when the
+        store holds a different number of events, e.g. because another writer got there
+        first. Appending to version 0 creates the case.
+        """
+        ...
+
+    def case_ids(self) -> Iterator[str]:
+        """Every stored case's id, in the order the cases were created."""
+        ...
+
+
+@attrs.frozen
+class OwnerContact:
+    """What the vehicle-owner data source tells about a plate."""
+
+    phone: str
+    source: str
+
+
+class VehicleRegistry(Protocol):
+    """二(二): owner data from the Jiangsu traffic-police platform.
+
+    四: "未经甲方同意，不得将机动车信息用于除挪车服务以外任何用途" — the facade calls
+    this only for an open case, and records every look-up as an event.
+    """
+
+    def lookup(self, plate: str) -> OwnerContact | None:
+        """The owner's contact for a canonical plate, or None when the plate is unknown.
+
+        Raises :class:`~movecar_core.errors.RegistryUnavailable` when the source cannot be
+        reached.
+        """
+        ...
+
+
+@attrs.frozen
+class OutboundCallRequest:
+    """One human-initiated outbound call to an owner (二(六))."""
+
+    call_id: str
+    case_id: str
+    agent_id: str
+    caller_id: str
+    callee: str
+    greeting: str
+
+
+class Telephony(Protocol):
+    """The phone switch: outbound calls to owners, and transfers to 110."""
+
+    def place_call(self, request: OutboundCallRequest) -> None:
+        """Start dialling. The outcome comes back later through ``record_call_outcome``.
+
+        Raises :class:`~movecar_core.errors.TelephonyError` when the call cannot be placed.
+        """
+        ...
+
+    def transfer_to_110(self, case_id: str, number: str, reason: str) -> None:
+        """Transfer the case's call to the 110 command centre's special line (二(五))."""
+        ...
+
+
+class RequesterNotifier(Protocol):
+    """Messages to the requester (e.g. SMS). Never carries the owner's contact."""
+
+    def notify(self, case_id: str, requester_phone: str, message: str) -> None: ...

@@ -1,0 +1,108 @@
+"""Read models of a case, one per audience.
+
+Privacy is by construction: :class:`RequesterView` has no field that could hold anything
+about the owner, and the requester's notifications are rendered from it alone. The seat's
+:class:`CaseView` shows phone numbers masked; the full numbers stay in the audited history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import attrs
+
+from movecar_core.case import (
+    CallOutcome,
+    CaseRecord,
+    CaseState,
+    EscalationReason,
+    UnresolvedReason,
+)
+from movecar_core.phones import parse_phone
+
+
+@attrs.frozen
+class CaseView:
+    """What a 114 seat sees of a case."""
+
+    case_id: str
+    state: CaseState
+    version: int
+    plate: str
+    location: str
+    opened_at: dt.datetime
+    closed_at: dt.datetime | None
+    requester_phone_masked: str
+    owner_located: bool
+    owner_phone_masked: str | None
+    attempts: int
+    call_in_flight: str | None
+    last_outcome: CallOutcome | None
+    escalation_reason: EscalationReason | None
+    unresolved_reason: UnresolvedReason | None
+
+    @classmethod
+    def of(cls, case: CaseRecord) -> CaseView:
+        return cls(
+            case_id=case.case_id,
+            state=case.state,
+            version=case.version,
+            plate=case.plate,
+            location=case.location,
+            opened_at=case.opened_at,
+            closed_at=case.closed_at,
+            requester_phone_masked=parse_phone(case.requester_phone).masked(),
+            owner_located=case.owner_phone is not None,
+            owner_phone_masked=(
+                None if case.owner_phone is None else parse_phone(case.owner_phone).masked()
+            ),
+            attempts=case.attempts,
+            call_in_flight=case.call_in_flight,
+            last_outcome=case.last_outcome,
+            escalation_reason=case.escalation_reason,
+            unresolved_reason=case.unresolved_reason,
+        )
+
+
+_STATUS = {
+    CaseState.RECEIVED: "已受理，正在查询车主信息",
+    CaseState.OWNER_LOCATED: "已查询到车主，正在联系",
+    CaseState.OWNER_CALLED: "已电话通知车主挪车",
+    CaseState.MOVED: "车辆已挪走，感谢您的耐心等待",
+    CaseState.DISPUTED: "车主有异议，正在协调处理",
+    CaseState.ESCALATED_TO_110: "已转公安 110 指挥中心处理",
+    CaseState.CANCELLED: "已按您的要求取消",
+    CaseState.UNRESOLVED: "暂未能联系到车主，如有紧急情况请拨打 110",
+}
+
+
+@attrs.frozen
+class RequesterView:
+    """What the requester (求助人) may see of their case: nothing about the owner."""
+
+    case_id: str
+    state: CaseState
+    plate: str
+    location: str
+    opened_at: dt.datetime
+    closed_at: dt.datetime | None
+    status: str
+
+    @classmethod
+    def of(cls, case: CaseRecord) -> RequesterView:
+        return cls(
+            case_id=case.case_id,
+            state=case.state,
+            plate=case.plate,
+            location=case.location,
+            opened_at=case.opened_at,
+            closed_at=case.closed_at,
+            status=_STATUS[case.state],
+        )
+
+
+def requester_message(view: RequesterView) -> str | None:
+    """The notification text for the requester, or None when the state is not news."""
+    if view.state in (CaseState.RECEIVED, CaseState.OWNER_LOCATED):
+        return None
+    return f"【114挪车】您反映的{view.plate}挪车求助：{view.status}。"
