@@ -1,1 +1,128 @@
-"""movecar: the engine of the 114 move-car (114 挪车) call-centre service."""
+"""movecar: the engine of the 114 move-car (114 挪车) call-centre service.
+
+The pure domain core: cases as event logs folded through one state machine, the ports
+the engine needs, and the contract's terms as data. Adapters (in-memory, SQL, telephony)
+live in the separate ``adapters`` package.
+"""
+
+from movecar_core.app import MoveCar, OutboundCall
+from movecar_core.case import (
+    CallOutcome,
+    CallOutcomeRecorded,
+    CaseCancelled,
+    CaseOpened,
+    CaseRecord,
+    CaseState,
+    CaseUnresolved,
+    DisputeRaised,
+    EscalatedTo110,
+    EscalationReason,
+    Event,
+    MoveConfirmed,
+    OwnerCallPlaced,
+    OwnerLookedUp,
+    UnresolvedReason,
+)
+from movecar_core.contract import WUJIN_114_2024, Contract, Greeting, Tier, WrittenNotice
+from movecar_core.errors import (
+    CallAttemptsExhausted,
+    CallInFlight,
+    CaseClosed,
+    CaseError,
+    CommandIdReused,
+    CommandRejected,
+    ConcurrencyConflict,
+    IllegalTransition,
+    InvalidCommand,
+    InvalidContract,
+    InvalidInput,
+    InvalidPhone,
+    InvalidPlate,
+    MoveCarError,
+    NoCallInFlight,
+    OwnerNotLocated,
+    PortError,
+    RegistryUnavailable,
+    TelephonyError,
+    UnknownCall,
+    UnknownCase,
+)
+from movecar_core.machine import CasePolicy, fold
+from movecar_core.phones import Phone, PhoneKind, parse_phone
+from movecar_core.plates import Plate, PlateKind, parse_plate
+from movecar_core.ports import (
+    CaseStore,
+    Clock,
+    OutboundCallRequest,
+    OwnerContact,
+    RequesterNotifier,
+    Telephony,
+    VehicleRegistry,
+)
+from movecar_core.views import CaseView, RequesterView
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "WUJIN_114_2024",
+    "CallAttemptsExhausted",
+    "CallInFlight",
+    "CallOutcome",
+    "CallOutcomeRecorded",
+    "CaseCancelled",
+    "CaseClosed",
+    "CaseError",
+    "CaseOpened",
+    "CasePolicy",
+    "CaseRecord",
+    "CaseState",
+    "CaseStore",
+    "CaseUnresolved",
+    "CaseView",
+    "Clock",
+    "CommandIdReused",
+    "CommandRejected",
+    "ConcurrencyConflict",
+    "Contract",
+    "DisputeRaised",
+    "EscalatedTo110",
+    "EscalationReason",
+    "Event",
+    "Greeting",
+    "IllegalTransition",
+    "InvalidCommand",
+    "InvalidContract",
+    "InvalidInput",
+    "InvalidPhone",
+    "InvalidPlate",
+    "MoveCar",
+    "MoveCarError",
+    "MoveConfirmed",
+    "NoCallInFlight",
+    "OutboundCall",
+    "OutboundCallRequest",
+    "OwnerCallPlaced",
+    "OwnerContact",
+    "OwnerLookedUp",
+    "OwnerNotLocated",
+    "Phone",
+    "PhoneKind",
+    "Plate",
+    "PlateKind",
+    "PortError",
+    "RegistryUnavailable",
+    "RequesterNotifier",
+    "RequesterView",
+    "Telephony",
+    "TelephonyError",
+    "Tier",
+    "UnknownCall",
+    "UnknownCase",
+    "UnresolvedReason",
+    "VehicleRegistry",
+    "WrittenNotice",
+    "__version__",
+    "fold",
+    "parse_phone",
+    "parse_plate",
+]
