@@ -1,0 +1,214 @@
+"""Port contract suites: one per port, written once, run against every adapter.
+
+Subclass a suite in a ``Test...`` class and provide the fixture it names::
+
+    class TestMyStore(CaseStoreContract):
+        @pytest.fixture
+        def store(self) -> CaseStore:
+            return MyStore(...)
+
+Every adapter of a port must pass its suite unchanged; that is what lets the engine,
+the simulator and the host treat adapters as interchangeable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from movecar_core.case import (
+    CallOutcome,
+    CallOutcomeRecorded,
+    CaseOpened,
+    EscalatedTo110,
+    EscalationReason,
+    Event,
+    OwnerCallPlaced,
+    OwnerLookedUp,
+)
+from movecar_core.errors import ConcurrencyConflict, RegistryUnavailable
+from movecar_core.machine import fold
+from movecar_core.ports import CaseStore, Clock, OutboundCallRequest, Telephony, VehicleRegistry
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+T0 = dt.datetime(2025, 3, 1, 8, 30, tzinfo=SHANGHAI)
+
+
+def sample_history(case_id: str, *, at: dt.datetime = T0) -> list[Event]:
+    """A realistic four-event history: opened, owner found, called, escalated."""
+    return [
+        CaseOpened(case_id, at, f"open-{case_id}", "苏D12345", "武进区湖塘镇花园街 8 号", "13800001111", "seat-1"),
+        OwnerLookedUp(case_id, at + dt.timedelta(seconds=20), None, "seat-1", True, "13912345678", "jsjj"),
+        OwnerCallPlaced(
+            case_id, at + dt.timedelta(seconds=40), "call-1", "c1", 1, "seat-1", "0519110",
+            "您好，这是公安 110 挪车服务专线，您是苏D12345 车主吗？", "v1",
+        ),
+        CallOutcomeRecorded(case_id, at + dt.timedelta(minutes=2), None, "c1", CallOutcome.ANSWERED_REFUSED),
+        EscalatedTo110(
+            case_id, at + dt.timedelta(minutes=3), None, EscalationReason.OWNER_UNCOOPERATIVE,
+            "车主拒绝挪车", "0519-81997327",
+        ),
+    ]  # fmt: skip
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class CaseStoreContract:
+    """What every :class:`~movecar_core.ports.CaseStore` must do. Needs fixture ``store``."""
+
+    def test_unknown_case_loads_empty(self, store: CaseStore) -> None:
+        assert list(store.load(_new_id())) == []
+
+    def test_round_trip_keeps_every_field(self, store: CaseStore) -> None:
+        case_id = _new_id()
+        events = sample_history(case_id)
+        assert store.append(case_id, events[:1], expected_version=0) == 1
+        assert store.append(case_id, events[1:], expected_version=1) == len(events)
+        loaded = list(store.load(case_id))
+        assert loaded == events
+        assert [type(e) for e in loaded] == [type(e) for e in events]
+        assert all(a.at == b.at and a.at.utcoffset() is not None for a, b in zip(loaded, events))
+
+    def test_stale_version_conflicts_and_writes_nothing(self, store: CaseStore) -> None:
+        case_id = _new_id()
+        events = sample_history(case_id)
+        store.append(case_id, events[:2], expected_version=0)
+        with pytest.raises(ConcurrencyConflict) as info:
+            store.append(case_id, events[2:], expected_version=1)
+        assert (info.value.expected, info.value.actual) == (1, 2)
+        assert list(store.load(case_id)) == events[:2]
+
+    def test_creating_an_existing_case_conflicts(self, store: CaseStore) -> None:
+        case_id = _new_id()
+        events = sample_history(case_id)
+        store.append(case_id, events[:1], expected_version=0)
+        with pytest.raises(ConcurrencyConflict):
+            store.append(case_id, events[:1], expected_version=0)
+        assert list(store.load(case_id)) == events[:1]
+
+    def test_future_version_conflicts(self, store: CaseStore) -> None:
+        case_id = _new_id()
+        with pytest.raises(ConcurrencyConflict):
+            store.append(case_id, sample_history(case_id)[:1], expected_version=3)
+        assert list(store.load(case_id)) == []
+
+    def test_cases_are_separate_and_listed_in_creation_order(self, store: CaseStore) -> None:
+        ids = [_new_id() for _ in range(3)]
+        for i, case_id in enumerate(ids):
+            store.append(case_id, sample_history(case_id)[: i + 1], expected_version=0)
+        for i, case_id in enumerate(ids):
+            assert len(store.load(case_id)) == i + 1
+        listed = [c for c in store.case_ids() if c in set(ids)]
+        assert listed == ids
+
+    def test_history_folds(self, store: CaseStore) -> None:
+        case_id = _new_id()
+        store.append(case_id, sample_history(case_id), expected_version=0)
+        assert fold(store.load(case_id)).state.value == "escalated_to_110"
+
+    def test_racing_appenders_exactly_one_wins(self, store: CaseStore) -> None:
+        case_id = _new_id()
+        events = sample_history(case_id)
+        store.append(case_id, events[:2], expected_version=0)
+        outcomes: list[str] = []
+        barrier = threading.Barrier(8)
+
+        def racer() -> None:
+            barrier.wait()
+            try:
+                store.append(case_id, events[2:3], expected_version=2)
+                outcomes.append("won")
+            except ConcurrencyConflict:
+                outcomes.append("lost")
+
+        threads = [threading.Thread(target=racer) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == ["lost"] * 7 + ["won"]
+        assert list(store.load(case_id)) == events[:3]
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        cut=st.integers(min_value=1, max_value=4),
+        location=st.text(min_size=1, max_size=60).filter(lambda s: "\x00" not in s),
+        note=st.text(max_size=200).filter(lambda s: "\x00" not in s),
+        seconds=st.integers(min_value=0, max_value=10**8),
+    )
+    def test_any_history_round_trips(
+        self, store: CaseStore, cut: int, location: str, note: str, seconds: int
+    ) -> None:
+        case_id = _new_id()
+        at = T0 + dt.timedelta(seconds=seconds)
+        events = sample_history(case_id, at=at)
+        opened = events[0]
+        assert isinstance(opened, CaseOpened)
+        events[0] = CaseOpened(
+            case_id, opened.at, opened.command_id, opened.plate, location,
+            opened.requester_phone, opened.agent_id,
+        )  # fmt: skip
+        last = events[-1]
+        assert isinstance(last, EscalatedTo110)
+        events[-1] = EscalatedTo110(
+            case_id, last.at, None, last.reason, note or None, last.transfer_number
+        )
+        store.append(case_id, events[:cut], expected_version=0)
+        store.append(case_id, events[cut:], expected_version=cut)
+        assert list(store.load(case_id)) == events
+
+
+class VehicleRegistryContract:
+    """Needs fixtures ``registry`` (knows ``苏D12345`` -> an owner, nothing about
+    ``苏E99999``) and ``make_unavailable`` (a callable that takes the registry down)."""
+
+    def test_known_plate_gives_contact(self, registry: VehicleRegistry) -> None:
+        contact = registry.lookup("苏D12345")
+        assert contact is not None
+        assert contact.phone and contact.source
+
+    def test_unknown_plate_gives_none(self, registry: VehicleRegistry) -> None:
+        assert registry.lookup("苏E99999") is None
+
+    def test_unavailable_raises_typed_error(self, registry: VehicleRegistry, make_unavailable: object) -> None:
+        assert callable(make_unavailable)
+        make_unavailable()
+        with pytest.raises(RegistryUnavailable):
+            registry.lookup("苏D12345")
+
+
+class TelephonyContract:
+    """Needs fixture ``telephony``; calls and transfers must be accepted without error."""
+
+    def test_place_call(self, telephony: Telephony) -> None:
+        telephony.place_call(
+            OutboundCallRequest(
+                call_id=_new_id(), case_id=_new_id(), agent_id="seat-1", caller_id="0519110",
+                callee="13912345678", greeting="您好，这是公安 110 挪车服务专线，您是苏D12345 车主吗？",
+            )
+        )  # fmt: skip
+
+    def test_transfer_to_110(self, telephony: Telephony) -> None:
+        telephony.transfer_to_110(_new_id(), "0519-81997327", "owner_uncooperative")
+
+
+class ClockContract:
+    """Needs fixture ``clock``: aware, non-decreasing time."""
+
+    def test_aware_and_monotone(self, clock: Clock) -> None:
+        first = clock.now()
+        second = clock.now()
+        assert first.tzinfo is not None and first.utcoffset() is not None
+        assert second >= first

@@ -1,0 +1,54 @@
+"""The port contract suites against the in-memory adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from adapters.clock import ManualClock, SystemClock
+from adapters.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
+from movecar_core.ports import CaseStore, Clock
+from movecar_core.testing.contracts import (
+    CaseStoreContract,
+    ClockContract,
+    TelephonyContract,
+    VehicleRegistryContract,
+)
+
+
+class TestInMemoryCaseStore(CaseStoreContract):
+    @pytest.fixture
+    def store(self) -> CaseStore:
+        return InMemoryCaseStore()
+
+
+class TestInMemoryVehicleRegistry(VehicleRegistryContract):
+    @pytest.fixture
+    def registry(self) -> InMemoryVehicleRegistry:
+        return InMemoryVehicleRegistry({"苏D12345": "13912345678"})
+
+    @pytest.fixture
+    def make_unavailable(self, registry: InMemoryVehicleRegistry) -> Callable[[], None]:
+        def down() -> None:
+            registry.available = False
+
+        return down
+
+
+class TestInMemoryTelephony(TelephonyContract):
+    @pytest.fixture
+    def telephony(self) -> InMemoryTelephony:
+        return InMemoryTelephony()
+
+
+class TestSystemClock(ClockContract):
+    @pytest.fixture
+    def clock(self) -> Clock:
+        return SystemClock()
+
+
+class TestManualClock(ClockContract):
+    @pytest.fixture
+    def clock(self) -> Clock:
+        return ManualClock()
