@@ -17,11 +17,11 @@ from movecar_core.case import EVENT_TYPES, Event
 from movecar_core.errors import MoveCarError
 
 
-class UnknownEventType(MoveCarError):
+class UnknownEventType(MoveCarError):  # noqa: N818 (stored-format name)
     """A stored event whose type this version of the library does not know."""
 
 
-class MalformedEvent(MoveCarError):
+class MalformedEvent(MoveCarError):  # noqa: N818 (stored-format name)
     """A stored event whose payload does not fit its type."""
 
 
@@ -45,50 +45,118 @@ def encode(event: Event) -> tuple[str, dict[str, Any]]:
     return type(event).__name__, payload
 
 
-_CONVERTERS: dict[type[Any], Any] = {}
+_CONVERTERS: dict[type[Any], dict[str, Any]] = {}
+
+
+class _RejectError(Exception):
+    """Internal: a payload value of the wrong type (turned into MalformedEvent)."""
+
+
+def _datetime(value: Any) -> dt.datetime:
+    if not isinstance(value, str):
+        raise _RejectError(f"expected an ISO 8601 string, found {type(value).__name__}")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise _RejectError(str(exc)) from exc
+    if parsed.tzinfo is None:
+        raise _RejectError("a datetime without offset: events need aware times")
+    return parsed
 
 
 def _field_converter(tp: Any) -> Any:
-    """How to rebuild a field of (resolved) type ``tp`` from its plain form."""
+    """How to check and rebuild a field of (resolved) type ``tp`` from its plain form.
+
+    Every value is checked against its field's type: a stored ``attempt`` of ``"1"`` or a
+    ``found`` of ``1`` is malformed, not silently accepted.
+    """
+    args = getattr(tp, "__args__", None)
+    if args is not None:  # ``X | None``
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1 or len(args) != 2:
+            raise MoveCarError(f"codec: unsupported field type {tp!r}")
+        convert = _field_converter(inner[0])
+        return lambda v: None if v is None else convert(v)
     if tp is dt.datetime:
-        return dt.datetime.fromisoformat
+        return _datetime
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp
-    # Optional enums: ``X | None``
-    args = getattr(tp, "__args__", ())
-    for arg in args:
-        if isinstance(arg, type) and issubclass(arg, enum.Enum):
-            enum_type = arg
-            return lambda v: None if v is None else enum_type(v)
-    return None
+        enum_type = tp
+
+        def to_enum(v: Any) -> Any:
+            if not isinstance(v, str):
+                found = type(v).__name__
+                raise _RejectError(f"expected a {enum_type.__name__} string, found {found}")
+            try:
+                return enum_type(v)
+            except ValueError as exc:
+                raise _RejectError(f"{v!r} is not a {enum_type.__name__}") from exc
+
+        return to_enum
+    if tp is bool:
+
+        def to_bool(v: Any) -> bool:
+            if type(v) is not bool:
+                raise _RejectError(f"expected a bool, found {type(v).__name__}")
+            return v
+
+        return to_bool
+    if tp is int:
+
+        def to_int(v: Any) -> int:
+            if type(v) is not int:
+                raise _RejectError(f"expected an int, found {type(v).__name__}")
+            return v
+
+        return to_int
+    if tp is str:
+
+        def to_str(v: Any) -> str:
+            if type(v) is not str:
+                raise _RejectError(f"expected a string, found {type(v).__name__}")
+            return v
+
+        return to_str
+    raise MoveCarError(f"codec: unsupported field type {tp!r}")
 
 
 def _converters(cls: type[Any]) -> dict[str, Any]:
     found = _CONVERTERS.get(cls)
     if found is None:
         attrs.resolve_types(cls)
-        found = {
-            a.name: conv for a in attrs.fields(cls) if (conv := _field_converter(a.type)) is not None
-        }
+        found = {a.name: _field_converter(a.type) for a in attrs.fields(cls) if a.name != "case_id"}
         _CONVERTERS[cls] = found
-    result: dict[str, Any] = found
-    return result
+    return found
 
 
 def decode(case_id: str, type_name: str, payload: dict[str, Any]) -> Event:
-    """The event stored as ``(type_name, payload)`` in case ``case_id``."""
+    """The event stored as ``(type_name, payload)`` in case ``case_id``.
+
+    Raises :class:`UnknownEventType` for a type this library does not know and
+    :class:`MalformedEvent` for a payload that is not a dict, lacks or adds a field, or
+    holds a value of the wrong type for its field.
+    """
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
         raise UnknownEventType(f"case {case_id}: unknown event type {type_name!r}")
-    names = {a.name for a in attrs.fields(cls)} - {"case_id"}
-    if set(payload) != names:
+    if not isinstance(payload, dict):
         raise MalformedEvent(
-            f"case {case_id}: {type_name} payload has fields {sorted(payload)}, "
-            f"expected {sorted(names)}"
+            f"case {case_id}: {type_name} payload must be an object, not {type(payload).__name__}"
         )
     converters = _converters(cls)
+    if payload.keys() != converters.keys():
+        raise MalformedEvent(
+            f"case {case_id}: {type_name} payload has fields {sorted(payload)}, "
+            f"expected {sorted(converters)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in payload.items():
+        try:
+            kwargs[name] = converters[name](value)
+        except _RejectError as exc:
+            raise MalformedEvent(
+                f"case {case_id}: {type_name}.{name}={value!r:.80}: {exc}"
+            ) from None
     try:
-        kwargs = {k: (converters[k](v) if k in converters else v) for k, v in payload.items()}
         event: Event = cls(case_id=case_id, **kwargs)
     except (TypeError, ValueError) as exc:
         raise MalformedEvent(f"case {case_id}: {type_name} payload {payload!r}: {exc}") from exc
