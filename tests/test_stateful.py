@@ -1,0 +1,30 @@
+"""The library's stateful machine against the in-memory adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from hypothesis import settings
+
+from adapters.clock import ManualClock
+from adapters.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
+from movecar_core import CasePolicy, MoveCar
+from movecar_core.testing.stateful import MoveCarStateMachine, RecordingNotifier
+
+
+class InMemoryMachine(MoveCarStateMachine):
+    def make_engine(self, owners: Mapping[str, str], notifier: RecordingNotifier) -> MoveCar:
+        return MoveCar(
+            store=InMemoryCaseStore(),
+            registry=InMemoryVehicleRegistry(owners),
+            telephony=InMemoryTelephony(),
+            clock=ManualClock(),
+            notifier=notifier,
+            policy=CasePolicy(max_call_attempts=2),
+        )
+
+
+InMemoryMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None
+)
+TestInMemoryMachine = InMemoryMachine.TestCase
