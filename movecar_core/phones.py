@@ -43,6 +43,7 @@ class PhoneKind(enum.StrEnum):
 _SEPARATORS: Final = re.compile(r"[\s()\-‐‑‒–—―.]+")
 _NON_DIGIT: Final = re.compile(r"[^0-9]")
 _MOBILE: Final = re.compile(r"1[3-9][0-9]{9}")
+_MOBILE_PREFIX: Final = re.compile(r"1[3-9]")
 _LOCAL: Final = re.compile(r"[2-9][0-9]{6,7}")
 
 
@@ -107,8 +108,8 @@ def _strip_country_code(text: str, digits: str) -> str:
     national = digits[2:]
     if not national:
         raise InvalidPhone(text, "no number after the country code")
-    if national[0] not in "01":
-        national = "0" + national
+    if national[0] != "0" and not _MOBILE_PREFIX.match(national):
+        national = "0" + national  # +86 10 ... is Beijing: no mobile starts 10
     return national
 
 
