@@ -1,0 +1,1 @@
+"""Test support for users' suites: Hypothesis strategies and reusable test machinery."""
