@@ -45,7 +45,9 @@ class KeyRing:
             try:
                 self._keys[key_id] = Fernet(key)
             except (ValueError, TypeError) as exc:
-                raise KeyConfigError(f"key {key_id!r} is not a url-safe base64 32-byte key") from exc
+                raise KeyConfigError(
+                    f"key {key_id!r} is not a url-safe base64 32-byte key"
+                ) from exc
         self.current_id = keys[0][0]
 
     @classmethod

@@ -16,7 +16,12 @@ from adapters.clock import ManualClock, SystemClock
 from movecar_core.app import MoveCar
 from movecar_core.case import Event
 from movecar_core.contract import WUJIN_114_2024, Contract
-from movecar_core.errors import ConcurrencyConflict, InvalidInput, RegistryUnavailable, TelephonyError
+from movecar_core.errors import (
+    ConcurrencyConflict,
+    InvalidInput,
+    RegistryUnavailable,
+    TelephonyError,
+)
 from movecar_core.machine import CasePolicy
 from movecar_core.plates import parse_plate
 from movecar_core.ports import Clock, OutboundCallRequest, OwnerContact

@@ -8,6 +8,7 @@ Every number of the seed contract (常州市公安局武进分局 114 移车电�
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from decimal import Decimal
 from typing import Any
 
@@ -56,7 +57,7 @@ def _check_tiers(_: Any, __: Any, tiers: tuple[Tier, ...]) -> None:
         raise InvalidContract("tiers: at least one tier is needed")
     if tiers[0].lower != 0:
         raise InvalidContract(f"tiers: the first tier starts at {tiers[0].lower}, not 0")
-    for below, above in zip(tiers, tiers[1:], strict=False):
+    for below, above in itertools.pairwise(tiers):
         if below.upper != above.lower:
             raise InvalidContract(
                 f"tiers: gap or overlap between [{below.lower}, {below.upper}) "

@@ -123,9 +123,7 @@ class ConcurrencyConflict(CaseError):
         self.case_id = case_id
         self.expected = expected
         self.actual = actual
-        super().__init__(
-            f"case {case_id}: expected version {expected}, store has version {actual}"
-        )
+        super().__init__(f"case {case_id}: expected version {expected}, store has version {actual}")
 
 
 # --- the outside world ------------------------------------------------------------------

@@ -23,14 +23,12 @@ import attrs
 from movecar_core.case import (
     TERMINAL_STATES,
     CallOutcomeRecorded,
-    CaseCancelled,
     CaseOpened,
     CaseRecord,
     CaseState,
     CaseUnresolved,
     EscalatedTo110,
     Event,
-    MoveConfirmed,
     OwnerCallPlaced,
     OwnerLookedUp,
     UnresolvedReason,
@@ -149,7 +147,7 @@ GUARDS: dict[str, tuple[Guard, RejectionFactory]] = {
 }
 
 
-def _expand(source: object) -> list[CaseState]:
+def _expand(source: str | list[str]) -> list[CaseState]:
     items = source if isinstance(source, list) else [source]
     return [CaseState(s) for s in items]
 
@@ -221,38 +219,77 @@ def open_record(event: CaseOpened) -> CaseRecord:
     )
 
 
+def _call_placed(case: CaseRecord, event: Any) -> None:
+    case.attempts = event.attempt
+    case.call_in_flight = event.call_id
+
+
+def _outcome_recorded(case: CaseRecord, event: Any) -> None:
+    case.call_in_flight = None
+    case.last_outcome = event.outcome
+
+
+def _owner_looked_up(case: CaseRecord, event: Any) -> None:
+    case.owner_phone = event.owner_phone
+    if not event.found:
+        case.unresolved_reason = UnresolvedReason.OWNER_NOT_FOUND
+
+
+def _escalated(case: CaseRecord, event: Any) -> None:
+    case.escalation_reason = event.reason
+
+
+def _unresolved(case: CaseRecord, event: Any) -> None:
+    case.unresolved_reason = event.reason
+
+
+#: What an event changes in the record besides the state (events not listed change
+#: only the state).
+_UPDATES: dict[type[Any], Callable[[CaseRecord, Any], None]] = {
+    OwnerCallPlaced: _call_placed,
+    CallOutcomeRecorded: _outcome_recorded,
+    OwnerLookedUp: _owner_looked_up,
+    EscalatedTo110: _escalated,
+    CaseUnresolved: _unresolved,
+}
+
+
+def _advance(case: CaseRecord, events: Iterable[Event]) -> None:
+    """Advance ``case`` through stored events, in place (the fold is the hot path)."""
+    get = LOOKUP.get
+    update_for = _UPDATES.get
+    state = case.state
+    version = case.version
+    last = None
+    for event in events:
+        found = get((state, event.trigger))  # type: ignore[arg-type]
+        if found is None:
+            raise _corrupt(case, state, version, event)
+        update = update_for(type(event))
+        if update is not None:
+            update(case, event)
+        state = found[0]
+        version += 1
+        last = event
+    case.state = state
+    case.version = version
+    if last is not None and state in TERMINAL_STATES:
+        # Terminal states have no way out, so the last event is the one that closed it.
+        case.closed_at = last.at
+
+
+def _corrupt(case: CaseRecord, state: CaseState, version: int, event: Event) -> CorruptHistory:
+    if event.trigger is None:
+        return CorruptHistory(f"case {case.case_id}: a second CaseOpened after version {version}")
+    return CorruptHistory(
+        f"case {case.case_id}: event {type(event).__name__} ({event.trigger}) "
+        f"cannot follow state {state.value!r} at version {version}"
+    )
+
+
 def apply(case: CaseRecord, event: Event) -> None:
-    """Advance ``case`` by one stored event (in place: the fold is the hot path)."""
-    trigger = event.trigger
-    if trigger is None:
-        raise CorruptHistory(f"case {case.case_id}: a second CaseOpened at version {case.version}")
-    found = LOOKUP.get((case.state, trigger))
-    if found is None:
-        raise CorruptHistory(
-            f"case {case.case_id}: event {type(event).__name__} ({trigger}) "
-            f"cannot follow state {case.state.value!r}"
-        )
-    dest = found[0]
-    if type(event) is OwnerCallPlaced:
-        case.attempts = event.attempt
-        case.call_in_flight = event.call_id
-    elif type(event) is CallOutcomeRecorded:
-        case.call_in_flight = None
-        case.last_outcome = event.outcome
-    elif type(event) is OwnerLookedUp:
-        case.owner_phone = event.owner_phone
-        if not event.found:
-            case.unresolved_reason = UnresolvedReason.OWNER_NOT_FOUND
-    elif type(event) is EscalatedTo110:
-        case.escalation_reason = event.reason
-    elif type(event) is CaseUnresolved:
-        case.unresolved_reason = event.reason
-    elif type(event) in (MoveConfirmed, CaseCancelled):
-        pass
-    case.state = dest
-    case.version += 1
-    if dest in TERMINAL_STATES:
-        case.closed_at = event.at
+    """Advance ``case`` by one stored event, in place."""
+    _advance(case, (event,))
 
 
 def fold(events: Iterable[Event]) -> CaseRecord:
@@ -262,8 +299,7 @@ def fold(events: Iterable[Event]) -> CaseRecord:
     if not isinstance(first, CaseOpened):
         raise CorruptHistory(f"a case history must start with CaseOpened, not {first!r}")
     case = open_record(first)
-    for event in it:
-        apply(case, event)
+    _advance(case, it)
     return case
 
 
@@ -313,8 +349,7 @@ def _plain(transitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return str(value)
 
     return [
-        {k: (plain(v) if k in ("source", "dest") else v) for k, v in t.items()}
-        for t in transitions
+        {k: (plain(v) if k in ("source", "dest") else v) for k, v in t.items()} for t in transitions
     ]
 
 

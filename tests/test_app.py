@@ -250,7 +250,9 @@ def test_owner_phone_never_reaches_the_requester(mc: MoveCar) -> None:
 
 def test_greeting_change_takes_a_written_notice(clock: ManualClock) -> None:
     notice = WrittenNotice(reference="武公指〔2025〕12号", dated=dt.date(2025, 3, 1))
-    contract = WUJIN_114_2024.with_greeting("您好，这里是 110 挪车专线，请问您是{plate}车主吗？", notice)
+    contract = WUJIN_114_2024.with_greeting(
+        "您好，这里是 110 挪车专线，请问您是{plate}车主吗？", notice
+    )
     mc = MoveCar.in_memory(owners={"苏D12345": OWNER}, clock=clock, contract=contract)
     case_id = opened(mc)
     mc.locate_owner(case_id)
@@ -262,7 +264,7 @@ def test_greeting_change_takes_a_written_notice(clock: ManualClock) -> None:
 def test_naive_clock_is_refused() -> None:
     class Naive:
         def now(self) -> dt.datetime:
-            return dt.datetime(2025, 1, 1)  # noqa: DTZ001
+            return dt.datetime(2025, 1, 1)
 
     mc = MoveCar.in_memory(clock=Naive())
     with pytest.raises(InvalidCommand, match="timezone"):

@@ -42,14 +42,18 @@ T0 = dt.datetime(2025, 3, 1, 8, 30, tzinfo=SHANGHAI)
 
 def sample_history(case_id: str, *, at: dt.datetime = T0) -> list[Event]:
     """A realistic four-event history: opened, owner found, called, escalated."""
+    s = dt.timedelta(seconds=1)
     return [
-        CaseOpened(case_id, at, f"open-{case_id}", "苏D12345", "武进区湖塘镇花园街 8 号", "13800001111", "seat-1"),
-        OwnerLookedUp(case_id, at + dt.timedelta(seconds=20), None, "seat-1", True, "13912345678", "jsjj"),
+        CaseOpened(
+            case_id, at, f"open-{case_id}", "苏D12345", "武进区湖塘镇花园街 8 号",
+            "13800001111", "seat-1",
+        ),
+        OwnerLookedUp(case_id, at + 20 * s, None, "seat-1", True, "13912345678", "jsjj"),
         OwnerCallPlaced(
             case_id, at + dt.timedelta(seconds=40), "call-1", "c1", 1, "seat-1", "0519110",
             "您好，这是公安 110 挪车服务专线，您是苏D12345 车主吗？", "v1",
         ),
-        CallOutcomeRecorded(case_id, at + dt.timedelta(minutes=2), None, "c1", CallOutcome.ANSWERED_REFUSED),
+        CallOutcomeRecorded(case_id, at + 120 * s, None, "c1", CallOutcome.ANSWERED_REFUSED),
         EscalatedTo110(
             case_id, at + dt.timedelta(minutes=3), None, EscalationReason.OWNER_UNCOOPERATIVE,
             "车主拒绝挪车", "0519-81997327",
@@ -75,7 +79,10 @@ class CaseStoreContract:
         loaded = list(store.load(case_id))
         assert loaded == events
         assert [type(e) for e in loaded] == [type(e) for e in events]
-        assert all(a.at == b.at and a.at.utcoffset() is not None for a, b in zip(loaded, events))
+        assert all(
+            a.at == b.at and a.at.utcoffset() is not None
+            for a, b in zip(loaded, events, strict=True)
+        )
 
     def test_stale_version_conflicts_and_writes_nothing(self, store: CaseStore) -> None:
         case_id = _new_id()
@@ -182,7 +189,9 @@ class VehicleRegistryContract:
     def test_unknown_plate_gives_none(self, registry: VehicleRegistry) -> None:
         assert registry.lookup("苏E99999") is None
 
-    def test_unavailable_raises_typed_error(self, registry: VehicleRegistry, make_unavailable: object) -> None:
+    def test_unavailable_raises_typed_error(
+        self, registry: VehicleRegistry, make_unavailable: object
+    ) -> None:
         assert callable(make_unavailable)
         make_unavailable()
         with pytest.raises(RegistryUnavailable):
@@ -195,10 +204,14 @@ class TelephonyContract:
     def test_place_call(self, telephony: Telephony) -> None:
         telephony.place_call(
             OutboundCallRequest(
-                call_id=_new_id(), case_id=_new_id(), agent_id="seat-1", caller_id="0519110",
-                callee="13912345678", greeting="您好，这是公安 110 挪车服务专线，您是苏D12345 车主吗？",
+                call_id=_new_id(),
+                case_id=_new_id(),
+                agent_id="seat-1",
+                caller_id="0519110",
+                callee="13912345678",
+                greeting="您好，这是公安 110 挪车服务专线，您是苏D12345 车主吗？",
             )
-        )  # fmt: skip
+        )
 
     def test_transfer_to_110(self, telephony: Telephony) -> None:
         telephony.transfer_to_110(_new_id(), "0519-81997327", "owner_uncooperative")
