@@ -7,10 +7,30 @@ only what they must refuse), so a failing example is a real bug, not a bad gener
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
+from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
+from movecar_core.case import (
+    CallOutcome,
+    CallOutcomeRecorded,
+    CaseCancelled,
+    CaseOpened,
+    CaseRecord,
+    CaseUnresolved,
+    DisputeRaised,
+    EscalatedTo110,
+    EscalationReason,
+    Event,
+    MoveConfirmed,
+    OwnerCallPlaced,
+    OwnerLookedUp,
+    UnresolvedReason,
+)
+from movecar_core.errors import CommandRejected
+from movecar_core.machine import TRIGGERS, CasePolicy, apply, check, fold
 from movecar_core.plates import (
     NEW_ENERGY_LARGE_LETTERS,
     NEW_ENERGY_SMALL_LETTERS,
@@ -20,9 +40,11 @@ from movecar_core.plates import (
 )
 
 __all__ = [
+    "aware_datetimes",
     "canonical_fixed_phones",
     "canonical_mobile_phones",
     "canonical_plates",
+    "case_histories",
     "fixed_phones",
     "invalid_phones",
     "invalid_plates",
@@ -262,3 +284,92 @@ def _broken_phone(draw: st.DrawFn) -> str:
 def invalid_phones() -> st.SearchStrategy[str]:
     """Strings that :func:`~movecar_core.phones.parse_phone` must refuse."""
     return _broken_phone()
+
+
+# =========================================================================================
+# Cases and event histories
+# =========================================================================================
+
+_SHANGHAI = ZoneInfo("Asia/Shanghai")
+_LOCATIONS = (
+    "武进区湖塘镇花园街 8 号",
+    "常武中路 18 号地下车库",
+    "延政中路 5 号",
+    "人民医院急诊通道",
+)
+
+
+def aware_datetimes(
+    start: dt.datetime = dt.datetime(2024, 4, 1, tzinfo=_SHANGHAI),
+    end: dt.datetime = dt.datetime(2027, 3, 31, 23, 59, tzinfo=_SHANGHAI),
+) -> st.SearchStrategy[dt.datetime]:
+    """Times inside the seed contract's longest possible term, in Asia/Shanghai."""
+    span = int((end - start).total_seconds())
+    return st.integers(0, span).map(lambda s: start + dt.timedelta(seconds=s))
+
+
+def _event_for(
+    draw: st.DrawFn, trigger: str, case: CaseRecord, at: dt.datetime, owner: str
+) -> Event:
+    cid = case.case_id
+    if trigger in ("owner_found", "owner_not_found"):
+        found = trigger == "owner_found"
+        return OwnerLookedUp(cid, at, None, "seat-1", found, owner if found else None, "jsjj")
+    if trigger == "call_placed":
+        return OwnerCallPlaced(
+            cid, at, None, f"call-{case.attempts + 1}", case.attempts + 1, "seat-1",
+            "0519110", f"您好，这是公安 110 挪车服务专线，您是{case.plate} 车主吗？", "v1",
+        )  # fmt: skip
+    if trigger in ("call_answered", "call_unanswered", "call_disputed"):
+        outcomes = [
+            o for o in CallOutcome if CallOutcomeRecorded(cid, at, None, "", o).trigger == trigger
+        ]
+        assert case.call_in_flight is not None
+        return CallOutcomeRecorded(
+            cid, at, None, case.call_in_flight, draw(st.sampled_from(outcomes))
+        )
+    if trigger == "owner_unreachable":
+        return CaseUnresolved(cid, at, None, UnresolvedReason.OWNER_UNREACHABLE)
+    if trigger == "move_confirmed":
+        return MoveConfirmed(cid, at, None, draw(st.sampled_from(["", "求助人确认"])))
+    if trigger == "dispute_raised":
+        return DisputeRaised(cid, at, None, "车主称车辆非其所有")
+    if trigger == "escalated":
+        reason = draw(st.sampled_from(EscalationReason))
+        note = "群众情绪激动" if reason is EscalationReason.OTHER else None
+        return EscalatedTo110(cid, at, None, reason, note, "0519-81997327")
+    assert trigger == "cancelled", trigger
+    return CaseCancelled(cid, at, None, "求助人已自行解决")
+
+
+@st.composite
+def case_histories(
+    draw: st.DrawFn, max_events: int = 12, policy: CasePolicy | None = None
+) -> list[Event]:
+    """Valid event histories of one case: a random walk through the state machine.
+
+    Every step is a transition the machine allows from the current state with its guards
+    satisfied, so ``fold`` accepts every history drawn (terminal or still open).
+    """
+    rules = policy or CasePolicy()
+    at = draw(aware_datetimes())
+    opened = CaseOpened(
+        draw(st.uuids()).hex, at, None, draw(canonical_plates()), draw(st.sampled_from(_LOCATIONS)),
+        draw(canonical_mobile_phones()), "seat-1",
+    )  # fmt: skip
+    owner = draw(canonical_mobile_phones())
+    events: list[Event] = [opened]
+    case = fold(events)
+    while len(events) < max_events and not case.state.is_terminal and draw(st.integers(0, 7)):
+        allowed = []
+        for trigger in sorted(TRIGGERS):
+            try:
+                check(case, trigger, rules)
+            except CommandRejected:
+                continue
+            allowed.append(trigger)
+        at += dt.timedelta(seconds=draw(st.integers(1, 900)))
+        event = _event_for(draw, draw(st.sampled_from(allowed)), case, at, owner)
+        events.append(event)
+        apply(case, event)
+    return events

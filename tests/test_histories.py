@@ -1,0 +1,25 @@
+"""Every generated history is one the machine accepts, and survives the codec."""
+
+from __future__ import annotations
+
+from hypothesis import given
+
+from movecar_core import codec
+from movecar_core.case import Event
+from movecar_core.machine import fold
+from movecar_core.testing.strategies import case_histories
+
+
+@given(case_histories())
+def test_generated_histories_fold(history: list[Event]) -> None:
+    case = fold(history)
+    assert case.version == len(history)
+    assert (case.closed_at is not None) == case.state.is_terminal
+    assert case.attempts <= 3
+
+
+@given(case_histories())
+def test_codec_round_trips_every_history(history: list[Event]) -> None:
+    for event in history:
+        name, payload = codec.encode(event)
+        assert codec.decode(event.case_id, name, payload) == event
