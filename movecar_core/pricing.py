@@ -131,10 +131,11 @@ def annual_fee(
     total = Decimal(0)
     for tier in contract.tiers:
         first = max(tier.lower, 1)
-        last = volume if tier.upper is None else min(volume, tier.upper - 1)
-        if last < first:
+        if volume < first:
             break
-        total += (last - first + 1) * tier.price
+        last = volume if tier.upper is None else min(volume, tier.upper - 1)
+        if last >= first:  # a tier [0, 1) holds no call number
+            total += (last - first + 1) * tier.price
     return to_fen(total)
 
 

@@ -325,8 +325,8 @@ TRANSITIONS: Mapping[type[Any], tuple[frozenset[SettlementState], SettlementStat
 class SettlementRecord:
     """The settlement of one service month: the fold of its events.
 
-    Build one with :func:`open_settlement` or :func:`fold`; :meth:`apply` returns a new record
-    (or raises :class:`~movecar_core.errors.IllegalSettlementTransition` /
+    Build one with :func:`open_settlement` or :func:`fold_settlement`; :meth:`apply` returns a
+    new record (or raises :class:`~movecar_core.errors.IllegalSettlementTransition` /
     :class:`~movecar_core.errors.SettlementDeadlineError`); :meth:`due_events` lists what the
     passing of time has made true (deemed acceptance, overdue payment) at a given instant.
     """
@@ -587,7 +587,7 @@ def open_settlement(
     )
 
 
-def fold(
+def fold_settlement(
     events: Iterable[SettlementEvent], rules: SettlementRules = DEFAULT_RULES
 ) -> SettlementRecord:
     """Replay ``events`` (the first must be a :class:`ReportSubmitted`) into a record."""
