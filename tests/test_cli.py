@@ -51,3 +51,14 @@ def test_unknown_command_fails_with_usage(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_docs_show_the_current_diagram() -> None:
+    from pathlib import Path
+
+    from movecar_core.machine import mermaid
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "cases.md"
+    assert mermaid().rstrip() in docs.read_text(encoding="utf-8"), (
+        "docs/cases.md is stale: paste the output of `movecar diagram`"
+    )
