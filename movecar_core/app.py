@@ -466,10 +466,8 @@ class MoveCar:
         if self.notifier is None:
             return
         after = fold(after_events)
-        if after.state is before.state and not (
-            after.state is CaseState.OWNER_CALLED and before.attempts == 0
-        ):
-            return
+        if after.state is before.state:
+            return  # requesters hear of changes of state only
         view = RequesterView.of(after)
         message = requester_message(view)
         if message is not None:
