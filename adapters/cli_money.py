@@ -224,7 +224,7 @@ def run_settle(args: argparse.Namespace) -> int:
                 "carried in",
                 _calls(result.carried_in),
                 _calls(result.carried_in),
-                "",
+                str(unit_price(result.carried_in)),
                 _yuan(result.carried_in_fee),
             )
         )
