@@ -1,0 +1,246 @@
+"""``movecar audit verify``: recompute every hash and name what was tampered with.
+
+七(三) asks that data be protected from "篡改、丢失"; 五(三) lets Party A withhold the month's
+fee "如发现有弄虚作假的". The audit recomputes, without trusting anything stored:
+
+* each case's event chain (:func:`movecar_core.integrity.verify_chain`) over the decrypted
+  plaintext: a changed, inserted, deleted or reordered event breaks it;
+* that the chain ends where the case's state row says (version, head hash), so deleting
+  the *last* events is found too, and that the state row equals the fold of the events;
+* that a purged case has no events left, was purged only after the retention period, and
+  that its tombstone matches the anchor in the purge log;
+* each monthly report's digest (recomputed from the cases it counts), its counts, and the
+  chain of reports, whose head is kept separately so deleting the latest report shows;
+* each settlement against its report.
+
+What an in-database chain cannot prove on its own: an attacker with write access who
+recomputes *every* hash consistently. Against that, the report digests must leave the
+database: they go to Party A with each monthly report (三), and ``audit verify
+--expect-report MONTH=DIGEST`` checks the stored report against what Party A received.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from adapters.crypto import DecryptionFailed
+from adapters.sql import schema as t
+from adapters.sql.store import PII_FIELDS, SqlStore, month_bounds, report_hash
+from movecar_core.case import Event
+from movecar_core.codec import decode
+from movecar_core.errors import MoveCarError
+from movecar_core.integrity import GENESIS, StoredLink, report_digest, verify_chain
+from movecar_core.machine import fold
+
+
+@attrs.frozen
+class Finding:
+    """One thing the audit found wrong: ``kind`` is ``case``, ``report`` or ``settlement``."""
+
+    kind: str
+    subject: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.subject}: {self.why}"
+
+
+@attrs.frozen
+class AuditResult:
+    findings: tuple[Finding, ...]
+    cases: int
+    events: int
+    reports: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def tampered_cases(self) -> frozenset[str]:
+        return frozenset(f.subject for f in self.findings if f.kind == "case")
+
+    @property
+    def tampered_reports(self) -> frozenset[str]:
+        return frozenset(f.subject for f in self.findings if f.kind in ("report", "settlement"))
+
+
+def verify(
+    store: SqlStore, *, page: int = 1000, expect_reports: Mapping[str, str] | None = None
+) -> AuditResult:
+    """Check every case, report and settlement in the store (see the module docstring).
+
+    ``expect_reports`` maps a month ("2025-03") to the digest Party A received for it.
+    """
+    findings: list[Finding] = []
+    n_cases = n_events = 0
+    for rows, stored, purges in _pages(store, page):
+        for row in rows:
+            n_cases += 1
+            evs = stored.get(row.case_id, [])
+            n_events += len(evs)
+            findings.extend(_check_case(store, row, evs, purges.get(row.case_id)))
+    with store._read() as conn:
+        orphans = conn.execute(
+            sa.select(t.events.c.case_id)
+            .where(~sa.exists().where(t.cases.c.case_id == t.events.c.case_id))
+            .distinct()
+        ).scalars()
+        findings.extend(Finding("case", cid, "events without a state row") for cid in orphans)
+        lost = conn.execute(
+            sa.select(t.purge_log.c.case_id).where(
+                ~sa.exists().where(t.cases.c.case_id == t.purge_log.c.case_id)
+            )
+        ).scalars()
+        findings.extend(Finding("case", cid, "purged case's tombstone deleted") for cid in lost)
+    report_findings, n_reports = _check_reports(store, expect_reports or {})
+    findings.extend(report_findings)
+    return AuditResult(tuple(findings), n_cases, n_events, n_reports)
+
+
+def _pages(
+    store: SqlStore, page: int
+) -> Iterator[tuple[Sequence[Any], dict[str, list[Any]], dict[str, Any]]]:
+    last = -1
+    c, e, p = t.cases, t.events, t.purge_log
+    while True:
+        with store._read() as conn:
+            rows = conn.execute(
+                sa.select(c).where(c.c.seq > last).order_by(c.c.seq).limit(page)
+            ).all()
+            if not rows:
+                return
+            ids = [r.case_id for r in rows]
+            stored: dict[str, list[Any]] = defaultdict(list)
+            for ev in conn.execute(
+                sa.select(e).where(e.c.case_id.in_(ids)).order_by(e.c.case_id, e.c.version)
+            ):
+                stored[ev.case_id].append(ev)
+            purges = {x.case_id: x for x in conn.execute(sa.select(p).where(p.c.case_id.in_(ids)))}
+        yield rows, stored, purges
+        last = rows[-1].seq
+
+
+def _check_case(store: SqlStore, row: Any, evs: list[Any], purge: Any) -> list[Finding]:
+    cid = row.case_id
+
+    def bad(why: str) -> list[Finding]:
+        return [Finding("case", cid, why)]
+
+    if row.purged_at is not None:
+        out: list[Finding] = []
+        if evs:
+            out += bad(f"{len(evs)} events remain after the purge")
+        if purge is None:
+            out += bad("purged without a purge-log entry")
+        elif (purge.anchor_version, purge.anchor_hash) != (row.version, row.head_hash):
+            out += bad("tombstone does not match the purge log's anchor")
+        if row.closed_at is None or not store.retention_due(row.closed_at, row.purged_at):
+            out += bad("purged before the retention period (二(四): 3 years) ended")
+        return out
+    if purge is not None:
+        return bad("listed in the purge log but not purged")
+    if not evs:
+        return bad("state row without events: the events were deleted")
+    links: list[StoredLink] = []
+    events: list[Event] = []
+    unreadable: list[Finding] = []
+    for ev in evs:
+        try:
+            payload = json.loads(ev.payload)
+            if not isinstance(payload, dict):
+                raise ValueError("not an object")
+            for key in PII_FIELDS.get(ev.type_name, ()):
+                if isinstance(payload.get(key), str):
+                    payload[key] = store.keys.decrypt(payload[key])
+        except (ValueError, DecryptionFailed) as exc:
+            return bad(f"event v{ev.version} unreadable: {exc}")
+        links.append(StoredLink(ev.version, ev.type_name, payload, ev.hash))
+        try:
+            events.append(decode(cid, ev.type_name, payload))
+        except MoveCarError as exc:
+            unreadable += bad(f"event v{ev.version}: {exc}")
+    broken = verify_chain(cid, links)
+    if broken is not None:
+        return bad(f"chain breaks at v{broken.version}: {broken.why}")
+    if unreadable:
+        return unreadable
+    out = []
+    if len(links) != row.version:
+        out += bad(f"state row says version {row.version}, {len(links)} events stored")
+    if links[-1].hash != row.head_hash:
+        out += bad("last event's hash is not the state row's head hash")
+    if links[0].hash != row.opened_hash:
+        out += bad("first event's hash is not the state row's opened hash")
+    try:
+        record = fold(events)
+    except MoveCarError as exc:
+        return [*out, *bad(f"events do not fold: {exc}")]
+    want = (record.state.value, record.version, record.opened_at, record.closed_at, record.plate)
+    have = (row.state, row.version, row.opened_at, row.closed_at, row.plate)
+    if want != have:
+        out += bad(f"state row {have!r} is not the fold of its events {want!r}")
+    return out
+
+
+def _check_reports(store: SqlStore, expect: Mapping[str, str]) -> tuple[list[Finding], int]:
+    out: list[Finding] = []
+    r, c, s = t.monthly_reports, t.cases, t.settlements
+    with store._read() as conn:
+        reports = conn.execute(sa.select(r).order_by(r.c.month)).all()
+        head = conn.execute(
+            sa.select(t.meta.c.value).where(t.meta.c.name == "report_head")
+        ).scalar()
+        previous = GENESIS
+        for rep in reports:
+            start, end = month_bounds(int(rep.month[:4]), int(rep.month[5:]))
+            items = conn.execute(
+                sa.select(c.c.case_id, c.c.opened_hash).where(
+                    c.c.opened_at >= start, c.c.opened_at < end
+                )
+            ).all()
+            digest = report_digest((x.case_id, 1, x.opened_hash) for x in items)
+            if rep.previous_hash != previous:
+                out.append(Finding("report", rep.month, "report chain broken before this report"))
+            if rep.hash != report_hash(
+                rep.previous_hash, rep.month, rep.inbound_calls, rep.billable_calls, rep.digest
+            ):
+                out.append(Finding("report", rep.month, "stored report does not match its hash"))
+            if digest != rep.digest:
+                out.append(
+                    Finding("report", rep.month, "the events it counts changed (digest differs)")
+                )
+            if (rep.inbound_calls, rep.billable_calls) != (len(items), len(items)):
+                out.append(
+                    Finding(
+                        "report",
+                        rep.month,
+                        f"counts {rep.inbound_calls}/{rep.billable_calls}, cases {len(items)}",
+                    )
+                )
+            if rep.month in expect and expect[rep.month] != rep.digest:
+                out.append(Finding("report", rep.month, "digest differs from the one sent"))
+            previous = rep.hash
+        missing = set(expect) - {rep.month for rep in reports}
+        out.extend(Finding("report", m, "report sent to Party A is missing") for m in missing)
+        if head is None and reports:
+            out.append(Finding("report", reports[-1].month, "report chain head is missing"))
+        elif head is not None:
+            month, _, h = head.partition(":")
+            if not reports or (reports[-1].month, reports[-1].hash) != (month, h):
+                out.append(Finding("report", month, "latest report deleted or replaced"))
+        by_month = {rep.month: rep for rep in reports}
+        for st in conn.execute(sa.select(s)):
+            match = by_month.get(st.month)
+            if match is None or (st.report_digest, st.billable_calls) != (
+                match.digest,
+                match.billable_calls,
+            ):
+                out.append(Finding("settlement", st.month, "does not match its report"))
+    return out, len(reports)

@@ -1,0 +1,113 @@
+"""Engines for the three supported databases, and schema upgrades through Alembic.
+
+* **SQLite** (the embedded default, ``sqlite:///movecar.db``): a real file in WAL mode,
+  ``synchronous=FULL`` (a committed command survives a crash or power loss: 七(三) "防止
+  ... 丢失"), foreign keys on, and every write transaction opened with ``BEGIN IMMEDIATE``
+  so that writers queue on SQLite's one write lock (``busy_timeout``) instead of failing
+  when a read transaction tries to upgrade.
+* **PostgreSQL** (psycopg 3) at READ COMMITTED; **MariaDB** (PyMySQL, utf8mb4) at READ
+  COMMITTED, so that a locking read sees the latest committed version and InnoDB takes no
+  gap locks between appends to different cases.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+#: The embedded default when neither ``--db`` nor ``MOVECAR_DB_URL`` says otherwise.
+DEFAULT_URL = "sqlite:///movecar.db"
+ENV_URL = "MOVECAR_DB_URL"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+#: Execution option: open a read-only transaction (plain ``BEGIN`` on SQLite).
+READ_ONLY = "movecar_read_only"
+
+
+def database_url(explicit: str | None = None) -> str:
+    """``explicit``, else ``$MOVECAR_DB_URL``, else the embedded SQLite default."""
+    return explicit or os.environ.get(ENV_URL) or DEFAULT_URL
+
+
+def make_engine(
+    url: str | sa.URL,
+    *,
+    sqlite_synchronous: str = "FULL",
+    busy_timeout_ms: int = 30_000,
+    **kwargs: Any,
+) -> sa.Engine:
+    """An engine configured for the store (see the module docstring)."""
+    u = sa.make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        if u.database in (None, "", ":memory:"):
+            raise ValueError("the SQL store needs a SQLite *file* (WAL mode); got in-memory")
+        connect_args = {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
+        connect_args.update(kwargs.pop("connect_args", {}))
+        engine = sa.create_engine(
+            u, connect_args=connect_args, pool_size=8, max_overflow=24, **kwargs
+        )
+        sync = sqlite_synchronous.upper()
+        if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"sqlite_synchronous={sqlite_synchronous!r}")
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={sync}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+    if backend == "postgresql":
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 30)
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
+        return sa.create_engine(u, pool_pre_ping=True, **kwargs)
+    if backend in ("mysql", "mariadb"):
+        if "charset" not in u.query:
+            u = u.update_query_dict({"charset": "utf8mb4"})
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 30)
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
+        return sa.create_engine(u, pool_pre_ping=True, pool_recycle=3600, **kwargs)
+    raise ValueError(f"unsupported database {backend!r}: use sqlite, postgresql or mariadb")
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
+    """Migrate the database to ``revision``; returns the revision it is at afterwards."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    return current_revision(engine)
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

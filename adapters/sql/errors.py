@@ -1,0 +1,32 @@
+"""Typed errors of the SQL store. Bad input is also a ``ValueError`` (via InvalidInput)."""
+
+from __future__ import annotations
+
+from movecar_core.errors import InvalidInput, PortError
+
+
+class StorageError(PortError):
+    """The database could not do what the store asked."""
+
+
+class SchemaNotReady(StorageError):
+    """The database schema is missing or older than this library: run ``movecar db upgrade``."""
+
+
+class StorageInputError(InvalidInput):
+    """A value refused at the store's boundary (oversized, wrong type, malformed id...).
+
+    Nothing is written when it is raised.
+    """
+
+    def __init__(self, field: str, value: object, why: str) -> None:
+        self.field = field
+        self.value = value
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{field}={shown}: {why}")
+
+
+class LegalHoldActive(StorageError):
+    """The case is under legal hold: it may not be purged."""

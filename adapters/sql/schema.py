@@ -1,0 +1,216 @@
+"""Tables of the SQL store (SQLAlchemy Core), one ``MetaData`` for every backend.
+
+The schema is *built* by the Alembic migrations in :mod:`adapters.sql.migrations`, never by
+``create_all``; these definitions are what the store's queries are written against, and a
+test checks that the migrated database and this module agree.
+
+Times are stored as UTC without offset (``DATETIME(6)`` on MariaDB, ``TIMESTAMP`` on
+PostgreSQL, ISO text on SQLite) and come back timezone-aware in UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+metadata = sa.MetaData()
+
+#: Case ids are opaque tokens (the facade makes 32-hex-digit uuids).
+CASE_ID_LENGTH = 64
+HASH_LENGTH = 64
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """An aware datetime, stored as naive UTC, read back as aware UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: the store needs aware times")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # pragma: no cover - SQLite hands back datetimes
+            value = dt.datetime.fromisoformat(value)
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC)
+
+
+#: Autoincrementing 64-bit ids (SQLite only autoincrements an INTEGER PRIMARY KEY).
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: JSON payloads: MariaDB's TEXT stops at 64 KiB.
+LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+
+def CaseId(*args: Any, **kw: Any) -> sa.Column[str]:  # noqa: N802 - reads like a column type
+    return sa.Column("case_id", sa.String(CASE_ID_LENGTH), *args, **kw)
+
+
+_MYSQL: dict[str, Any] = {
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+    "mysql_engine": "InnoDB",
+}
+
+#: The current-state row of each case, written in the same transaction as its events.
+cases = sa.Table(
+    "mc_cases",
+    metadata,
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    CaseId(nullable=False, unique=True),
+    # 四: plates are kept in clear so a seat can find a case by plate; it is the purpose.
+    sa.Column("plate", sa.String(16), nullable=True),
+    sa.Column("state", sa.String(24), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("opened_at", UTCDateTime, nullable=False),
+    sa.Column("closed_at", UTCDateTime, nullable=True),
+    sa.Column("opened_hash", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("head_hash", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("legal_hold", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("legal_hold_reason", sa.String(500), nullable=True),
+    sa.Column("purged_at", UTCDateTime, nullable=True),
+    sa.Index("ix_mc_cases_opened_at", "opened_at"),
+    sa.Index("ix_mc_cases_closed_at", "closed_at"),
+    sa.Index("ix_mc_cases_plate", "plate"),
+    **_MYSQL,
+)
+
+#: Append-only event streams; (case_id, version) is gapless per case.
+events = sa.Table(
+    "mc_events",
+    metadata,
+    CaseId(sa.ForeignKey("mc_cases.case_id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("type_name", sa.String(40), nullable=False),
+    #: canonical JSON; personal data (phones) inside is encrypted, key id in front
+    sa.Column("payload", LongText, nullable=False),
+    #: integrity.chain_hash over the *plaintext* payload, chained to the previous event
+    sa.Column("hash", sa.String(HASH_LENGTH), nullable=False),
+    **_MYSQL,
+)
+
+#: 二(二)/四: every look-up in the owner data source, by whom, for which case.
+owner_lookups = sa.Table(
+    "mc_owner_lookups",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    CaseId(nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("agent_id", sa.String(100), nullable=False),
+    sa.Column("plate", sa.String(16), nullable=True),
+    sa.Column("found", sa.Boolean, nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.UniqueConstraint("case_id", "version", name="uq_mc_owner_lookups_event"),
+    **_MYSQL,
+)
+
+#: 二(四) "坐席录音 ... 录音提取": metadata of each call recording; the audio lives elsewhere.
+recordings = sa.Table(
+    "mc_recordings",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    CaseId(sa.ForeignKey("mc_cases.case_id"), nullable=False, index=True),
+    sa.Column("call_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("location", sa.String(1000), nullable=False),
+    sa.Column("checksum_sha256", sa.String(64), nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    **_MYSQL,
+)
+
+#: 七(三): who read or changed what.
+access_log = sa.Table(
+    "mc_access_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),
+    CaseId(nullable=True, index=True),
+    sa.Column("detail", sa.String(500), nullable=True),
+    **_MYSQL,
+)
+
+#: 二(七)/三: the monthly 话务量 report, with a digest of the events it counts, chained.
+monthly_reports = sa.Table(
+    "mc_monthly_reports",
+    metadata,
+    sa.Column("month", sa.String(7), primary_key=True),  # "2025-03"
+    sa.Column("inbound_calls", sa.Integer, nullable=False),
+    sa.Column("billable_calls", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("previous_hash", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("hash", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    **_MYSQL,
+)
+
+#: 三: what was billed for a reported month.
+settlements = sa.Table(
+    "mc_settlements",
+    metadata,
+    sa.Column("month", sa.String(7), sa.ForeignKey("mc_monthly_reports.month"), primary_key=True),
+    sa.Column("billable_calls", sa.Integer, nullable=False),
+    sa.Column("unit_price", sa.Numeric(8, 2), nullable=False),
+    sa.Column("fee", sa.Numeric(14, 2), nullable=False),
+    sa.Column("report_digest", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    **_MYSQL,
+)
+
+#: Durable effects and timers, written with the events that cause them.
+outbox = sa.Table(
+    "mc_outbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("effect_key", sa.String(200), nullable=False, unique=True),
+    CaseId(nullable=False, index=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("due_at", UTCDateTime, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),  # pending | done | cancelled
+    sa.Column("claimed_by", sa.String(100), nullable=True),
+    sa.Column("claim_token", sa.String(64), nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("done_at", UTCDateTime, nullable=True),
+    sa.Index("ix_mc_outbox_due", "status", "due_at"),
+    **_MYSQL,
+)
+
+#: What the retention purge removed, and the anchor that keeps the record verifiable.
+purge_log = sa.Table(
+    "mc_purge_log",
+    metadata,
+    CaseId(primary_key=True),
+    sa.Column("purged_at", UTCDateTime, nullable=False),
+    sa.Column("closed_at", UTCDateTime, nullable=False),
+    sa.Column("anchor_version", sa.Integer, nullable=False),
+    sa.Column("anchor_hash", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("events_removed", sa.Integer, nullable=False),
+    **_MYSQL,
+)
+
+#: Small named values: the head of the report chain.
+meta = sa.Table(
+    "mc_meta",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+    **_MYSQL,
+)

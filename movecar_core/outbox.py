@@ -1,0 +1,196 @@
+"""Effects: what a case's new events ask the outside world to do, now or later.
+
+A transition can *schedule* something (a follow-up call after N minutes, a deadline for a
+call's outcome) or *send* something (a call to place, a notice to 110). A store that keeps
+an outbox derives these effects from the events it appends, with :func:`plan`, and writes
+them in the same transaction as the events: either both are stored or neither is, so an
+effect is never lost and never invented. Workers then claim due effects one at a time
+(:class:`OutboxStore`) and mark each done, so each effect happens once.
+
+Everything here is pure: the rules are a function of the appended events and an
+:class:`EffectPolicy`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from movecar_core.case import (
+    CallOutcomeRecorded,
+    CaseCancelled,
+    CaseUnresolved,
+    EscalatedTo110,
+    Event,
+    MoveConfirmed,
+    OwnerCallPlaced,
+)
+from movecar_core.errors import InvalidInput
+
+#: Effect kinds. Names are stored: never rename one.
+PLACE_CALL = "place_call"  # send: dial the owner (二(六) caller ID and greeting)
+NOTIFY_110 = "notify_110"  # send: tell the 110 command centre about an escalation (二(五))
+CALL_OUTCOME_DUE = "call_outcome_due"  # timer: the outcome of a placed call is overdue
+FOLLOW_UP_CALL = "follow_up_call"  # timer: time to call the owner again
+
+TIMERS = frozenset({CALL_OUTCOME_DUE, FOLLOW_UP_CALL})
+KINDS = frozenset({PLACE_CALL, NOTIFY_110, CALL_OUTCOME_DUE, FOLLOW_UP_CALL})
+
+
+@attrs.frozen
+class EffectPolicy:
+    """Which effects the transitions produce, and when timers fire."""
+
+    #: Dial through the outbox instead of inline. The facade (``MoveCar.call_owner``) dials
+    #: inline today; turn this on only when a worker, not the facade, places calls.
+    dispatch_calls: bool = False
+    #: Send an escalation notice to 110 through the outbox (二(五) "应及时转接至公安 110").
+    notify_110: bool = True
+    #: A placed call whose outcome has not been recorded after this long is overdue.
+    call_outcome_timeout: dt.timedelta = dt.timedelta(minutes=3)
+    #: After an unanswered call with attempts left, call again after this long.
+    follow_up_after: dt.timedelta | None = dt.timedelta(minutes=5)
+
+    def __attrs_post_init__(self) -> None:
+        if self.call_outcome_timeout <= dt.timedelta(0):
+            raise InvalidInput(
+                f"call_outcome_timeout={self.call_outcome_timeout}: must be positive"
+            )
+        if self.follow_up_after is not None and self.follow_up_after < dt.timedelta(0):
+            raise InvalidInput(f"follow_up_after={self.follow_up_after}: must not be negative")
+
+
+@attrs.frozen
+class Effect:
+    """One thing to do, at or after ``due_at``.
+
+    ``key`` is unique per effect (case, version of the event that caused it, kind): a
+    store inserts an effect at most once and a worker passes the key on, so the receiving
+    side can recognise a repeat after a crash.
+    """
+
+    key: str
+    kind: str
+    case_id: str
+    due_at: dt.datetime
+    payload: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Plan:
+    """What appending a batch of events changes in the outbox."""
+
+    schedule: tuple[Effect, ...] = ()
+    #: timer kinds of this case still pending that the batch makes moot
+    cancel: frozenset[str] = frozenset()
+
+
+def effect_key(case_id: str, version: int, kind: str) -> str:
+    return f"{case_id}:{version}:{kind}"
+
+
+def plan(
+    events: Sequence[Event],
+    first_version: int,
+    policy: EffectPolicy | None = None,
+    *,
+    terminal: bool = False,
+) -> Plan:
+    """The effects of appending ``events`` as versions ``first_version, ...`` of their case.
+
+    ``terminal``: the case is closed after the batch; every pending timer is cancelled.
+    """
+    rules = policy or EffectPolicy()
+    schedule: list[Effect] = []
+    cancel: set[str] = set()
+    for offset, event in enumerate(events):
+        version = first_version + offset
+        case_id = event.case_id
+        if type(event) is OwnerCallPlaced:
+            cancel.add(FOLLOW_UP_CALL)
+            if rules.dispatch_calls:
+                schedule.append(
+                    Effect(
+                        effect_key(case_id, version, PLACE_CALL),
+                        PLACE_CALL,
+                        case_id,
+                        event.at,
+                        {"call_id": event.call_id, "attempt": event.attempt},
+                    )
+                )
+            schedule.append(
+                Effect(
+                    effect_key(case_id, version, CALL_OUTCOME_DUE),
+                    CALL_OUTCOME_DUE,
+                    case_id,
+                    event.at + rules.call_outcome_timeout,
+                    {"call_id": event.call_id},
+                )
+            )
+        elif type(event) is CallOutcomeRecorded:
+            cancel.add(CALL_OUTCOME_DUE)
+            schedule = [e for e in schedule if e.kind != CALL_OUTCOME_DUE]
+            follows_unresolved = any(type(e) is CaseUnresolved for e in events[offset + 1 :])
+            if (
+                not event.outcome.answered
+                and rules.follow_up_after is not None
+                and not follows_unresolved
+            ):
+                schedule.append(
+                    Effect(
+                        effect_key(case_id, version, FOLLOW_UP_CALL),
+                        FOLLOW_UP_CALL,
+                        case_id,
+                        event.at + rules.follow_up_after,
+                        {"after_call_id": event.call_id},
+                    )
+                )
+        elif type(event) is EscalatedTo110 and rules.notify_110:
+            schedule.append(
+                Effect(
+                    effect_key(case_id, version, NOTIFY_110),
+                    NOTIFY_110,
+                    case_id,
+                    event.at,
+                    {"reason": event.reason.value, "number": event.transfer_number},
+                )
+            )
+        elif type(event) in (MoveConfirmed, CaseCancelled, CaseUnresolved):
+            pass
+    if terminal:
+        cancel |= TIMERS
+        schedule = [e for e in schedule if e.kind not in TIMERS]
+    return Plan(schedule=tuple(schedule), cancel=frozenset(cancel))
+
+
+@attrs.frozen
+class Claimed:
+    """An effect a worker holds, until ``lease_until``, under ``token``."""
+
+    id: int
+    token: str
+    effect: Effect
+    attempts: int
+    lease_until: dt.datetime
+
+
+@runtime_checkable
+class OutboxStore(Protocol):
+    """Durable effects: written with the events, claimed by one worker at a time."""
+
+    def claim(
+        self, worker: str, *, limit: int = 1, now: dt.datetime | None = None
+    ) -> list[Claimed]:
+        """Up to ``limit`` due, unclaimed (or lease-expired) effects, now leased to ``worker``."""
+        ...
+
+    def complete(self, claimed: Claimed) -> bool:
+        """Mark a claimed effect done; False when the lease was lost to another worker."""
+        ...
+
+    def pending(self, case_id: str | None = None) -> Iterator[Effect]:
+        """Effects not yet done (optionally of one case), due first."""
+        ...

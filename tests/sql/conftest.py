@@ -1,0 +1,179 @@
+"""Fixtures for the SQL store: real databases, each test run in its own schema/database.
+
+* SQLite always runs, on real files in WAL mode (under ``$MOVECAR_TEST_SQLITE`` when that
+  names a directory, else pytest's tmp dir; ``MOVECAR_TEST_SQLITE=0`` turns it off).
+* PostgreSQL runs when ``MOVECAR_TEST_POSTGRES_URL`` is set, MariaDB when
+  ``MOVECAR_TEST_MARIADB_URL`` is set; unset, their tests are skipped with that reason.
+  Set but unreachable fails the run: CI must not go green by skipping.
+* Every run creates uniquely named schemas (PostgreSQL) / databases (MariaDB) and drops
+  them at the end; the schema is built by the Alembic migrations, never ``create_all``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from adapters.clock import ManualClock
+from adapters.crypto import KeyRing
+from adapters.sql import SqlStore, make_engine, upgrade
+
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+ENV = {"postgresql": "MOVECAR_TEST_POSTGRES_URL", "mariadb": "MOVECAR_TEST_MARIADB_URL"}
+LABEL = {"postgresql": "PostgreSQL", "mariadb": "MariaDB"}
+SKIP_REASON = {b: f"set {ENV[b]} to run against {LABEL[b]}" for b in ENV}
+
+KEY_1 = KeyRing.generate()
+KEY_2 = KeyRing.generate()
+
+
+class Databases:
+    """Creates isolated databases on the configured servers and drops them afterwards."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.run = uuid.uuid4().hex[:10]
+        self.cleanups: list[Callable[[], None]] = []
+        self.checked: dict[str, str] = {}
+        self.shared: dict[str, str] = {}
+
+    def server(self, backend: str) -> str:
+        """The server URL for ``backend``: skip if unset, fail if unreachable."""
+        if backend == "sqlite":
+            if os.environ.get("MOVECAR_TEST_SQLITE", "") in ("0", "off", "no"):
+                pytest.skip("MOVECAR_TEST_SQLITE=0 turns the SQLite tests off")
+            return "sqlite"
+        if backend in self.checked:
+            return self.checked[backend]
+        url = os.environ.get(ENV[backend])
+        if not url:
+            pytest.skip(SKIP_REASON[backend])
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.DBAPIError as exc:
+            pytest.fail(f"{ENV[backend]}={url} is set but unreachable: {exc.orig}", pytrace=False)
+        finally:
+            engine.dispose()
+        self.checked[backend] = url
+        return url
+
+    def new(self, backend: str) -> str:
+        """The URL of a new, empty, isolated database, migrated to head."""
+        server = self.server(backend)
+        name = f"mc_{self.run}_{uuid.uuid4().hex[:8]}"
+        if backend == "sqlite":
+            base = os.environ.get("MOVECAR_TEST_SQLITE")
+            folder = Path(base) if base and Path(base).is_dir() else self.tmp
+            url = f"sqlite:///{folder / (name + '.db')}"
+
+            def drop_files() -> None:
+                for suffix in (".db", ".db-wal", ".db-shm"):
+                    (folder / (name + suffix)).unlink(missing_ok=True)
+
+            self.cleanups.append(drop_files)
+        elif backend == "postgresql":
+            admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+            url = (
+                sa.make_url(server)
+                .update_query_dict({"options": f"-csearch_path={name}"})
+                .render_as_string(hide_password=False)
+            )
+
+            def drop_schema() -> None:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+                admin.dispose()
+
+            self.cleanups.append(drop_schema)
+        else:
+            admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(
+                    sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                )
+            url = sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+
+            def drop_database() -> None:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+                admin.dispose()
+
+            self.cleanups.append(drop_database)
+        engine = make_engine(url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+        return url
+
+    def shared_url(self, backend: str) -> str:
+        if backend not in self.shared:
+            self.shared[backend] = self.new(backend)
+        return self.shared[backend]
+
+    def close(self) -> None:
+        for cleanup in reversed(self.cleanups):
+            cleanup()
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    dbs = Databases(tmp_path_factory.mktemp("sqlstore"))
+    yield dbs
+    dbs.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def keys() -> KeyRing:
+    return KeyRing([("k1", KEY_1)])
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def fresh_url(databases: Databases, backend: str) -> str:
+    """A new isolated database for this test only."""
+    return databases.new(backend)
+
+
+@pytest.fixture
+def fresh_store(fresh_url: str, keys: KeyRing, clock: ManualClock) -> Iterator[SqlStore]:
+    store = SqlStore(make_engine(fresh_url), keys, clock=clock)
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def _shared_engines() -> Iterator[dict[str, sa.Engine]]:
+    engines: dict[str, sa.Engine] = {}
+    yield engines
+    for engine in engines.values():
+        engine.dispose()
+
+
+@pytest.fixture
+def shared_store(
+    databases: Databases, backend: str, keys: KeyRing, _shared_engines: dict[str, sa.Engine]
+) -> SqlStore:
+    """A store on this run's shared database of ``backend`` (tests use unique case ids)."""
+    url = databases.shared_url(backend)
+    if backend not in _shared_engines:
+        _shared_engines[backend] = make_engine(url)
+    return SqlStore(_shared_engines[backend], keys)

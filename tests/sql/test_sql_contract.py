@@ -1,0 +1,29 @@
+"""The CaseStore port contract suite, unchanged, on SQLite (file, WAL), PostgreSQL, MariaDB."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.sql import SqlStore
+from movecar_core.ports import CaseStore
+from movecar_core.testing.contracts import CaseStoreContract
+
+
+class TestSqlCaseStore(CaseStoreContract):
+    @pytest.fixture
+    def store(self, shared_store: SqlStore) -> CaseStore:
+        return shared_store
+
+
+def test_sqlite_runs_in_wal_mode(databases, keys) -> None:  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    from adapters.sql import make_engine
+
+    engine = make_engine(databases.new("sqlite"))
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    assert isinstance(SqlStore(engine, keys), CaseStore)
+    engine.dispose()
+    _ = sa
