@@ -6,6 +6,7 @@ live in the separate ``adapters`` package.
 """
 
 from movecar_core.app import MoveCar, OutboundCall
+from movecar_core.calendar import CN_CALENDAR, DeadlineShift, WorkingDayCalendar
 from movecar_core.case import (
     CallOutcome,
     CallOutcomeRecorded,
@@ -25,6 +26,7 @@ from movecar_core.case import (
 )
 from movecar_core.contract import WUJIN_114_2024, Contract, Greeting, Tier, WrittenNotice
 from movecar_core.errors import (
+    CalendarYearNotCovered,
     CallAttemptsExhausted,
     CallInFlight,
     CaseClosed,
@@ -32,6 +34,7 @@ from movecar_core.errors import (
     CommandIdReused,
     CommandRejected,
     ConcurrencyConflict,
+    IllegalSettlementTransition,
     IllegalTransition,
     InvalidCommand,
     InvalidContract,
@@ -40,14 +43,26 @@ from movecar_core.errors import (
     InvalidPlate,
     MoveCarError,
     NoCallInFlight,
+    OutsideContractTerm,
     OwnerNotLocated,
     PortError,
     RegistryUnavailable,
+    RenewalRefused,
+    SettlementError,
     TelephonyError,
+    TermError,
     UnknownCall,
     UnknownCase,
 )
 from movecar_core.machine import CasePolicy, fold
+from movecar_core.penalties import (
+    CapBase,
+    MonthPayable,
+    breach_liability,
+    late_payment_penalty,
+    month_payable,
+    service_gap_penalty,
+)
 from movecar_core.phones import Phone, PhoneKind, parse_phone
 from movecar_core.plates import Plate, PlateKind, parse_plate
 from movecar_core.ports import (
@@ -59,16 +74,41 @@ from movecar_core.ports import (
     Telephony,
     VehicleRegistry,
 )
+from movecar_core.pricing import (
+    BillableCallPolicy,
+    Cliff,
+    TierMode,
+    YearSettlement,
+    annual_fee,
+    cliffs,
+    settle_year,
+    unit_price,
+)
+from movecar_core.settlement import (
+    ServiceMonth,
+    SettlementRecord,
+    SettlementRules,
+    SettlementState,
+    fold_settlement,
+    monthly_deadlines,
+    open_settlement,
+)
+from movecar_core.term import Assessment, ContractTerm, ServiceYear
 from movecar_core.views import CaseView, RequesterView
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CN_CALENDAR",
     "WUJIN_114_2024",
+    "Assessment",
+    "BillableCallPolicy",
+    "CalendarYearNotCovered",
     "CallAttemptsExhausted",
     "CallInFlight",
     "CallOutcome",
     "CallOutcomeRecorded",
+    "CapBase",
     "CaseCancelled",
     "CaseClosed",
     "CaseError",
@@ -79,28 +119,34 @@ __all__ = [
     "CaseStore",
     "CaseUnresolved",
     "CaseView",
+    "Cliff",
     "Clock",
     "CommandIdReused",
     "CommandRejected",
     "ConcurrencyConflict",
     "Contract",
+    "ContractTerm",
+    "DeadlineShift",
     "DisputeRaised",
     "EscalatedTo110",
     "EscalationReason",
     "Event",
     "Greeting",
+    "IllegalSettlementTransition",
     "IllegalTransition",
     "InvalidCommand",
     "InvalidContract",
     "InvalidInput",
     "InvalidPhone",
     "InvalidPlate",
+    "MonthPayable",
     "MoveCar",
     "MoveCarError",
     "MoveConfirmed",
     "NoCallInFlight",
     "OutboundCall",
     "OutboundCallRequest",
+    "OutsideContractTerm",
     "OwnerCallPlaced",
     "OwnerContact",
     "OwnerLookedUp",
@@ -111,18 +157,40 @@ __all__ = [
     "PlateKind",
     "PortError",
     "RegistryUnavailable",
+    "RenewalRefused",
     "RequesterNotifier",
     "RequesterView",
+    "ServiceMonth",
+    "ServiceYear",
+    "SettlementError",
+    "SettlementRecord",
+    "SettlementRules",
+    "SettlementState",
     "Telephony",
     "TelephonyError",
+    "TermError",
     "Tier",
+    "TierMode",
     "UnknownCall",
     "UnknownCase",
     "UnresolvedReason",
     "VehicleRegistry",
+    "WorkingDayCalendar",
     "WrittenNotice",
+    "YearSettlement",
     "__version__",
+    "annual_fee",
+    "breach_liability",
+    "cliffs",
     "fold",
+    "fold_settlement",
+    "late_payment_penalty",
+    "month_payable",
+    "monthly_deadlines",
+    "open_settlement",
     "parse_phone",
     "parse_plate",
+    "service_gap_penalty",
+    "settle_year",
+    "unit_price",
 ]

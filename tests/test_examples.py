@@ -32,3 +32,16 @@ def test_example_runs(name: str, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert EXPECTED[name] in done.stdout
+
+
+def test_readme_code_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"## In code\n\n```python\n(.*?)```", readme, re.S)
+    assert found is not None, "README lost its 'In code' section"
+    exec(compile(found.group(1), "README.md", "exec"), {})
+    assert capsys.readouterr().out.splitlines() == [
+        "0519110 您好，这是公安 110 挪车服务专线，您是苏D12345 车主吗？",
+        "moved",
+    ]
