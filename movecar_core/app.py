@@ -22,7 +22,6 @@ from movecar_core.case import (
     CaseCancelled,
     CaseOpened,
     CaseRecord,
-    CaseState,
     CaseUnresolved,
     DisputeRaised,
     EscalatedTo110,
