@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from adapters.crypto import DecryptionFailed
 from adapters.sql import schema as t
-from adapters.sql.store import PII_FIELDS, SqlStore, month_bounds, report_hash
+from adapters.sql.store import PII_FIELDS, SqlStore, month_bounds, previous_month, report_hash
 from movecar_core.case import Event
 from movecar_core.codec import decode
 from movecar_core.errors import MoveCarError
@@ -198,6 +198,7 @@ def _check_reports(store: SqlStore, expect: Mapping[str, str]) -> tuple[list[Fin
             sa.select(t.meta.c.value).where(t.meta.c.name == "report_head")
         ).scalar()
         previous = GENESIS
+        seen: set[str] = set()
         for rep in reports:
             start, end = month_bounds(int(rep.month[:4]), int(rep.month[5:]))
             items = conn.execute(
@@ -208,6 +209,11 @@ def _check_reports(store: SqlStore, expect: Mapping[str, str]) -> tuple[list[Fin
             digest = report_digest((x.case_id, 1, x.opened_hash) for x in items)
             if rep.previous_hash != previous:
                 out.append(Finding("report", rep.month, "report chain broken before this report"))
+                gap = previous_month(rep.month)
+                while gap not in seen and (seen or gap == previous_month(rep.month)):
+                    out.append(Finding("report", gap, "report deleted (gap in the monthly chain)"))
+                    gap = previous_month(gap)
+            seen.add(rep.month)
             if rep.hash != report_hash(
                 rep.previous_hash, rep.month, rep.inbound_calls, rep.billable_calls, rep.digest
             ):

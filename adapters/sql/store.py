@@ -95,6 +95,17 @@ def month_bounds(year: int, month: int) -> tuple[dt.datetime, dt.datetime]:
     return start, end
 
 
+def next_month(label: str) -> str:
+    """ "2025-12" -> "2026-01"."""
+    year, month = int(label[:4]), int(label[5:7])
+    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def previous_month(label: str) -> str:
+    year, month = int(label[:4]), int(label[5:7])
+    return f"{year - (month == 1):04d}-{(month - 2) % 12 + 1:02d}"
+
+
 def report_hash(previous: str, month: str, inbound: int, billable: int, digest: str) -> str:
     """A monthly report's hash, chained to the previous report's."""
     return chain_hash(
@@ -824,6 +835,12 @@ class SqlStore:
             previous_month, previous_hash = (None, GENESIS) if head is None else head.split(":")
             if previous_month is not None and label <= previous_month:
                 raise StorageInputError("month", label, f"reports exist up to {previous_month}")
+            # 三 "乙方每月 5 日前 ... 提供上月 ... 报表": one report a month, none skipped, so a
+            # deleted report leaves a gap the audit can name.
+            if previous_month is not None and label != next_month(previous_month):
+                raise StorageInputError(
+                    "month", label, f"the next report due is {next_month(previous_month)}"
+                )
             items = conn.execute(
                 sa.select(t.cases.c.case_id, t.cases.c.opened_hash).where(
                     t.cases.c.opened_at >= start, t.cases.c.opened_at < end
@@ -1093,6 +1110,8 @@ __all__ = [
     "UnknownEventType",
     "add_years",
     "month_bounds",
+    "next_month",
     "open_store",
+    "previous_month",
     "report_hash",
 ]
