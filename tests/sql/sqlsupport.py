@@ -5,9 +5,10 @@ Importable from test modules and from worker subprocesses (``tests/sql`` is on t
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,137 @@ class Databases:
     def close(self) -> None:
         for cleanup in reversed(self.cleanups):
             cleanup()
+
+
+# --- workers run in other processes (multiprocessing "spawn") ---------------------------
+
+EFFECT_LOG = "test_effect_log"
+
+
+def create_effect_log(url: str) -> None:
+    """A table (outside the store's schema) where handlers record each effect they ran."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {EFFECT_LOG} (effect_key VARCHAR(200) NOT NULL, "
+                "worker VARCHAR(100) NOT NULL)"
+            )
+        )
+    engine.dispose()
+
+
+def outbox_worker(url: str, key: str, worker: str, idle_rounds: int = 20) -> int:
+    """Claim and run effects until the outbox stays empty; each run is logged."""
+    import time
+
+    from adapters.sql import SqlStore
+
+    engine = make_engine(url)
+    store = SqlStore(engine, KeyRing([("k1", key)]))
+    ran = 0
+    idle = 0
+
+    def handler(effect: object) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(f"INSERT INTO {EFFECT_LOG} (effect_key, worker) VALUES (:k, :w)"),
+                {"k": effect.key, "w": worker},  # type: ignore[attr-defined]
+            )
+
+    far_future = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+    while idle < idle_rounds:
+        n = store.work(worker, handler, limit=3, now=far_future)
+        ran += n
+        if n == 0:
+            idle += 1
+            time.sleep(0.005)
+        else:
+            idle = 0
+    engine.dispose()
+    return ran
+
+
+def command_worker(url: str, key: str, case_ids: list[str], ops: int, seed: int) -> dict[str, int]:
+    """Conflicting commands on shared cases; returns how many of each succeeded."""
+    import random
+
+    from adapters.clock import ManualClock
+    from adapters.memory import InMemoryTelephony, InMemoryVehicleRegistry
+    from adapters.sql import SqlStore
+    from movecar_core.app import MoveCar
+    from movecar_core.case import CallOutcome, Event
+    from movecar_core.errors import CommandRejected, ConcurrencyConflict
+    from movecar_core.machine import CasePolicy
+
+    done = {"call_owner": 0, "record_call_outcome": 0, "rejected": 0, "conflict": 0}
+    done["conflicts_retried"] = 0
+
+    class CountingStore(SqlStore):
+        def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
+            try:
+                return super().append(case_id, events, expected_version)
+            except ConcurrencyConflict:
+                done["conflicts_retried"] += 1
+                raise
+
+    engine = make_engine(url)
+    store = CountingStore(engine, KeyRing([("k1", key)]))
+    app = MoveCar(
+        store=store,
+        registry=InMemoryVehicleRegistry(),
+        telephony=InMemoryTelephony(),
+        clock=ManualClock(),
+        policy=CasePolicy(max_call_attempts=10_000),
+        max_retries=20,
+    )
+    rng = random.Random(seed)
+    for _ in range(ops):
+        case_id = rng.choice(case_ids)
+        try:
+            record = app.record(case_id)
+            if record.call_in_flight is None:
+                app.call_owner(case_id, agent_id=f"seat-{seed}")
+                done["call_owner"] += 1
+            else:
+                outcome = rng.choice([CallOutcome.NO_ANSWER, CallOutcome.BUSY])
+                app.record_call_outcome(case_id, record.call_in_flight, outcome)
+                done["record_call_outcome"] += 1
+        except CommandRejected:
+            done["rejected"] += 1
+        except ConcurrencyConflict:
+            done["conflict"] += 1
+    engine.dispose()
+    return done
+
+
+def crash_writer(url: str, key: str, seed: int) -> None:
+    """Runs whole case lifecycles forever (until killed)."""
+    import random
+
+    from adapters.clock import ManualClock
+    from adapters.memory import InMemoryTelephony, InMemoryVehicleRegistry
+    from adapters.sql import SqlStore
+    from movecar_core.app import MoveCar
+    from movecar_core.case import CallOutcome
+
+    store = SqlStore(make_engine(url), KeyRing([("k1", key)]))
+    app = MoveCar(
+        store=store,
+        registry=InMemoryVehicleRegistry({"苏D12345": "13912345678"}),
+        telephony=InMemoryTelephony(),
+        clock=ManualClock(),
+    )
+    rng = random.Random(seed)
+    while True:
+        case_id = app.open_case(plate="苏D12345", location="武进", requester_phone="13800001111")
+        app.locate_owner(case_id)
+        for _ in range(3):
+            call = app.call_owner(case_id, agent_id="seat-1")
+            outcome = rng.choice([CallOutcome.NO_ANSWER, CallOutcome.ANSWERED_AGREED])
+            view = app.record_call_outcome(case_id, call.call_id, outcome)
+            if outcome is CallOutcome.ANSWERED_AGREED:
+                app.confirm_moved(case_id)
+                break
+            if view.state.is_terminal:
+                break
