@@ -85,3 +85,16 @@ def report_digest(items: Iterable[tuple[str, int, str]]) -> str:
     for case_id, version, event_hash in sorted(items):
         h.update(f"{case_id}\x1f{version}\x1f{event_hash}\x1e".encode())
     return h.hexdigest()
+
+
+def chain_hash_of_json(
+    previous: str, case_id: str, version: int, type_name: str, payload_json: str
+) -> str:
+    """:func:`chain_hash` when the payload's :func:`canonical_json` is already at hand.
+
+    Equal to ``chain_hash(previous, case_id, version, type_name, payload)`` for
+    ``payload_json == canonical_json(payload)`` (a JSON array's canonical form is its
+    elements' canonical forms joined by commas); a bulk writer saves one encoding per event.
+    """
+    head = canonical_json([previous, case_id, version, type_name])
+    return hashlib.sha256(f"{head[:-1]},{payload_json}]".encode()).hexdigest()

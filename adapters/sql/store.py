@@ -44,7 +44,13 @@ from movecar_core.case import EVENT_TYPES, CaseOpened, CaseRecord, Event, OwnerL
 from movecar_core.codec import MalformedEvent, UnknownEventType, decode, encode
 from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.errors import ConcurrencyConflict
-from movecar_core.integrity import GENESIS, canonical_json, chain_hash, report_digest
+from movecar_core.integrity import (
+    GENESIS,
+    canonical_json,
+    chain_hash,
+    chain_hash_of_json,
+    report_digest,
+)
 from movecar_core.machine import CorruptHistory, fold
 from movecar_core.outbox import Claimed, Effect, EffectPolicy, plan
 from movecar_core.ports import Clock
@@ -120,6 +126,7 @@ class PreparedEvent:
     event: Event
     type_name: str
     payload: dict[str, Any]
+    plain: str  # canonical JSON of the plaintext payload: what the chain hash covers
     stored: str
 
 
@@ -264,16 +271,20 @@ class SqlStore:
             if type(event) is OwnerLookedUp:
                 _check_text("OwnerLookedUp.agent_id", event.agent_id, MAX_AGENT)
                 _check_text("OwnerLookedUp.source", event.source, MAX_SOURCE)
-            stored = dict(payload)
-            for key in PII_FIELDS.get(type_name, ()):
-                if stored[key] is not None:
+            plain = canonical_json(payload)
+            secret = [k for k in PII_FIELDS.get(type_name, ()) if payload[k] is not None]
+            if secret:
+                stored = dict(payload)
+                for key in secret:
                     stored[key] = self.keys.encrypt(stored[key])
-            text = canonical_json(stored)
+                text = canonical_json(stored)
+            else:
+                text = plain
             if len(text.encode("utf-8")) > MAX_PAYLOAD_BYTES:
                 raise StorageInputError(
                     f"events[{i}]", type_name, f"payload larger than {MAX_PAYLOAD_BYTES} bytes"
                 )
-            prepared.append(PreparedEvent(event, type_name, payload, text))
+            prepared.append(PreparedEvent(event, type_name, payload, plain, text))
         return prepared
 
     def _decode_row(
@@ -412,7 +423,7 @@ class SqlStore:
         rows = []
         for offset, p in enumerate(prepared):
             version = first_version + offset
-            previous = chain_hash(previous, case_id, version, p.type_name, p.payload)
+            previous = chain_hash_of_json(previous, case_id, version, p.type_name, p.plain)
             rows.append(
                 {
                     "case_id": case_id,

@@ -213,3 +213,22 @@ def test_reports_count_billable_calls_by_month(fresh_store: SqlStore) -> None:
     assert mar.previous_hash == feb.hash
     with pytest.raises(ValueError, match="reports exist up to 2025-03"):
         fresh_store.close_month(2025, 1)
+
+
+def test_chain_hash_of_json_is_chain_hash() -> None:
+    from hypothesis import given as given_
+
+    from movecar_core.integrity import canonical_json, chain_hash, chain_hash_of_json
+
+    payload_values = st.one_of(st.none(), st.booleans(), st.integers(), st.text())
+
+    @given_(
+        prev=st.text(), cid=st.text(), version=st.integers(0, 10**6), name=st.text(),
+        payload=st.dictionaries(st.text(), payload_values),
+    )  # fmt: skip
+    def same(prev: str, cid: str, version: int, name: str, payload: dict[str, Any]) -> None:
+        assert chain_hash_of_json(prev, cid, version, name, canonical_json(payload)) == (
+            chain_hash(prev, cid, version, name, payload)
+        )
+
+    same()

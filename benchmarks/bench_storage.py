@@ -1,0 +1,230 @@
+"""Storage benchmark: bulk path vs raw sqlite3, single-command throughput, billable count.
+
+Prints one JSON object. It measures; it does not time-box.
+
+    .venv/bin/python benchmarks/bench_storage.py                     # full run
+    .venv/bin/python benchmarks/bench_storage.py --events 100000 --year-cases 200000
+    MOVECAR_BENCH_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
+        .venv/bin/python benchmarks/bench_storage.py
+
+1. ``bulk``: N events (5-event case histories) through ``SqlStore.bulk_import`` (validate,
+   fold, hash chain, encrypt phones, insert state rows, events and look-ups), against
+   ``sqlite3.executemany`` of *the same rows* (read back from the adapter's database) into
+   an identically migrated file, same PRAGMAs, same chunking, in the same run.
+2. ``single_command``: facade commands (open, locate, call, outcome, confirm), each its own
+   transaction, on SQLite (``synchronous=FULL``) and PostgreSQL if a URL is given.
+3. ``billable_count``: a contract year of cases (default 3.2 million, generated through the
+   bulk path), then the time to count one month's billable calls via the state rows'
+   ``opened_at`` index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from adapters.clock import SHANGHAI, ManualClock
+from adapters.crypto import KeyRing
+from adapters.memory import InMemoryTelephony, InMemoryVehicleRegistry
+from adapters.sql import SqlStore, make_engine, upgrade
+from adapters.sql import schema as t
+from movecar_core.app import MoveCar
+from movecar_core.case import CaseOpened, Event
+from movecar_core.testing.contracts import sample_history
+
+YEAR_START = dt.datetime(2025, 1, 1, tzinfo=SHANGHAI)
+
+
+def histories(n_cases: int) -> Iterator[list[Event]]:
+    for i in range(n_cases):
+        yield sample_history(f"b{i:010d}", at=YEAR_START + dt.timedelta(seconds=7 * i))
+
+
+def opened_only(n_cases: int) -> Iterator[list[Event]]:
+    """A year of inbound calls spread evenly (3.2M a year is one every ~10 s)."""
+    step = 365 * 86400 / n_cases
+    for i in range(n_cases):
+        at = YEAR_START + dt.timedelta(seconds=step * i)
+        yield [
+            CaseOpened(
+                f"y{i:010d}", at, None, "苏D12345", "武进区", f"138{i % 10**8:08d}", "seat-1"
+            )
+        ]
+
+
+def new_sqlite(folder: Path, name: str, sync: str) -> sa.Engine:
+    engine = make_engine(f"sqlite:///{folder / name}", sqlite_synchronous=sync)
+    upgrade(engine)
+    return engine
+
+
+def bench_bulk(folder: Path, n_events: int, keys: KeyRing) -> dict[str, object]:
+    n_cases = n_events // 5
+    engine = new_sqlite(folder, "bulk_adapter.db", "NORMAL")
+    store = SqlStore(engine, keys)
+    start = time.perf_counter()
+    cases, events = store.bulk_import(histories(n_cases), chunk_cases=2000)
+    adapter_s = time.perf_counter() - start
+
+    tables = [t.cases, t.events, t.owner_lookups]
+    with engine.connect() as conn:
+        rows = {
+            tb.name: [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {tb.name}")]
+            for tb in tables
+        }
+    engine.dispose()
+    raw_engine = new_sqlite(folder, "bulk_raw.db", "NORMAL")
+    raw_engine.dispose()
+    raw = sqlite3.connect(folder / "bulk_raw.db", isolation_level=None)
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.execute("PRAGMA synchronous=NORMAL")
+    raw.execute("PRAGMA foreign_keys=ON")
+    chunk = {"mc_cases": 2000, "mc_events": 10_000, "mc_owner_lookups": 2000}
+    start = time.perf_counter()
+    for i in range(0, n_cases, 2000):
+        raw.execute("BEGIN IMMEDIATE")
+        for tb in tables:
+            data = rows[tb.name]
+            k = chunk[tb.name] // 2000
+            part = data[i * k : (i + 2000) * k]
+            if part:
+                marks = ",".join("?" * len(part[0]))
+                raw.executemany(f"INSERT INTO {tb.name} VALUES ({marks})", part)
+        raw.execute("COMMIT")
+    raw_s = time.perf_counter() - start
+    n_raw = raw.execute("SELECT count(*) FROM mc_events").fetchone()[0]
+    raw.close()
+    assert n_raw == events, (n_raw, events)
+    return {
+        "events": events,
+        "cases": cases,
+        "adapter_seconds": round(adapter_s, 2),
+        "raw_executemany_seconds": round(raw_s, 2),
+        "ratio_adapter_over_raw": round(adapter_s / raw_s, 2),
+        "adapter_events_per_second": round(events / adapter_s),
+        "raw_events_per_second": round(events / raw_s),
+        "note": "same rows (cases, events, look-ups), same schema, PRAGMAs and chunks",
+    }
+
+
+def bench_commands(url: str, keys: KeyRing, n_cases: int) -> dict[str, object]:
+    engine = make_engine(url)
+    upgrade(engine)
+    store = SqlStore(engine, keys)
+    clock = ManualClock()
+    app = MoveCar(
+        store=store,
+        registry=InMemoryVehicleRegistry({"苏D12345": "13912345678"}),
+        telephony=InMemoryTelephony(),
+        clock=clock,
+    )
+    commands = 0
+    start = time.perf_counter()
+    for _ in range(n_cases):
+        case_id = app.open_case(plate="苏D12345", location="武进", requester_phone="13800001111")
+        app.locate_owner(case_id)
+        call = app.call_owner(case_id, agent_id="seat-1")
+        app.record_call_outcome(case_id, call.call_id, "answered_agreed")
+        app.confirm_moved(case_id)
+        commands += 5
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    return {
+        "commands": commands,
+        "seconds": round(elapsed, 2),
+        "commands_per_second": round(commands / elapsed, 1),
+    }
+
+
+def bench_billable(folder: Path, n_cases: int, keys: KeyRing) -> dict[str, object]:
+    engine = new_sqlite(folder, "year.db", "NORMAL")
+    store = SqlStore(engine, keys)
+    start = time.perf_counter()
+    store.bulk_import(opened_only(n_cases), chunk_cases=5000)
+    load_s = time.perf_counter() - start
+    engine.dispose()
+    engine = make_engine(f"sqlite:///{folder / 'year.db'}")  # cold pool, fresh connection
+    store = SqlStore(engine, keys)
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        count = store.billable_calls(2025, 3)
+        timings.append(time.perf_counter() - start)
+    with engine.connect() as conn:
+        plan = [
+            str(r[-1])
+            for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM mc_cases "
+                "WHERE opened_at >= ? AND opened_at < ?",
+                ("2025-02-28 16:00:00.000000", "2025-03-31 16:00:00.000000"),
+            )
+        ]
+    engine.dispose()
+    return {
+        "cases_in_year": n_cases,
+        "bulk_load_seconds": round(load_s, 1),
+        "march_billable_calls": count,
+        "count_seconds_first": round(timings[0], 4),
+        "count_seconds_best": round(min(timings), 4),
+        "query_plan": plan,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--year-cases", type=int, default=3_200_000)
+    parser.add_argument("--command-cases", type=int, default=200)
+    parser.add_argument("--dir", default=None, help="where the SQLite files go (default: tmp)")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("MOVECAR_BENCH_POSTGRES_URL")
+        or os.environ.get("MOVECAR_TEST_POSTGRES_URL"),
+    )
+    args = parser.parse_args()
+    keys = KeyRing([("k1", KeyRing.generate())])
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        folder = Path(tmp)
+        result: dict[str, object] = {"sqlite_version": sqlite3.sqlite_version}
+        result["bulk"] = bench_bulk(folder, args.events, keys)
+        single: dict[str, object] = {
+            "sqlite_synchronous_full": bench_commands(
+                f"sqlite:///{folder / 'commands.db'}", keys, args.command_cases
+            )
+        }
+        if args.postgres:
+            schema = f"bench_{uuid.uuid4().hex[:8]}"
+            admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+            url = sa.make_url(args.postgres).update_query_dict(
+                {"options": f"-csearch_path={schema}"}
+            )
+            try:
+                single["postgresql"] = bench_commands(
+                    url.render_as_string(hide_password=False), keys, args.command_cases
+                )
+            finally:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+                admin.dispose()
+        result["single_command"] = single
+        result["billable_count"] = bench_billable(folder, args.year_cases, keys)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
