@@ -17,11 +17,11 @@ from movecar_core.case import EVENT_TYPES, Event
 from movecar_core.errors import MoveCarError
 
 
-class UnknownEventType(MoveCarError):  # noqa: N818 (stored-format name)
+class UnknownEventType(MoveCarError):
     """A stored event whose type this version of the library does not know."""
 
 
-class MalformedEvent(MoveCarError):  # noqa: N818 (stored-format name)
+class MalformedEvent(MoveCarError):
     """A stored event whose payload does not fit its type."""
 
 

@@ -1,0 +1,95 @@
+"""`movecar db upgrade`, `audit verify`, `retention purge`, `keys new|rotate`."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import pytest
+from sqlsupport import KEY_1, KEY_2, Databases
+
+from adapters.cli_storage import register
+from adapters.crypto import KeyRing
+from adapters.sql import SqlStore, current_revision, head_revision, make_engine
+from adapters.sql import schema as t
+from movecar_core.testing.contracts import sample_history
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="movecar")
+    parser.add_argument("--db")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    args.stdout, args.stderr = io.StringIO(), io.StringIO()
+    code = args.func(args)
+    return code, args.stdout.getvalue(), args.stderr.getvalue()
+
+
+def test_db_upgrade_builds_the_schema(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path}/cli.db"
+    code, out, _ = run("--db", url, "db", "upgrade")
+    assert code == 0 and f"empty -> {head_revision()}" in out
+    assert current_revision(make_engine(url)) == head_revision()
+    monkeypatch.setenv("MOVECAR_DB_URL", url)  # the environment is the fallback
+    code, out, _ = run("db", "upgrade")
+    assert code == 0 and f"{head_revision()} -> {head_revision()}" in out
+
+
+def test_audit_verify_names_the_tampered_case(
+    databases: Databases, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = databases.new(backend)
+    store = SqlStore(make_engine(url), KeyRing([("k1", KEY_1)]))
+    for case_id in ("clean", "dirty"):
+        store.append(case_id, sample_history(case_id), expected_version=0)
+    store.close_month(2025, 3)
+    [report] = store.reports()
+    monkeypatch.delenv("MOVECAR_KEYS", raising=False)
+    assert run("audit", "verify", "--db", url)[0] == 2  # no keys configured
+    monkeypatch.setenv("MOVECAR_KEYS", f"k1={KEY_1}")
+    code, out, _ = run(
+        "--db", url, "audit", "verify", "--expect-report", f"2025-03={report.digest}"
+    )
+    assert code == 0 and "2 cases, 10 events, 1 reports: all verify" in out
+    with store.engine.begin() as conn:
+        conn.execute(
+            t.events.delete().where(t.events.c.case_id == "dirty", t.events.c.version == 3)
+        )
+    code, out, _ = run("--db", url, "audit", "verify")
+    assert code == 1
+    assert "TAMPERED case dirty" in out and "clean" not in out
+    store.engine.dispose()
+
+
+def test_retention_purge_and_dry_run(databases: Databases, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = databases.new("sqlite")
+    store = SqlStore(make_engine(url), KeyRing([("k1", KEY_1)]))
+    store.append("old", sample_history("old"), expected_version=0)
+    store.append("held", sample_history("held"), expected_version=0)
+    store.set_legal_hold("held", "court", actor="legal")
+    monkeypatch.delenv("MOVECAR_KEYS", raising=False)  # purging needs no key
+    later = "2028-03-02T00:00:00+08:00"
+    code, out, _ = run("--db", url, "retention", "purge", "--dry-run", "--now", later)
+    assert code == 0 and "would purge old" in out and "kept held (legal hold)" in out
+    assert len(store.load("old")) == 5
+    code, out, _ = run("--db", url, "retention", "purge", "--now", "2028-02-28T00:00:00+08:00")
+    assert "purged 0 cases" in out
+    code, out, _ = run("--db", url, "retention", "purge", "--now", later)
+    assert code == 0 and "purged old" in out and list(store.load("old")) == []
+    assert run("--db", url, "retention", "purge", "--now", "2028-03-02T00:00")[0] == 2
+    store.engine.dispose()
+
+
+def test_keys_new_and_rotate(databases: Databases, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = run("keys", "new", "--id", "k9")
+    key_id, _, key = out.strip().partition("=")
+    assert code == 0 and key_id == "k9" and KeyRing([("k9", key)]).current_id == "k9"
+    assert "MOVECAR_KEYS" in err
+    url = databases.new("sqlite")
+    store = SqlStore(make_engine(url), KeyRing([("k1", KEY_1)]))
+    store.append("c", sample_history("c"), expected_version=0)
+    monkeypatch.setenv("MOVECAR_KEYS", f"k2={KEY_2},k1={KEY_1}")
+    code, out, _ = run("--db", url, "keys", "rotate")
+    assert code == 0 and "re-encrypted 2 events under key 'k2'" in out
+    assert list(SqlStore(store.engine, KeyRing([("k2", KEY_2)])).load("c")) == sample_history("c")
+    store.engine.dispose()
