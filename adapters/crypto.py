@@ -12,7 +12,10 @@ re-encryption job can find the rows still under an old key without trying to dec
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -20,6 +23,14 @@ from cryptography.fernet import Fernet, InvalidToken
 from movecar_core.errors import MoveCarError
 
 ENV_VAR = "MOVECAR_KEYS"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+
+
+def _canonical_b64(token: str) -> str | None:
+    try:
+        return base64.urlsafe_b64encode(base64.urlsafe_b64decode(token)).decode("ascii")
+    except (ValueError, binascii.Error):
+        return None
 
 
 class KeyConfigError(MoveCarError):
@@ -97,8 +108,13 @@ class KeyRing:
             raise DecryptionFailed(
                 f"stored value was encrypted with key {key_id!r}, which is not configured"
             )
+        token = stored.partition(":")[2]
+        # base64 decoding skips stray characters: insist on the one canonical spelling, so
+        # that any change to a stored token is an error, not silently the same plaintext.
+        if not _TOKEN.fullmatch(token) or _canonical_b64(token) != token:
+            raise DecryptionFailed(f"stored value under key {key_id!r} is not a Fernet token")
         try:
-            return fernet.decrypt(stored.partition(":")[2].encode("ascii")).decode("utf-8")
+            return fernet.decrypt(token.encode("ascii")).decode("utf-8")
         except (InvalidToken, UnicodeError, ValueError) as exc:
             raise DecryptionFailed(f"stored value under key {key_id!r} does not decrypt") from exc
 
