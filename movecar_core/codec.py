@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -25,24 +26,71 @@ class MalformedEvent(MoveCarError):
     """A stored event whose payload does not fit its type."""
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            raise MalformedEvent(f"naive datetime {value!r}: events need aware times")
-        return value.isoformat()
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
+def _plain_for(tp: Any, name: str) -> Callable[[Any], Any]:
+    """How to check a field of (resolved) type ``tp`` and turn its value into JSON.
+
+    Checked on the way out as strictly as :func:`decode` checks on the way in, so only
+    what can be read back is ever written.
+    """
+    args = getattr(tp, "__args__", None)
+    if args is not None:  # ``X | None``
+        inner = _plain_for(next(a for a in args if a is not type(None)), name)
+        return lambda v: None if v is None else inner(v)
+    if tp is dt.datetime:
+
+        def iso(v: Any) -> str:
+            if not isinstance(v, dt.datetime) or v.utcoffset() is None:
+                raise MalformedEvent(
+                    f"{name}={v!r:.80}: naive or not a datetime; need an aware one"
+                )
+            return v.isoformat()
+
+        return iso
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        enum_type = tp
+
+        def member(v: Any) -> Any:
+            if not isinstance(v, enum_type):
+                raise MalformedEvent(f"{name}={v!r:.80}: expected a {enum_type.__name__}")
+            return v.value
+
+        return member
+    exact: type[Any] = tp
+
+    def same(v: Any) -> Any:
+        if type(v) is not exact:
+            raise MalformedEvent(f"{name}={v!r:.80}: expected {exact.__name__}")
+        return v
+
+    return same
+
+
+_ENCODERS: dict[type[Any], tuple[tuple[str, Callable[[Any], Any]], ...]] = {}
+
+
+def _encoders(cls: type[Any]) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    found = _ENCODERS.get(cls)
+    if found is None:
+        attrs.resolve_types(cls)
+        found = tuple(
+            (a.name, _plain_for(a.type, f"{cls.__name__}.{a.name}"))
+            for a in attrs.fields(cls)
+            if a.name != "case_id"
+        )
+        _ENCODERS[cls] = found
+    return found
 
 
 def encode(event: Event) -> tuple[str, dict[str, Any]]:
-    """``(type name, payload)`` for ``event``."""
-    payload = {
-        a.name: _plain(getattr(event, a.name))
-        for a in attrs.fields(type(event))
-        if a.name != "case_id"
-    }
-    return type(event).__name__, payload
+    """``(type name, payload)`` for ``event``.
+
+    Raises :class:`UnknownEventType` for an object that is not a movecar event and
+    :class:`MalformedEvent` for a field holding a value of the wrong type.
+    """
+    cls = type(event)
+    if EVENT_TYPES.get(cls.__name__) is not cls:
+        raise UnknownEventType(f"{event!r:.80} is not a movecar event")
+    return cls.__name__, {name: plain(getattr(event, name)) for name, plain in _encoders(cls)}
 
 
 _CONVERTERS: dict[type[Any], dict[str, Any]] = {}
