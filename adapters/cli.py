@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from adapters.clock import SHANGHAI, ManualClock
+from adapters.memory import InMemoryNotifier, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core import CallOutcome, EscalationReason, MoveCar, __version__, parse_phone
 from movecar_core.case import (
     CallOutcomeRecorded,
@@ -24,6 +25,7 @@ from movecar_core.case import (
 )
 from movecar_core.machine import mermaid
 from movecar_core.plates import parse_plate
+from movecar_core.ports import CaseStore
 
 #: Modules that add sub-commands with ``register(subparsers)``; absent ones are skipped
 #: only when the optional extra they need is not installed.
@@ -65,18 +67,31 @@ def describe(event: Event) -> str:
     raise AssertionError(f"unknown event {event!r}")  # pragma: no cover
 
 
-def run_demo(out: Callable[[str], object] = print) -> MoveCar:
-    """Five realistic cases, end to end, through the in-memory adapters."""
+DEMO_OWNERS = {
+    "苏D12345": "13912345678",
+    "苏DF36988": "13605190001",
+    "苏D8Q7K2": "0519-86601234",
+    "苏AB7780": "15850001122",
+}
+
+
+def run_demo(out: Callable[[str], object] = print, store: CaseStore | None = None) -> MoveCar:
+    """Five realistic cases, end to end, through the in-memory adapters.
+
+    With ``store``, the cases are kept there instead (e.g. the SQL store); the registry,
+    the phone switch and the notifier stay in memory, as there is no real switch to ring.
+    """
     clock = ManualClock(dt.datetime(2025, 3, 14, 8, 5, tzinfo=SHANGHAI))
-    mc = MoveCar.in_memory(
-        owners={
-            "苏D12345": "13912345678",
-            "苏DF36988": "13605190001",
-            "苏D8Q7K2": "0519-86601234",
-            "苏AB7780": "15850001122",
-        },
-        clock=clock,
-    )
+    if store is None:
+        mc = MoveCar.in_memory(owners=DEMO_OWNERS, clock=clock)
+    else:
+        mc = MoveCar(
+            store=store,
+            registry=InMemoryVehicleRegistry(DEMO_OWNERS),
+            telephony=InMemoryTelephony(),
+            clock=clock,
+            notifier=InMemoryNotifier(),
+        )
 
     def step(minutes: float = 1) -> None:
         clock.advance(minutes=minutes)
@@ -122,18 +137,50 @@ def run_demo(out: Callable[[str], object] = print) -> MoveCar:
     # 5. The plate is not in the registry: unresolved.
     e = open_("苏E99999", "花园街菜场门口", "13900005555")
 
-    for case_id in (a, b, c, d, e):
+    for case_id in (a, b, c, d, e):  # the store may hold earlier runs' cases too
         view = mc.case(case_id)
         out(f"\ncase {case_id[:8]}  {parse_plate(view.plate).masked()}  -> {view.state.value}")
         for event in mc.history(case_id):
             out(f"  {event.at:%H:%M:%S}  {describe(event)}")
-    out(f"\n{sum(1 for _ in mc.store.case_ids())} cases; caller ID {mc.contract.caller_id}")
+    out(f"\n5 cases; caller ID {mc.contract.caller_id}")
     return mc
 
 
 def _demo(args: argparse.Namespace) -> int:
-    run_demo()
-    return 0
+    url = getattr(args, "db", None)
+    if url is None and not args.sqlite:
+        run_demo()
+        return 0
+    # The embedded default: SQLite in a file, no server (or the database named).
+    import tempfile
+
+    from adapters.crypto import KeyConfigError, KeyRing
+    from adapters.sql import SqlStore, database_url, make_engine, upgrade, verify
+
+    try:
+        keys = KeyRing.from_env()
+    except KeyConfigError:
+        if url is not None:
+            print(f"--db {url}: set MOVECAR_KEYS first (`movecar keys new`)", file=sys.stderr)
+            return 2
+        # Without lasting keys, a one-off key and a database of its own, so the demo never
+        # leaves rows behind in a shared database that nobody can decrypt later.
+        keys = KeyRing([("demo", KeyRing.generate())])
+        folder = tempfile.mkdtemp(prefix="movecar-demo-")
+        url = f"sqlite:///{folder}/movecar.db"
+        print(f"note: MOVECAR_KEYS is not set; using a one-off key and {url}")
+    url = database_url(url)
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        store = SqlStore(engine, keys)
+        run_demo(store=store)
+        audit = verify(store)
+    finally:
+        engine.dispose()
+    verdict = "all verify" if audit.ok else f"{len(audit.findings)} findings"
+    print(f"stored in {url}: {audit.cases} cases, {audit.events} events; audit: {verdict}")
+    return 0 if audit.ok else 1
 
 
 def _diagram(args: argparse.Namespace) -> int:
@@ -146,9 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="movecar", description="The 114 move-car (114 挪车) service engine."
     )
     parser.add_argument("--version", action="version", version=f"movecar {__version__}")
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL for the storage commands "
+        "(default: $MOVECAR_DB_URL or sqlite:///movecar.db)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("demo", help="run five realistic cases in memory and print their histories")
-    sub.choices["demo"].set_defaults(func=_demo)
+    demo = sub.add_parser("demo", help="run five realistic cases and print their histories")
+    demo.add_argument(
+        "--sqlite",
+        action="store_true",
+        help="keep the cases in the embedded database ($MOVECAR_DB_URL or "
+        "sqlite:///movecar.db) instead of memory, then audit it",
+    )
+    demo.add_argument("--db", default=argparse.SUPPRESS, metavar="URL", help="keep them here")
+    demo.set_defaults(func=_demo)
     sub.add_parser("diagram", help="print the case state machine as a mermaid diagram")
     sub.choices["diagram"].set_defaults(func=_diagram)
     for name in _PLUGINS:

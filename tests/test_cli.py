@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,11 +55,37 @@ def test_unknown_command_fails_with_usage(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_docs_show_the_current_diagram() -> None:
-    from pathlib import Path
-
     from movecar_core.machine import mermaid
 
     docs = Path(__file__).resolve().parent.parent / "docs" / "cases.md"
     assert mermaid().rstrip() in docs.read_text(encoding="utf-8"), (
         "docs/cases.md is stale: paste the output of `movecar diagram`"
     )
+
+
+def test_demo_on_the_embedded_sqlite_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from adapters.crypto import KeyRing
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MOVECAR_DB_URL", raising=False)
+    monkeypatch.setenv("MOVECAR_KEYS", f"k1={KeyRing.generate()}")
+    assert main(["demo", "--sqlite"]) == 0
+    assert main(["demo", "--sqlite"]) == 0  # a second run adds to the same database
+    out = capsys.readouterr().out
+    assert "stored in sqlite:///movecar.db: 10 cases, 48 events; audit: all verify" in out
+    assert (tmp_path / "movecar.db").exists()
+
+
+def test_demo_without_keys_uses_a_database_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MOVECAR_KEYS", raising=False)
+    assert main(["demo", "--sqlite"]) == 0
+    out = capsys.readouterr().out
+    assert "one-off key" in out
+    assert "5 cases, 24 events; audit: all verify" in out
+    assert not (tmp_path / "movecar.db").exists()
+    assert main(["demo", "--db", f"sqlite:///{tmp_path}/x.db"]) == 2  # no keys: refused
