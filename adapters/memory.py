@@ -28,6 +28,7 @@ from movecar_core.ports import Clock, OutboundCallRequest, OwnerContact
 
 __all__ = [
     "InMemoryCaseStore",
+    "InMemoryCommandCentre",
     "InMemoryNotifier",
     "InMemoryTelephony",
     "InMemoryVehicleRegistry",
@@ -110,7 +111,8 @@ class InMemoryTelephony:
         if self.failing:
             raise TelephonyError(f"call {request.call_id}: the switch refused the call")
         with self._lock:
-            self.calls.append(request)
+            if all(c.call_id != request.call_id for c in self.calls):
+                self.calls.append(request)
 
     def transfer_to_110(self, case_id: str, number: str, reason: str) -> None:
         if self.failing:
@@ -136,6 +138,28 @@ class InMemoryNotifier:
         self.sent.append(Notification(case_id, requester_phone, message))
 
 
+@attrs.frozen
+class Notice:
+    key: str
+    subject: str
+    message: str
+
+
+class InMemoryCommandCentre:
+    """The 110 desk's inbox: keeps each notice once, by key (a repeat is dropped)."""
+
+    def __init__(self) -> None:
+        self.notices: list[Notice] = []
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+
+    def notify(self, key: str, subject: str, message: str) -> None:
+        with self._lock:
+            if key not in self._keys:
+                self._keys.add(key)
+                self.notices.append(Notice(key, subject, message))
+
+
 def in_memory_engine(
     owners: Mapping[str, str] | None = None,
     clock: Clock | None = None,
@@ -150,6 +174,7 @@ def in_memory_engine(
         telephony=InMemoryTelephony(),
         clock=clock or SystemClock(),
         notifier=InMemoryNotifier(),
+        command_centre=InMemoryCommandCentre(),
         contract=contract,
         policy=policy,
     )

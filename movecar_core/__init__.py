@@ -5,7 +5,7 @@ the engine needs, and the contract's terms as data. Adapters (in-memory, SQL, te
 live in the separate ``adapters`` package.
 """
 
-from movecar_core.app import MoveCar, OutboundCall
+from movecar_core.app import Dispatch, MoveCar, OutboundCall
 from movecar_core.calendar import CN_CALENDAR, DeadlineShift, WorkingDayCalendar
 from movecar_core.case import (
     CallOutcome,
@@ -24,6 +24,7 @@ from movecar_core.case import (
     OwnerLookedUp,
     UnresolvedReason,
 )
+from movecar_core.codec import MalformedEvent, UnknownEventType
 from movecar_core.contract import WUJIN_114_2024, Contract, Greeting, Tier, WrittenNotice
 from movecar_core.errors import (
     CalendarYearNotCovered,
@@ -54,7 +55,8 @@ from movecar_core.errors import (
     UnknownCall,
     UnknownCase,
 )
-from movecar_core.machine import CasePolicy, fold
+from movecar_core.machine import CasePolicy, CorruptHistory, fold
+from movecar_core.outbox import Claimed, Effect, EffectPolicy, OutboxStore, Plan, plan
 from movecar_core.penalties import (
     CapBase,
     MonthPayable,
@@ -68,6 +70,7 @@ from movecar_core.plates import Plate, PlateKind, parse_plate
 from movecar_core.ports import (
     CaseStore,
     Clock,
+    CommandCentre,
     OutboundCallRequest,
     OwnerContact,
     RequesterNotifier,
@@ -119,15 +122,21 @@ __all__ = [
     "CaseStore",
     "CaseUnresolved",
     "CaseView",
+    "Claimed",
     "Cliff",
     "Clock",
+    "CommandCentre",
     "CommandIdReused",
     "CommandRejected",
     "ConcurrencyConflict",
     "Contract",
     "ContractTerm",
+    "CorruptHistory",
     "DeadlineShift",
+    "Dispatch",
     "DisputeRaised",
+    "Effect",
+    "EffectPolicy",
     "EscalatedTo110",
     "EscalationReason",
     "Event",
@@ -139,6 +148,7 @@ __all__ = [
     "InvalidInput",
     "InvalidPhone",
     "InvalidPlate",
+    "MalformedEvent",
     "MonthPayable",
     "MoveCar",
     "MoveCarError",
@@ -146,6 +156,7 @@ __all__ = [
     "NoCallInFlight",
     "OutboundCall",
     "OutboundCallRequest",
+    "OutboxStore",
     "OutsideContractTerm",
     "OwnerCallPlaced",
     "OwnerContact",
@@ -153,6 +164,7 @@ __all__ = [
     "OwnerNotLocated",
     "Phone",
     "PhoneKind",
+    "Plan",
     "Plate",
     "PlateKind",
     "PortError",
@@ -173,6 +185,7 @@ __all__ = [
     "TierMode",
     "UnknownCall",
     "UnknownCase",
+    "UnknownEventType",
     "UnresolvedReason",
     "VehicleRegistry",
     "WorkingDayCalendar",
@@ -190,6 +203,7 @@ __all__ = [
     "open_settlement",
     "parse_phone",
     "parse_plate",
+    "plan",
     "service_gap_penalty",
     "settle_year",
     "unit_price",

@@ -10,6 +10,7 @@ again: the first result is returned (telephony callbacks arrive twice in real li
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,16 +38,19 @@ from movecar_core.errors import (
     CommandIdReused,
     ConcurrencyConflict,
     InvalidCommand,
+    PortError,
     TelephonyError,
     UnknownCall,
     UnknownCase,
 )
 from movecar_core.machine import CasePolicy, check, fold
+from movecar_core.outbox import CALL_OUTCOME_DUE, FOLLOW_UP_CALL, NOTIFY_110, PLACE_CALL, Effect
 from movecar_core.phones import parse_phone
 from movecar_core.plates import parse_plate
 from movecar_core.ports import (
     CaseStore,
     Clock,
+    CommandCentre,
     OutboundCallRequest,
     RequesterNotifier,
     Telephony,
@@ -56,6 +60,17 @@ from movecar_core.views import CaseView, RequesterView, requester_message
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+
+class Dispatch(enum.Enum):
+    """Who dials the owner after ``call_owner`` recorded the call."""
+
+    #: ``call_owner`` dials at once, through the Telephony port.
+    INLINE = "inline"
+    #: A worker dials: the store's outbox holds a ``place_call`` effect (the store's
+    #: ``EffectPolicy(dispatch_calls=True)``) and the worker runs :meth:`MoveCar.run_effect`.
+    OUTBOX = "outbox"
+
 
 #: Namespace of case ids derived from an ``open_case`` command id (so a repeat finds it).
 CASE_ID_NAMESPACE = uuid.UUID("6f1f8a52-1d4b-4b8e-9a43-114a5f0c0519")
@@ -114,15 +129,19 @@ class MoveCar:
         telephony: Telephony,
         clock: Clock,
         notifier: RequesterNotifier | None = None,
+        command_centre: CommandCentre | None = None,
         contract: Contract = WUJIN_114_2024,
         policy: CasePolicy | None = None,
         max_retries: int = 3,
+        dispatch: Dispatch = Dispatch.INLINE,
     ) -> None:
         self.store = store
         self.registry = registry
         self.telephony = telephony
         self.clock = clock
         self.notifier = notifier
+        self.command_centre = command_centre
+        self.dispatch = dispatch
         self.contract = contract
         self.policy = policy or CasePolicy()
         self.max_retries = max_retries
@@ -267,21 +286,79 @@ class MoveCar:
 
         events, ran = self._execute(case_id, command_id, "call_owner", OwnerCallPlaced, decide)
         call = _call_of(events)
-        if ran:
-            request = OutboundCallRequest(
-                call_id=call.call_id,
-                case_id=case_id,
-                agent_id=agent,
-                caller_id=call.caller_id,
-                callee=callee[0],
-                greeting=call.greeting,
+        if ran and self.dispatch is Dispatch.INLINE:
+            self._dial(call, agent, callee[0])
+        return call
+
+    def _dial(self, call: OutboundCall, agent_id: str, callee: str) -> None:
+        request = OutboundCallRequest(
+            call_id=call.call_id,
+            case_id=call.case_id,
+            agent_id=agent_id,
+            caller_id=call.caller_id,
+            callee=callee,
+            greeting=call.greeting,
+        )
+        try:
+            self.telephony.place_call(request)
+        except TelephonyError:
+            self.record_call_outcome(
+                call.case_id, call.call_id, CallOutcome.FAILED, command_id=f"{call.call_id}:dial"
+            )
+            raise
+
+    # --- effects (run by outbox workers) ------------------------------------------------
+
+    def run_effect(self, effect: Effect) -> str:
+        """Carry out one effect a worker claimed from the store's outbox; says what it did.
+
+        Safe to repeat: an effect run twice (a worker died before marking it done) finds
+        its work done, or passes ``effect.key`` on so the receiver can drop the repeat.
+
+        * ``place_call``: dial the recorded call, if it is still the call in flight; a
+          refused dial is recorded as a ``failed`` attempt.
+        * ``call_outcome_due``: the switch never reported the call's outcome: recorded as
+          ``failed``, so the seat may call again.
+        * ``notify_110``: the escalation's written notice to the 110 desk (二(五)).
+        * ``follow_up_call``: a reminder for the seat application; calls stay
+          human-placed (annex 2 十三(四)), so the engine dials nothing by itself.
+        """
+        case_id = effect.case_id
+        record = self.record(case_id)
+        if effect.kind == PLACE_CALL:
+            call_id = str(effect.payload["call_id"])
+            if record.call_in_flight != call_id or record.owner_phone is None:
+                return "skipped: the call is no longer in flight"
+            placed = next(
+                e
+                for e in self.history(case_id)
+                if isinstance(e, OwnerCallPlaced) and e.call_id == call_id
             )
             try:
-                self.telephony.place_call(request)
+                self._dial(_call_of([placed]), placed.agent_id, record.owner_phone)
             except TelephonyError:
-                self.record_call_outcome(case_id, call.call_id, CallOutcome.FAILED)
-                raise
-        return call
+                return "dial refused: recorded as a failed attempt"
+            return "dialled"
+        if effect.kind == CALL_OUTCOME_DUE:
+            call_id = str(effect.payload["call_id"])
+            if record.call_in_flight != call_id:
+                return "skipped: the outcome was recorded"
+            self.record_call_outcome(case_id, call_id, CallOutcome.FAILED, command_id=effect.key)
+            return "outcome overdue: recorded as failed"
+        if effect.kind == NOTIFY_110:
+            if self.command_centre is None:
+                raise PortError("a notify_110 effect needs MoveCar(command_centre=...)")
+            reason = effect.payload.get("reason")
+            self.command_centre.notify(
+                effect.key,
+                f"114 挪车转警 {record.plate}",
+                f"案件 {case_id}：{record.plate}，{record.location}，转警原因 {reason}，"
+                f"转接 {effect.payload.get('number')}",
+            )
+            return "notice sent to 110"
+        if effect.kind == FOLLOW_UP_CALL:
+            return "follow-up due: for the seat application"
+        raise InvalidCommand("effect.kind", effect.kind, "not an effect this engine runs")
 
     def record_call_outcome(
         self,

@@ -92,6 +92,9 @@ class Telephony(Protocol):
     def place_call(self, request: OutboundCallRequest) -> None:
         """Start dialling. The outcome comes back later through ``record_call_outcome``.
 
+        A request whose ``call_id`` was placed before is the same call, not dialled again:
+        an outbox worker that crashed after dialling repeats its effect.
+
         Raises :class:`~movecar_core.errors.TelephonyError` when the call cannot be placed.
         """
         ...
@@ -105,3 +108,14 @@ class RequesterNotifier(Protocol):
     """Messages to the requester (e.g. SMS). Never carries the owner's contact."""
 
     def notify(self, case_id: str, requester_phone: str, message: str) -> None: ...
+
+
+class CommandCentre(Protocol):
+    """Written notices to the 110 command centre's desk (公安 110 接警台).
+
+    二(五): escalations go to 110, and an outage must be notified within 30 minutes of the
+    fault and of the recovery. ``key`` is unique per notice, so the receiving side can drop
+    a repeat (a worker that crashed after sending, before marking the notice done).
+    """
+
+    def notify(self, key: str, subject: str, message: str) -> None: ...

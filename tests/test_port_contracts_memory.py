@@ -52,3 +52,13 @@ class TestManualClock(ClockContract):
     @pytest.fixture
     def clock(self) -> Clock:
         return ManualClock()
+
+
+def test_in_memory_switch_dials_a_call_id_once() -> None:
+    from movecar_core.ports import OutboundCallRequest
+
+    switch = InMemoryTelephony()
+    request = OutboundCallRequest("c1", "case", "seat-1", "0519110", "13912345678", "您好")
+    switch.place_call(request)
+    switch.place_call(request)
+    assert switch.calls == [request]

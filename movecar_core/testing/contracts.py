@@ -213,6 +213,18 @@ class TelephonyContract:
             )
         )
 
+    def test_a_repeated_call_id_is_accepted(self, telephony: Telephony) -> None:
+        request = OutboundCallRequest(
+            call_id=_new_id(),
+            case_id=_new_id(),
+            agent_id="seat-1",
+            caller_id="0519110",
+            callee="13912345678",
+            greeting="您好，这是公安 110 挪车服务专线，您是苏D12345 车主吗？",
+        )
+        telephony.place_call(request)
+        telephony.place_call(request)  # the same call again: no error, no second dial
+
     def test_transfer_to_110(self, telephony: Telephony) -> None:
         telephony.transfer_to_110(_new_id(), "0519-81997327", "owner_uncooperative")
 

@@ -1,0 +1,99 @@
+"""The facade and the outbox together: calls dialled and notices sent by workers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import attrs
+import pytest
+
+from adapters.clock import ManualClock
+from adapters.memory import InMemoryCommandCentre, InMemoryTelephony, InMemoryVehicleRegistry
+from adapters.sql import SqlStore
+from adapters.worker import drain
+from movecar_core import CallOutcome, CaseState, MoveCar
+from movecar_core.app import Dispatch
+from movecar_core.outbox import EffectPolicy
+
+
+@pytest.fixture
+def engine(fresh_store: SqlStore, clock: ManualClock) -> MoveCar:
+    fresh_store.effects = EffectPolicy(dispatch_calls=True)
+    return MoveCar(
+        store=fresh_store,
+        registry=InMemoryVehicleRegistry({"苏D12345": "13912345678"}),
+        telephony=InMemoryTelephony(),
+        clock=clock,
+        command_centre=InMemoryCommandCentre(),
+        dispatch=Dispatch.OUTBOX,
+    )
+
+
+def switch(mc: MoveCar) -> InMemoryTelephony:
+    assert isinstance(mc.telephony, InMemoryTelephony)
+    return mc.telephony
+
+
+def test_a_worker_dials_each_recorded_call_once(
+    engine: MoveCar, fresh_store: SqlStore, clock: ManualClock
+) -> None:
+    case_id = engine.open_case(plate="苏D12345", location="湖塘镇", requester_phone="13800001111")
+    engine.locate_owner(case_id)
+    call = engine.call_owner(case_id, agent_id="seat-1")
+    assert switch(engine).calls == []  # recorded, not yet dialled
+    done = drain(fresh_store, engine, "w1")
+    assert [what for _, what in done] == ["dialled"]
+    assert [c.call_id for c in switch(engine).calls] == [call.call_id]
+    assert switch(engine).calls[0].caller_id == "0519110"
+    assert drain(fresh_store, engine, "w2") == []  # done once, never again
+    # A worker that crashed before marking it done runs it again: the same call, not a
+    # second dial (the switch knows the call id).
+    effect = next(e for e in fresh_store.pending() if e.kind == "call_outcome_due")
+    assert engine.run_effect(attrs.evolve(effect, kind="place_call")) == "dialled"
+    assert len(switch(engine).calls) == 1
+
+
+def test_an_overdue_outcome_is_recorded_as_failed(
+    engine: MoveCar, fresh_store: SqlStore, clock: ManualClock
+) -> None:
+    case_id = engine.open_case(plate="苏D12345", location="湖塘镇", requester_phone="13800001111")
+    engine.locate_owner(case_id)
+    engine.call_owner(case_id, agent_id="seat-1")
+    drain(fresh_store, engine, "w1")
+    clock.advance(minutes=3, seconds=1)  # EffectPolicy.call_outcome_timeout is 3 minutes
+    done = drain(fresh_store, engine, "w1")
+    assert [what for _, what in done] == ["outcome overdue: recorded as failed"]
+    view = engine.case(case_id)
+    assert (view.last_outcome, view.call_in_flight) == (CallOutcome.FAILED, None)
+    clock.advance(minutes=5)  # the follow-up reminder for the seat
+    assert [what for _, what in drain(fresh_store, engine, "w1")] == [
+        "follow-up due: for the seat application"
+    ]
+
+
+def test_an_escalation_notice_reaches_110_once(
+    engine: MoveCar, fresh_store: SqlStore, clock: ManualClock
+) -> None:
+    case_id = engine.open_case(plate="苏D12345", location="湖塘镇", requester_phone="13800001111")
+    assert engine.escalate(case_id, "emergency_lane_blocked").state is CaseState.ESCALATED_TO_110
+    drain(fresh_store, engine, "w1")
+    desk = engine.command_centre
+    assert isinstance(desk, InMemoryCommandCentre)
+    assert len(desk.notices) == 1
+    assert "emergency_lane_blocked" in desk.notices[0].message
+    assert "0519-81997327" in desk.notices[0].message
+    assert switch(engine).transfers[0].number == "0519-81997327"
+
+
+def test_timers_of_a_closed_case_are_cancelled(
+    engine: MoveCar, fresh_store: SqlStore, clock: ManualClock
+) -> None:
+    case_id = engine.open_case(plate="苏D12345", location="湖塘镇", requester_phone="13800001111")
+    engine.locate_owner(case_id)
+    call = engine.call_owner(case_id, agent_id="seat-1")
+    drain(fresh_store, engine, "w1")
+    engine.record_call_outcome(case_id, call.call_id, "answered_agreed")
+    engine.confirm_moved(case_id)
+    clock.advance(dt.timedelta(hours=1))
+    assert drain(fresh_store, engine, "w1") == []
+    assert list(fresh_store.pending(case_id)) == []
