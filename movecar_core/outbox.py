@@ -44,8 +44,8 @@ KINDS = frozenset({PLACE_CALL, NOTIFY_110, CALL_OUTCOME_DUE, FOLLOW_UP_CALL})
 class EffectPolicy:
     """Which effects the transitions produce, and when timers fire."""
 
-    #: Dial through the outbox instead of inline. The facade (``MoveCar.call_owner``) dials
-    #: inline today; turn this on only when a worker, not the facade, places calls.
+    #: Dial through the outbox instead of inline: goes with ``MoveCar(dispatch=
+    #: Dispatch.OUTBOX)``, whose ``call_owner`` then records the call and a worker dials.
     dispatch_calls: bool = False
     #: Send an escalation notice to 110 through the outbox (二(五) "应及时转接至公安 110").
     notify_110: bool = True
