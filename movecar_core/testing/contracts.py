@@ -198,30 +198,25 @@ class VehicleRegistryContract:
             registry.lookup("苏D12345")
 
 
+def _call_request() -> OutboundCallRequest:
+    return OutboundCallRequest(
+        call_id=_new_id(),
+        case_id=_new_id(),
+        agent_id="seat-1",
+        caller_id="0519110",
+        callee="13912345678",
+        greeting="您好，这是公安 110 挪车服务专线，您是苏D12345 车主吗？",
+    )
+
+
 class TelephonyContract:
     """Needs fixture ``telephony``; calls and transfers must be accepted without error."""
 
     def test_place_call(self, telephony: Telephony) -> None:
-        telephony.place_call(
-            OutboundCallRequest(
-                call_id=_new_id(),
-                case_id=_new_id(),
-                agent_id="seat-1",
-                caller_id="0519110",
-                callee="13912345678",
-                greeting="您好，这是公安 110 挪车服务专线，您是苏D12345 车主吗？",
-            )
-        )
+        telephony.place_call(_call_request())
 
     def test_a_repeated_call_id_is_accepted(self, telephony: Telephony) -> None:
-        request = OutboundCallRequest(
-            call_id=_new_id(),
-            case_id=_new_id(),
-            agent_id="seat-1",
-            caller_id="0519110",
-            callee="13912345678",
-            greeting="您好，这是公安 110 挪车服务专线，您是苏D12345 车主吗？",
-        )
+        request = _call_request()
         telephony.place_call(request)
         telephony.place_call(request)  # the same call again: no error, no second dial
 
