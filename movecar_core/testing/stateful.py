@@ -70,7 +70,7 @@ class MoveCarStateMachine(RuleBasedStateMachine):
         self.notifier = RecordingNotifier()
         self.owners: dict[str, str] = {}
         self.closed: dict[str, CaseState] = {}
-        self.opened = 0
+        self.opened: list[str] = []  # this run's cases (the store may hold others)
         self.commands: dict[str, tuple[str, object]] = {}  # command id -> (case, result)
 
     @initialize(
@@ -99,7 +99,7 @@ class MoveCarStateMachine(RuleBasedStateMachine):
 
     # --- rules ------------------------------------------------------------------------
 
-    @precondition(lambda self: self.opened < 4)  # few cases, so each goes deep
+    @precondition(lambda self: len(self.opened) < 4)  # few cases, so each goes deep
     @rule(
         target=cases,
         data=st.data(),
@@ -111,8 +111,9 @@ class MoveCarStateMachine(RuleBasedStateMachine):
         known = sorted(self.owners)
         unknown = data.draw(st.integers(0, 4)) == 0
         plate = data.draw(plates() if unknown or not known else st.sampled_from(known))
-        self.opened += 1
-        return self.mc.open_case(plate=plate, location=location, requester_phone=requester)
+        case_id = self.mc.open_case(plate=plate, location=location, requester_phone=requester)
+        self.opened.append(case_id)
+        return case_id
 
     @rule(case_id=cases)
     def locate_owner(self, case_id: str) -> None:
@@ -182,7 +183,7 @@ class MoveCarStateMachine(RuleBasedStateMachine):
     def every_case_keeps_the_rules(self) -> None:
         if self.engine is None:
             return
-        for case_id in self.mc.store.case_ids():
+        for case_id in self.opened:
             history = self.mc.history(case_id)
             record = fold(history)
             view = self.mc.case(case_id)
