@@ -1,8 +1,10 @@
 """Encryption at rest for personal data (owner and requester phone numbers).
 
 七(三): "采取措施 ... 防止未经授权的访问以及个人信息和数据的泄露、篡改、丢失". Phone numbers are
-stored encrypted (Fernet: AES-128-CBC with HMAC-SHA256). Keys come from configuration (the
-``MOVECAR_KEYS`` environment variable or an explicit list), never from the database.
+stored encrypted with AES-256-GCM (authenticated: a changed token does not decrypt), a
+fresh 96-bit nonce per value and the key id as associated data. Keys come from
+configuration (the ``MOVECAR_KEYS`` environment variable or an explicit list), never from
+the database. A key is 32 random bytes in url-safe base64 (``movecar keys new``).
 
 Rotation: a :class:`KeyRing` holds several keys, newest first. New writes use the newest
 key; rows written under an older key still decrypt, and :meth:`KeyRing.rotate` re-encrypts
@@ -18,12 +20,15 @@ import os
 import re
 from collections.abc import Sequence
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from movecar_core.errors import MoveCarError
 
 ENV_VAR = "MOVECAR_KEYS"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+_NONCE = 12  # bytes: the size GCM is designed for
+_KEY = 32  # bytes: AES-256
 
 
 def _canonical_b64(token: str) -> str | None:
@@ -42,23 +47,24 @@ class DecryptionFailed(MoveCarError):
 
 
 class KeyRing:
-    """Named Fernet keys, newest first: ``KeyRing([("k2", key2), ("k1", key1)])``."""
+    """Named AES-256-GCM keys, newest first: ``KeyRing([("k2", key2), ("k1", key1)])``."""
 
     def __init__(self, keys: Sequence[tuple[str, bytes | str]]) -> None:
         if not keys:
             raise KeyConfigError("a KeyRing needs at least one key")
-        self._keys: dict[str, Fernet] = {}
+        self._keys: dict[str, AESGCM] = {}
         for key_id, key in keys:
             if not key_id or ":" in key_id or "," in key_id or "=" in key_id:
                 raise KeyConfigError(f"key id {key_id!r} must be non-empty, without ':' ',' '='")
             if key_id in self._keys:
                 raise KeyConfigError(f"key id {key_id!r} appears twice")
             try:
-                self._keys[key_id] = Fernet(key)
-            except (ValueError, TypeError) as exc:
-                raise KeyConfigError(
-                    f"key {key_id!r} is not a url-safe base64 32-byte key"
-                ) from exc
+                raw = base64.urlsafe_b64decode(key)
+            except (ValueError, TypeError, binascii.Error):
+                raw = b""
+            if len(raw) != _KEY:
+                raise KeyConfigError(f"key {key_id!r} is not a url-safe base64 32-byte key")
+            self._keys[key_id] = AESGCM(raw)
         self.current_id = keys[0][0]
 
     @classmethod
@@ -85,15 +91,17 @@ class KeyRing:
 
     @staticmethod
     def generate() -> str:
-        return Fernet.generate_key().decode("ascii")
+        return base64.urlsafe_b64encode(os.urandom(_KEY)).decode("ascii")
 
     @property
     def key_ids(self) -> tuple[str, ...]:
         return tuple(self._keys)
 
     def encrypt(self, plaintext: str) -> str:
-        token = self._keys[self.current_id].encrypt(plaintext.encode("utf-8"))
-        return f"{self.current_id}:{token.decode('ascii')}"
+        key_id = self.current_id
+        nonce = os.urandom(_NONCE)
+        sealed = self._keys[key_id].encrypt(nonce, plaintext.encode("utf-8"), key_id.encode())
+        return f"{key_id}:{base64.urlsafe_b64encode(nonce + sealed).decode('ascii')}"
 
     def key_id_of(self, stored: str) -> str:
         key_id, sep, _ = stored.partition(":")
@@ -103,8 +111,8 @@ class KeyRing:
 
     def decrypt(self, stored: str) -> str:
         key_id = self.key_id_of(stored)
-        fernet = self._keys.get(key_id)
-        if fernet is None:
+        aead = self._keys.get(key_id)
+        if aead is None:
             raise DecryptionFailed(
                 f"stored value was encrypted with key {key_id!r}, which is not configured"
             )
@@ -112,10 +120,11 @@ class KeyRing:
         # base64 decoding skips stray characters: insist on the one canonical spelling, so
         # that any change to a stored token is an error, not silently the same plaintext.
         if not _TOKEN.fullmatch(token) or _canonical_b64(token) != token:
-            raise DecryptionFailed(f"stored value under key {key_id!r} is not a Fernet token")
+            raise DecryptionFailed(f"stored value under key {key_id!r} is not a sealed token")
+        raw = base64.urlsafe_b64decode(token)
         try:
-            return fernet.decrypt(token.encode("ascii")).decode("utf-8")
-        except (InvalidToken, UnicodeError, ValueError) as exc:
+            return aead.decrypt(raw[:_NONCE], raw[_NONCE:], key_id.encode()).decode("utf-8")
+        except (InvalidTag, UnicodeError, ValueError) as exc:
             raise DecryptionFailed(f"stored value under key {key_id!r} does not decrypt") from exc
 
     def needs_rotation(self, stored: str) -> bool:
