@@ -26,58 +26,91 @@ class MalformedEvent(MoveCarError):
     """A stored event whose payload does not fit its type."""
 
 
-def _plain_for(tp: Any, name: str) -> Callable[[Any], Any]:
-    """How to check a field of (resolved) type ``tp`` and turn its value into JSON.
+class _RejectError(Exception):
+    """Internal: a value of the wrong type (turned into MalformedEvent with its context)."""
 
-    Checked on the way out as strictly as :func:`decode` checks on the way in, so only
-    what can be read back is ever written.
-    """
-    args = getattr(tp, "__args__", None)
-    if args is not None:  # ``X | None``
-        inner = _plain_for(next(a for a in args if a is not type(None)), name)
-        return lambda v: None if v is None else inner(v)
-    if tp is dt.datetime:
 
-        def iso(v: Any) -> str:
-            if not isinstance(v, dt.datetime) or v.utcoffset() is None:
-                raise MalformedEvent(
-                    f"{name}={v!r:.80}: naive or not a datetime; need an aware one"
-                )
-            return v.isoformat()
+Convert = Callable[[Any], Any]
 
-        return iso
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        enum_type = tp
 
-        def member(v: Any) -> Any:
-            if not isinstance(v, enum_type):
-                raise MalformedEvent(f"{name}={v!r:.80}: expected a {enum_type.__name__}")
-            return v.value
-
-        return member
-    exact: type[Any] = tp
-
+def _exactly(tp: type[Any]) -> Convert:
     def same(v: Any) -> Any:
-        if type(v) is not exact:
-            raise MalformedEvent(f"{name}={v!r:.80}: expected {exact.__name__}")
+        if type(v) is not tp:
+            raise _RejectError(f"expected {tp.__name__}, found {type(v).__name__}")
         return v
 
     return same
 
 
-_ENCODERS: dict[type[Any], tuple[tuple[str, Callable[[Any], Any]], ...]] = {}
+def _to_iso(v: Any) -> str:
+    if not isinstance(v, dt.datetime) or v.utcoffset() is None:
+        raise _RejectError("naive or not a datetime: events need aware times")
+    return v.isoformat()
 
 
-def _encoders(cls: type[Any]) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
-    found = _ENCODERS.get(cls)
+def _from_iso(v: Any) -> dt.datetime:
+    if not isinstance(v, str):
+        raise _RejectError(f"expected an ISO 8601 string, found {type(v).__name__}")
+    try:
+        parsed = dt.datetime.fromisoformat(v)
+    except ValueError as exc:
+        raise _RejectError(str(exc)) from exc
+    if parsed.tzinfo is None:
+        raise _RejectError("a datetime without offset: events need aware times")
+    return parsed
+
+
+def _field_codec(tp: Any) -> tuple[Convert, Convert]:
+    """``(to JSON, from JSON)`` for a field of (resolved) type ``tp``.
+
+    Both directions check as strictly: only what can be read back is ever written, and a
+    stored ``attempt`` of ``"1"`` or a ``found`` of ``1`` is malformed, not accepted.
+    """
+    args = getattr(tp, "__args__", None)
+    if args is not None:  # ``X | None``
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1 or len(args) != 2:
+            raise MoveCarError(f"codec: unsupported field type {tp!r}")
+        out, back = _field_codec(inner[0])
+        return (
+            lambda v: None if v is None else out(v),
+            lambda v: None if v is None else back(v),
+        )
+    if tp is dt.datetime:
+        return _to_iso, _from_iso
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        members: type[enum.Enum] = tp
+
+        def to_value(v: Any) -> Any:
+            if not isinstance(v, members):
+                raise _RejectError(f"expected a {members.__name__}, found {v!r:.40}")
+            return v.value
+
+        def to_member(v: Any) -> Any:
+            if not isinstance(v, str):
+                raise _RejectError(f"expected a {members.__name__} string")
+            try:
+                return members(v)
+            except ValueError as exc:
+                raise _RejectError(f"{v!r} is not a {members.__name__}") from exc
+
+        return to_value, to_member
+    if tp in (str, int, bool):
+        check = _exactly(tp)
+        return check, check
+    raise MoveCarError(f"codec: unsupported field type {tp!r}")
+
+
+_FIELDS: dict[type[Any], dict[str, tuple[Convert, Convert]]] = {}
+
+
+def _fields(cls: type[Any]) -> dict[str, tuple[Convert, Convert]]:
+    """Field name -> (to JSON, from JSON) of an event class (``case_id`` excepted)."""
+    found = _FIELDS.get(cls)
     if found is None:
         attrs.resolve_types(cls)
-        found = tuple(
-            (a.name, _plain_for(a.type, f"{cls.__name__}.{a.name}"))
-            for a in attrs.fields(cls)
-            if a.name != "case_id"
-        )
-        _ENCODERS[cls] = found
+        found = {a.name: _field_codec(a.type) for a in attrs.fields(cls) if a.name != "case_id"}
+        _FIELDS[cls] = found
     return found
 
 
@@ -88,92 +121,17 @@ def encode(event: Event) -> tuple[str, dict[str, Any]]:
     :class:`MalformedEvent` for a field holding a value of the wrong type.
     """
     cls = type(event)
-    if EVENT_TYPES.get(cls.__name__) is not cls:
+    name = cls.__name__
+    if EVENT_TYPES.get(name) is not cls:
         raise UnknownEventType(f"{event!r:.80} is not a movecar event")
-    return cls.__name__, {name: plain(getattr(event, name)) for name, plain in _encoders(cls)}
-
-
-_CONVERTERS: dict[type[Any], dict[str, Any]] = {}
-
-
-class _RejectError(Exception):
-    """Internal: a payload value of the wrong type (turned into MalformedEvent)."""
-
-
-def _datetime(value: Any) -> dt.datetime:
-    if not isinstance(value, str):
-        raise _RejectError(f"expected an ISO 8601 string, found {type(value).__name__}")
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise _RejectError(str(exc)) from exc
-    if parsed.tzinfo is None:
-        raise _RejectError("a datetime without offset: events need aware times")
-    return parsed
-
-
-def _field_converter(tp: Any) -> Any:
-    """How to check and rebuild a field of (resolved) type ``tp`` from its plain form.
-
-    Every value is checked against its field's type: a stored ``attempt`` of ``"1"`` or a
-    ``found`` of ``1`` is malformed, not silently accepted.
-    """
-    args = getattr(tp, "__args__", None)
-    if args is not None:  # ``X | None``
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) != 1 or len(args) != 2:
-            raise MoveCarError(f"codec: unsupported field type {tp!r}")
-        convert = _field_converter(inner[0])
-        return lambda v: None if v is None else convert(v)
-    if tp is dt.datetime:
-        return _datetime
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        enum_type = tp
-
-        def to_enum(v: Any) -> Any:
-            if not isinstance(v, str):
-                found = type(v).__name__
-                raise _RejectError(f"expected a {enum_type.__name__} string, found {found}")
-            try:
-                return enum_type(v)
-            except ValueError as exc:
-                raise _RejectError(f"{v!r} is not a {enum_type.__name__}") from exc
-
-        return to_enum
-    if tp is bool:
-
-        def to_bool(v: Any) -> bool:
-            if type(v) is not bool:
-                raise _RejectError(f"expected a bool, found {type(v).__name__}")
-            return v
-
-        return to_bool
-    if tp is int:
-
-        def to_int(v: Any) -> int:
-            if type(v) is not int:
-                raise _RejectError(f"expected an int, found {type(v).__name__}")
-            return v
-
-        return to_int
-    if tp is str:
-
-        def to_str(v: Any) -> str:
-            if type(v) is not str:
-                raise _RejectError(f"expected a string, found {type(v).__name__}")
-            return v
-
-        return to_str
-    raise MoveCarError(f"codec: unsupported field type {tp!r}")
-
-
-def _converters(cls: type[Any]) -> dict[str, Any]:
-    found = _CONVERTERS.get(cls)
-    if found is None:
-        attrs.resolve_types(cls)
-        found = {a.name: _field_converter(a.type) for a in attrs.fields(cls) if a.name != "case_id"}
-        _CONVERTERS[cls] = found
-    return found
+    payload: dict[str, Any] = {}
+    for field, (out, _) in _fields(cls).items():
+        value = getattr(event, field)
+        try:
+            payload[field] = out(value)
+        except _RejectError as exc:
+            raise MalformedEvent(f"{name}.{field}={value!r:.80}: {exc}") from None
+    return name, payload
 
 
 def decode(case_id: str, type_name: str, payload: dict[str, Any]) -> Event:
@@ -190,16 +148,16 @@ def decode(case_id: str, type_name: str, payload: dict[str, Any]) -> Event:
         raise MalformedEvent(
             f"case {case_id}: {type_name} payload must be an object, not {type(payload).__name__}"
         )
-    converters = _converters(cls)
-    if payload.keys() != converters.keys():
+    fields = _fields(cls)
+    if payload.keys() != fields.keys():
         raise MalformedEvent(
             f"case {case_id}: {type_name} payload has fields {sorted(payload)}, "
-            f"expected {sorted(converters)}"
+            f"expected {sorted(fields)}"
         )
     kwargs: dict[str, Any] = {}
     for name, value in payload.items():
         try:
-            kwargs[name] = converters[name](value)
+            kwargs[name] = fields[name][1](value)
         except _RejectError as exc:
             raise MalformedEvent(
                 f"case {case_id}: {type_name}.{name}={value!r:.80}: {exc}"
