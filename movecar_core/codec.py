@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from json.encoder import encode_basestring
 from typing import Any
 
 import attrs
 
 from movecar_core.case import EVENT_TYPES, Event
 from movecar_core.errors import MoveCarError
+from movecar_core.integrity import canonical_json
 
 
 class UnknownEventType(MoveCarError):
@@ -167,3 +169,119 @@ def decode(case_id: str, type_name: str, payload: dict[str, Any]) -> Event:
     except (TypeError, ValueError) as exc:
         raise MalformedEvent(f"case {case_id}: {type_name} payload {payload!r}: {exc}") from exc
     return event
+
+
+# --- canonical JSON straight from an event (the bulk path) -------------------------------
+
+Seal = Callable[[str], str]
+
+
+class CanonicalEncoder:
+    """``(type name, plain, sealed)``: an event's payload as canonical JSON, fast.
+
+    ``plain`` is ``canonical_json(encode(event)[1])`` (what the hash chain covers) and
+    ``sealed`` the same payload with the non-null value of every field named in ``sealed``
+    replaced by ``seal(value)`` (the stored form, phones encrypted); without ``seal`` the two
+    are the same string. The definition is :func:`encode` followed by
+    :func:`~movecar_core.integrity.canonical_json`; this class computes the same strings
+    with one generated function per event class, which writes the JSON text directly
+    (a third of the time of building the dict and running ``json``'s encoder, the bulk
+    path's largest cost). Anything the generated function does not accept goes the defining
+    way, so errors are exactly :func:`encode`'s, and ``tests/test_codec.py`` checks both
+    ways agree for every generated event, good or bad.
+    """
+
+    def __init__(self, sealed: Iterable[str] = ()) -> None:
+        self.sealed = frozenset(sealed)
+        self._compiled: dict[type[Any], Callable[[Any, Seal | None], tuple[str, str]]] = {}
+
+    def __call__(self, event: Event, seal: Seal | None = None) -> tuple[str, str, str]:
+        cls = type(event)
+        fast = self._compiled.get(cls)
+        if fast is None:
+            if EVENT_TYPES.get(cls.__name__) is not cls:
+                return self.defining(event, seal)  # raises UnknownEventType
+            fast = self._compiled[cls] = _compile(cls, self.sealed)
+        try:
+            plain, stored = fast(event, seal)
+        except _RejectError:
+            return self.defining(event, seal)
+        return cls.__name__, plain, stored
+
+    def defining(self, event: Event, seal: Seal | None = None) -> tuple[str, str, str]:
+        """The same result by the defining way (slow; raises :func:`encode`'s errors)."""
+        name, payload = encode(event)
+        plain = canonical_json(payload)
+        if seal is None or not self.sealed.intersection(payload):
+            return name, plain, plain
+        stored = {
+            k: seal(v) if k in self.sealed and type(v) is str else v for k, v in payload.items()
+        }
+        return name, plain, canonical_json(stored)
+
+
+def _compile(
+    cls: type[Any], sealed: frozenset[str]
+) -> Callable[[Any, Seal | None], tuple[str, str]]:
+    """Source of ``(event, seal) -> (plain, stored)`` for ``cls``, compiled once.
+
+    Each field is checked as :func:`_field_codec` checks it (exact ``str``/``int``/``bool``,
+    aware ``datetime``, a member of its enum) and any doubt raises ``_RejectError``, which
+    sends the event the defining way. The JSON text is written as ``json`` would with
+    sorted keys, no spaces and UTF-8 kept: ``encode_basestring`` is ``json``'s own string
+    escaper, ISO datetimes need no escaping.
+    """
+    _fields(cls)  # resolves the annotations, and refuses types the codec does not know
+    names: dict[str, Any] = {"ebs": encode_basestring, "datetime": dt.datetime, "R": _RejectError}
+    lines = ["def encode_fast(e, seal):"]
+    plain, stored, seal_lines = [], [], []
+    fields = sorted((a for a in attrs.fields(cls) if a.name != "case_id"), key=lambda a: a.name)
+    for i, field in enumerate(fields):
+        tp, optional = field.type, False
+        args = getattr(tp, "__args__", None)
+        if args is not None:
+            tp, optional = next(a for a in args if a is not type(None)), True
+        raw, text = f"r{i}", f"v{i}"
+        lines.append(f"    {raw} = e.{field.name}")
+        pad = "    "
+        if optional:
+            lines += [f"    if {raw} is None:", f"        {text} = 'null'", "    else:"]
+            pad = "        "
+        if tp is str:
+            lines += [f"{pad}if type({raw}) is not str: raise R", f"{pad}{text} = ebs({raw})"]
+        elif tp is int:
+            lines += [f"{pad}if type({raw}) is not int: raise R", f"{pad}{text} = repr({raw})"]
+        elif tp is bool:
+            lines += [
+                f"{pad}if {raw} is True: {text} = 'true'",
+                f"{pad}elif {raw} is False: {text} = 'false'",
+                f"{pad}else: raise R",
+            ]
+        elif tp is dt.datetime:
+            lines += [
+                f"{pad}if not isinstance({raw}, datetime) or {raw}.utcoffset() is None: raise R",
+                f"{pad}{text} = '\"' + {raw}.isoformat() + '\"'",
+            ]
+        elif isinstance(tp, type) and issubclass(tp, enum.Enum) and issubclass(tp, str):
+            names[f"E{i}"] = tp
+            lines += [
+                f"{pad}if not isinstance({raw}, E{i}): raise R",
+                f"{pad}{text} = ebs({raw}.value)",
+            ]
+        else:  # a type :func:`_field_codec` knows but this writer does not: the defining way
+            lines.append("    raise R")
+        plain.append(f'"{field.name}":{{{text}}}')
+        if field.name in sealed and tp is str:
+            seal_lines.append(f"    s{i} = {text} if {raw} is None else ebs(seal({raw}))")
+            stored.append(f'"{field.name}":{{s{i}}}')
+        else:
+            stored.append(plain[-1])
+    lines.append(f"    plain = f'{{{{{','.join(plain)}}}}}'")
+    if seal_lines:
+        lines += ["    if seal is None:", "        return plain, plain", *seal_lines]
+        lines.append(f"    return plain, f'{{{{{','.join(stored)}}}}}'")
+    else:
+        lines.append("    return plain, plain")
+    exec(compile("\n".join(lines), f"<movecar canonical {cls.__name__}>", "exec"), names)
+    fn: Callable[[Any, Seal | None], tuple[str, str]] = names["encode_fast"]
+    return fn

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -104,9 +104,30 @@ def chain_hash_of_json(
     ``payload_json == canonical_json(payload)`` (a JSON array's canonical form is its
     elements' canonical forms joined by commas); a bulk writer saves one encoding per event.
     """
-    if type(version) is int and _PLAIN.match(previous + case_id + type_name):
-        # Nothing to escape: the canonical JSON of the head, without the encoder's cost.
-        head = f'["{previous}","{case_id}",{version},"{type_name}"]'
-    else:
-        head = canonical_json([previous, case_id, version, type_name])
-    return hashlib.sha256(f"{head[:-1]},{payload_json}]".encode()).hexdigest()
+    return chain_of_json(previous, case_id, version, ((type_name, payload_json),))[0]
+
+
+def chain_of_json(
+    previous: str, case_id: str, first_version: int, links: Sequence[tuple[str, str]]
+) -> list[str]:
+    """The hashes of consecutive events of one case from their ``(type name, payload JSON)``.
+
+    Event ``first_version + i`` gets ``chain_hash_of_json(hash of the one before, ...)``;
+    ``previous`` is the hash before the first (:data:`GENESIS` for a new case).
+    """
+    out = []
+    if type(first_version) is int and _PLAIN.match(
+        previous + case_id + "".join(name for name, _ in links)
+    ):
+        # Nothing to escape in the head (hashes are hex digits): its canonical JSON is
+        # written directly, without the encoder's cost.
+        for version, (name, payload_json) in enumerate(links, first_version):
+            body = f'["{previous}","{case_id}",{version},"{name}",{payload_json}]'
+            previous = hashlib.sha256(body.encode()).hexdigest()
+            out.append(previous)
+        return out
+    for version, (name, payload_json) in enumerate(links, first_version):
+        head = canonical_json([previous, case_id, version, name])
+        previous = hashlib.sha256(f"{head[:-1]},{payload_json}]".encode()).hexdigest()
+        out.append(previous)
+    return out

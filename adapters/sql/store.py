@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import attrs
 import sqlalchemy as sa
@@ -41,14 +41,14 @@ from adapters.sql import schema as t
 from adapters.sql.engine import READ_ONLY, current_revision, head_revision, make_engine
 from adapters.sql.errors import SchemaNotReady, StorageError, StorageInputError
 from movecar_core.case import CaseOpened, CaseRecord, Event, OwnerLookedUp
-from movecar_core.codec import MalformedEvent, UnknownEventType, decode, encode
+from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, decode, encode
 from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.errors import ConcurrencyConflict
 from movecar_core.integrity import (
     GENESIS,
     canonical_json,
     chain_hash,
-    chain_hash_of_json,
+    chain_of_json,
     report_digest,
 )
 from movecar_core.machine import CorruptHistory, fold
@@ -62,6 +62,8 @@ PII_FIELDS: dict[str, tuple[str, ...]] = {
     "CaseOpened": ("requester_phone",),
     "OwnerLookedUp": ("owner_phone",),
 }
+#: Events to canonical JSON, plaintext (hashed) and with the phones sealed (stored).
+_ENCODE = CanonicalEncoder(name for names in PII_FIELDS.values() for name in names)
 #: Case ids: opaque tokens, no spaces (MariaDB ignores trailing spaces when comparing).
 CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 #: Longest text a single event field may hold (the facade allows 2000 for notes).
@@ -119,13 +121,14 @@ def report_hash(previous: str, month: str, inbound: int, billable: int, digest: 
     )
 
 
-@attrs.frozen
-class PreparedEvent:
-    """An event as it is stored: plaintext payload (hashed) and stored JSON (encrypted)."""
+class PreparedEvent(NamedTuple):
+    """An event as it is stored: plaintext payload (hashed) and stored JSON (encrypted).
+
+    A named tuple, not an attrs class: the bulk path makes one per event.
+    """
 
     event: Event
     type_name: str
-    payload: dict[str, Any]
     plain: str  # canonical JSON of the plaintext payload: what the chain hash covers
     stored: str
 
@@ -183,25 +186,55 @@ def check_case_id(case_id: object) -> str:
     return case_id
 
 
+#: Columns the store writes when it creates rows (the rest have defaults or stay NULL).
+CASE_COLUMNS = (
+    "case_id", "plate", "state", "version", "opened_at", "closed_at", "opened_hash", "head_hash"
+)  # fmt: skip
+EVENT_COLUMNS = ("case_id", "version", "type_name", "payload", "hash")
+LOOKUP_COLUMNS = ("case_id", "version", "at", "agent_id", "plate", "found", "source")
+
+Row = tuple[Any, ...]
+
+
 @functools.cache
-def _plain_insert(table: sa.Table, dialect: sa.Dialect) -> tuple[str, tuple[str, ...] | None]:
-    compiled = table.insert().compile(dialect=dialect)
-    order = tuple(compiled.positiontup or ()) if compiled.positional else None
-    return compiled.string, order
+def _insert_plan(
+    table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect
+) -> tuple[str, bool, tuple[tuple[int, Callable[[Any], Any]], ...]]:
+    """The INSERT of ``columns`` into ``table``: SQL, whether it is positional, and the
+    bind processors SQLAlchemy would run (by column position), compiled once."""
+    compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(columns))
+    if compiled.positional and tuple(compiled.positiontup or ()) != columns:
+        raise AssertionError(f"{table.name}: parameters {compiled.positiontup} not {columns}")
+    processors = tuple(
+        (i, proc)
+        for i, name in enumerate(columns)
+        if (proc := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+    )
+    return compiled.string, compiled.positional, processors
 
 
-def _insert_plain(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` with the driver's own executemany.
+def _insert_rows(
+    conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[Row]
+) -> None:
+    """Insert ``rows`` (tuples of ``columns``) with the driver's own executemany.
 
-    Only for tables whose columns are strings and integers (no type conversion to do):
-    the events table, where a bulk import spends most of its rows. SQLAlchemy's
-    per-row parameter processing would cost more than SQLite's insert itself.
+    The values go through the same bind processors as SQLAlchemy's ``insert()`` (times to
+    naive UTC and the dialect's format), but without its per-row parameter bookkeeping,
+    which costs more than SQLite's insert itself on the bulk path.
     """
-    sql, order = _plain_insert(table, conn.dialect)
-    if order is None:
+    sql, positional, processors = _insert_plan(table, columns, conn.dialect)
+    if processors:
+        fixed = []
+        for row in rows:
+            values = list(row)
+            for i, proc in processors:
+                values[i] = proc(values[i])
+            fixed.append(tuple(values))
+        rows = fixed
+    if positional:
         conn.exec_driver_sql(sql, rows)
     else:
-        conn.exec_driver_sql(sql, [tuple(row[k] for k in order) for row in rows])
+        conn.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
 
 
 def _check_text(name: str, value: object, limit: int) -> None:
@@ -271,39 +304,31 @@ class SqlStore:
         check_case_id(case_id)
         if not isinstance(events, Sequence) or not events:
             raise StorageInputError("events", events, "must be a non-empty sequence of events")
+        seal = self.keys.encrypt
         prepared = []
         for i, event in enumerate(events):
             try:
-                type_name, payload = encode(event)  # checks every field's type
+                type_name, plain, stored = _ENCODE(event, seal)  # checks every field's type
             except (UnknownEventType, MalformedEvent) as exc:
                 raise StorageInputError(f"events[{i}]", event, str(exc)) from exc
             if event.case_id != case_id:
                 raise StorageInputError(
                     f"events[{i}].case_id", event.case_id, f"appended to case {case_id}"
                 )
-            for key, value in payload.items():
-                if type(value) is str and len(value) > MAX_FIELD_CHARS:
+            if len(plain) > MAX_FIELD_CHARS:  # else no field can be longer than the payload
+                for key, value in encode(event)[1].items():
                     _check_text(f"{type_name}.{key}", value, MAX_FIELD_CHARS)
             if type(event) is CaseOpened:
                 _check_text("CaseOpened.plate", event.plate, MAX_PLATE)
-            if type(event) is OwnerLookedUp:
+            elif type(event) is OwnerLookedUp:
                 _check_text("OwnerLookedUp.agent_id", event.agent_id, MAX_AGENT)
                 _check_text("OwnerLookedUp.source", event.source, MAX_SOURCE)
-            plain = canonical_json(payload)
-            secret = [k for k in PII_FIELDS.get(type_name, ()) if payload[k] is not None]
-            if secret:
-                stored = dict(payload)
-                for key in secret:
-                    stored[key] = self.keys.encrypt(stored[key])
-                text = canonical_json(stored)
-            else:
-                text = plain
             # A character is 1 to 4 bytes of UTF-8: encode only when it could be too long.
-            if len(text) * 4 > MAX_PAYLOAD_BYTES and len(text.encode()) > MAX_PAYLOAD_BYTES:
+            if len(stored) * 4 > MAX_PAYLOAD_BYTES and len(stored.encode()) > MAX_PAYLOAD_BYTES:
                 raise StorageInputError(
                     f"events[{i}]", type_name, f"payload larger than {MAX_PAYLOAD_BYTES} bytes"
                 )
-            prepared.append(PreparedEvent(event, type_name, payload, plain, text))
+            prepared.append(PreparedEvent(event, type_name, plain, stored))
         return prepared
 
     def _decode_row(
@@ -404,16 +429,7 @@ class SqlStore:
             record = self._fold(case_id, [*history, *new])
         rows, head = self._chain(case_id, prepared, expected + 1, previous_hash)
         if expected == 0:
-            conn.execute(
-                t.cases.insert(),
-                {
-                    **self._state_values(record, head),
-                    "case_id": case_id,
-                    "plate": record.plate,
-                    "opened_at": record.opened_at,
-                    "opened_hash": rows[0]["hash"],
-                },
-            )
+            _insert_rows(conn, t.cases, CASE_COLUMNS, [self._case_row(record, rows, head)])
         else:
             done = conn.execute(
                 t.cases.update()
@@ -422,10 +438,10 @@ class SqlStore:
             )
             if done.rowcount != 1:  # pragma: no cover - the lock makes this impossible
                 raise ConcurrencyConflict(case_id, expected, self.version(case_id))
-        _insert_plain(conn, t.events, rows)
+        _insert_rows(conn, t.events, EVENT_COLUMNS, rows)
         lookups = self._lookup_rows(record.plate, prepared, expected + 1)
         if lookups:
-            conn.execute(t.owner_lookups.insert(), lookups)
+            _insert_rows(conn, t.owner_lookups, LOOKUP_COLUMNS, lookups)
         self._write_effects(conn, case_id, new, expected + 1, record)
         return record.version
 
@@ -438,21 +454,16 @@ class SqlStore:
     @staticmethod
     def _chain(
         case_id: str, prepared: Sequence[PreparedEvent], first_version: int, previous: str
-    ) -> tuple[list[dict[str, Any]], str]:
-        rows = []
-        for offset, p in enumerate(prepared):
-            version = first_version + offset
-            previous = chain_hash_of_json(previous, case_id, version, p.type_name, p.plain)
-            rows.append(
-                {
-                    "case_id": case_id,
-                    "version": version,
-                    "type_name": p.type_name,
-                    "payload": p.stored,
-                    "hash": previous,
-                }
-            )
-        return rows, previous
+    ) -> tuple[list[tuple[Any, ...]], str]:
+        """Event rows (in the events table's column order) and the new head hash."""
+        hashes = chain_of_json(
+            previous, case_id, first_version, [(p.type_name, p.plain) for p in prepared]
+        )
+        rows = [
+            (case_id, version, p.type_name, p.stored, h)
+            for version, (p, h) in enumerate(zip(prepared, hashes, strict=True), first_version)
+        ]
+        return rows, hashes[-1]
 
     @staticmethod
     def _state_values(record: CaseRecord, head: str) -> dict[str, Any]:
@@ -464,25 +475,29 @@ class SqlStore:
         }
 
     @staticmethod
+    def _case_row(record: CaseRecord, event_rows: Sequence[Row], head: str) -> Row:
+        """The state row (:data:`CASE_COLUMNS`) of a case created with ``event_rows``."""
+        return (
+            record.case_id,
+            record.plate,
+            record.state.value,
+            record.version,
+            record.opened_at,
+            record.closed_at,
+            event_rows[0][-1],  # the first event's hash
+            head,
+        )
+
+    @staticmethod
     def _lookup_rows(
         plate: str, prepared: Sequence[PreparedEvent], first_version: int
-    ) -> list[dict[str, Any]]:
-        out = []
-        for offset, p in enumerate(prepared):
-            e = p.event
-            if type(e) is OwnerLookedUp:
-                out.append(
-                    {
-                        "case_id": e.case_id,
-                        "version": first_version + offset,
-                        "at": e.at,
-                        "agent_id": e.agent_id,
-                        "plate": plate,
-                        "found": e.found,
-                        "source": e.source,
-                    }
-                )
-        return out
+    ) -> list[Row]:
+        """二(二)/四: look-up log rows (:data:`LOOKUP_COLUMNS`) of the look-ups in ``prepared``."""
+        return [
+            (e.case_id, version, e.at, e.agent_id, plate, e.found, e.source)
+            for version, (e, *_) in enumerate(prepared, first_version)
+            if type(e) is OwnerLookedUp
+        ]
 
     def _write_effects(
         self,
@@ -540,9 +555,9 @@ class SqlStore:
         history must not dial anyone).
         """
         n_cases = n_events = 0
-        case_rows: list[dict[str, Any]] = []
-        event_rows: list[dict[str, Any]] = []
-        lookup_rows: list[dict[str, Any]] = []
+        case_rows: list[Row] = []
+        event_rows: list[Row] = []
+        lookup_rows: list[Row] = []
         effect_jobs: list[tuple[str, list[Event], CaseRecord]] = []
 
         def flush() -> None:
@@ -550,17 +565,17 @@ class SqlStore:
                 return
 
             def write(conn: sa.Connection) -> None:
-                conn.execute(t.cases.insert(), case_rows)
-                _insert_plain(conn, t.events, event_rows)
+                _insert_rows(conn, t.cases, CASE_COLUMNS, case_rows)
+                _insert_rows(conn, t.events, EVENT_COLUMNS, event_rows)
                 if lookup_rows:
-                    conn.execute(t.owner_lookups.insert(), lookup_rows)
+                    _insert_rows(conn, t.owner_lookups, LOOKUP_COLUMNS, lookup_rows)
                 for cid, evs, rec in effect_jobs:
                     self._write_effects(conn, cid, evs, 1, rec)
 
             try:
                 self._write(write)
             except sa.exc.IntegrityError as exc:
-                ids = [r["case_id"] for r in case_rows]
+                ids = [r[0] for r in case_rows]
                 with self._read() as conn:
                     taken = conn.execute(
                         sa.select(t.cases.c.case_id, t.cases.c.version).where(
@@ -586,15 +601,7 @@ class SqlStore:
             prepared = self.prepare(case_id, history)
             record = self._fold(case_id, history)
             rows, head = self._chain(case_id, prepared, 1, GENESIS)
-            case_rows.append(
-                {
-                    **self._state_values(record, head),
-                    "case_id": case_id,
-                    "plate": record.plate,
-                    "opened_at": record.opened_at,
-                    "opened_hash": rows[0]["hash"],
-                }
-            )
+            case_rows.append(self._case_row(record, rows, head))
             event_rows.extend(rows)
             lookup_rows.extend(self._lookup_rows(record.plate, prepared, 1))
             if with_effects:

@@ -41,7 +41,7 @@ T0 = dt.datetime(2025, 3, 1, 8, 30, tzinfo=SHANGHAI)
 
 
 def sample_history(case_id: str, *, at: dt.datetime = T0) -> list[Event]:
-    """A realistic four-event history: opened, owner found, called, escalated."""
+    """A realistic five-event history: opened, owner found, called, refused, escalated."""
     s = dt.timedelta(seconds=1)
     return [
         CaseOpened(

@@ -1,0 +1,115 @@
+"""The generated canonical encoder writes exactly what encode + canonical_json define."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from movecar_core.case import CallOutcome, EscalationReason, Event
+from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, encode
+from movecar_core.integrity import canonical_json
+from movecar_core.testing.contracts import sample_history
+from movecar_core.testing.strategies import case_histories
+
+SEALED = ("requester_phone", "owner_phone")
+
+
+def seal(value: str) -> str:
+    return f"sealed<{value}>"
+
+
+def outcome(call: Any) -> tuple[str, object]:
+    """What a call returned, or the error it raised (type and message)."""
+    try:
+        return "ok", call()
+    except Exception as exc:  # the comparison is the point, whatever the error
+        return "error", (type(exc), str(exc))
+
+
+#: Values of every kind a field could wrongly hold.
+WRONG = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=30),
+    st.datetimes(),  # naive
+    st.datetimes(timezones=st.timezones()),
+    st.sampled_from([*CallOutcome, *EscalationReason]),
+    st.just(b"bytes"),
+)
+
+
+@st.composite
+def events_with_any_text(draw: st.DrawFn) -> Event:
+    """An event of a valid history whose text fields hold any text (quotes, controls...)."""
+    event: Event = draw(st.sampled_from(draw(case_histories())))
+    texts = {
+        a.name: draw(st.text())
+        for a in attrs.fields(type(event))
+        if a.name != "case_id" and type(getattr(event, a.name)) is str and draw(st.booleans())
+    }
+    return attrs.evolve(event, **texts)
+
+
+@st.composite
+def events_with_a_wrong_field(draw: st.DrawFn) -> Event:
+    event: Event = draw(st.sampled_from(draw(case_histories())))
+    names = [a.name for a in attrs.fields(type(event)) if a.name != "case_id"]
+    field = draw(st.sampled_from(names))
+    wrong = attrs.evolve(event)
+    object.__setattr__(wrong, field, draw(WRONG))  # frozen classes: bypass for the test
+    return wrong
+
+
+@given(events_with_any_text(), st.booleans())
+def test_fast_encoding_is_the_defining_encoding(event: Event, sealing: bool) -> None:
+    encoder = CanonicalEncoder(SEALED)
+    how = seal if sealing else None
+    name, plain, stored = encoder(event, how)
+    assert (name, plain, stored) == encoder.defining(event, how)
+    assert plain == canonical_json(encode(event)[1])
+    if not sealing:
+        assert stored == plain
+
+
+@given(events_with_a_wrong_field(), st.booleans())
+def test_fast_encoding_refuses_and_accepts_what_encode_does(event: Event, sealing: bool) -> None:
+    encoder = CanonicalEncoder(SEALED)
+    how = seal if sealing else None
+    assert outcome(lambda: encoder(event, how)) == outcome(lambda: encoder.defining(event, how))
+
+
+def test_sealed_fields_are_replaced_only_in_the_stored_form() -> None:
+    opened, looked_up = sample_history("c1")[:2]
+    encoder = CanonicalEncoder(SEALED)
+    _, plain, stored = encoder(opened, seal)
+    assert '"requester_phone":"13800001111"' in plain
+    assert '"requester_phone":"sealed<13800001111>"' in stored
+    assert stored.replace("sealed<13800001111>", "13800001111") == plain
+    not_found = attrs.evolve(looked_up, found=False, owner_phone=None)
+    _, plain, stored = encoder(not_found, seal)
+    assert plain == stored and '"owner_phone":null' in plain
+
+
+def test_errors_are_encodes_errors() -> None:
+    encoder = CanonicalEncoder(SEALED)
+    placed = sample_history("c1")[2]
+    with pytest.raises(MalformedEvent, match="attempt"):
+        encoder(attrs.evolve(placed, attempt="1"))
+    with pytest.raises(MalformedEvent, match="naive"):
+        encoder(attrs.evolve(placed, at=dt.datetime(2025, 1, 1)))
+    with pytest.raises(UnknownEventType):
+        encoder(object())  # type: ignore[arg-type]
+
+
+def test_a_class_that_only_looks_like_an_event_is_unknown() -> None:
+    real = type(sample_history("c1")[0])
+    impostor = type(real.__name__, (real,), {})
+    with pytest.raises(UnknownEventType):
+        CanonicalEncoder()(impostor(**attrs.asdict(sample_history("c1")[0], recurse=False)))
