@@ -65,7 +65,13 @@ class KeyRing:
             if len(raw) != _KEY:
                 raise KeyConfigError(f"key {key_id!r} is not a url-safe base64 32-byte key")
             self._keys[key_id] = AESGCM(raw)
-        self.current_id = keys[0][0]
+        self._current_id = keys[0][0]
+        # What every write needs, looked up once: the token prefix, the key, the AAD.
+        self._writer = (
+            f"{self._current_id}:",
+            self._keys[self._current_id],
+            self._current_id.encode(),
+        )
 
     @classmethod
     def from_config(cls, spec: str) -> KeyRing:
@@ -97,11 +103,16 @@ class KeyRing:
     def key_ids(self) -> tuple[str, ...]:
         return tuple(self._keys)
 
+    @property
+    def current_id(self) -> str:
+        """The id of the newest key, the one new writes use."""
+        return self._current_id
+
     def encrypt(self, plaintext: str) -> str:
-        key_id = self.current_id
+        prefix, aead, aad = self._writer
         nonce = os.urandom(_NONCE)
-        sealed = self._keys[key_id].encrypt(nonce, plaintext.encode("utf-8"), key_id.encode())
-        return f"{key_id}:{base64.urlsafe_b64encode(nonce + sealed).decode('ascii')}"
+        sealed = aead.encrypt(nonce, plaintext.encode("utf-8"), aad)
+        return prefix + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
     def key_id_of(self, stored: str) -> str:
         key_id, sep, _ = stored.partition(":")

@@ -88,7 +88,7 @@ def bench_bulk(folder: Path, n_events: int, keys: KeyRing) -> dict[str, object]:
         case_id = history[0].case_id
         prepared = store.prepare(case_id, history)
         store._fold(case_id, history)
-        store._chain(case_id, prepared, 1, GENESIS)
+        store._chain(prepared, 1, GENESIS)
     integrity_s = time.perf_counter() - start
     del cases_in
 

@@ -13,6 +13,7 @@ re-encrypting stored personal data with a new key (key rotation) keeps the chain
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -104,29 +105,35 @@ def chain_hash_of_json(
     ``payload_json == canonical_json(payload)`` (a JSON array's canonical form is its
     elements' canonical forms joined by commas); a bulk writer saves one encoding per event.
     """
-    return chain_of_json(previous, case_id, version, ((type_name, payload_json),))[0]
+    return chain_of_json(previous, case_id, version, (type_name,), (payload_json,))[0]
 
 
 def chain_of_json(
-    previous: str, case_id: str, first_version: int, links: Sequence[tuple[str, str]]
+    previous: str,
+    case_id: str,
+    first_version: int,
+    type_names: Sequence[str],
+    payloads_json: Sequence[str],
 ) -> list[str]:
-    """The hashes of consecutive events of one case from their ``(type name, payload JSON)``.
+    """The hashes of consecutive events of one case, from their type names and payloads'
+    canonical JSON (parallel sequences).
 
     Event ``first_version + i`` gets ``chain_hash_of_json(hash of the one before, ...)``;
     ``previous`` is the hash before the first (:data:`GENESIS` for a new case).
     """
+    if len(type_names) != len(payloads_json):
+        raise ValueError(f"{len(type_names)} type names for {len(payloads_json)} payloads")
     out = []
-    if type(first_version) is int and _PLAIN.match(
-        previous + case_id + "".join(name for name, _ in links)
-    ):
+    links = zip(itertools.count(first_version), type_names, payloads_json)
+    if type(first_version) is int and _PLAIN.match(previous + case_id + "".join(type_names)):
         # Nothing to escape in the head (hashes are hex digits): its canonical JSON is
         # written directly, without the encoder's cost.
-        for version, (name, payload_json) in enumerate(links, first_version):
+        for version, name, payload_json in links:
             body = f'["{previous}","{case_id}",{version},"{name}",{payload_json}]'
             previous = hashlib.sha256(body.encode()).hexdigest()
             out.append(previous)
         return out
-    for version, (name, payload_json) in enumerate(links, first_version):
+    for version, name, payload_json in links:
         head = canonical_json([previous, case_id, version, name])
         previous = hashlib.sha256(f"{head[:-1]},{payload_json}]".encode()).hexdigest()
         out.append(previous)

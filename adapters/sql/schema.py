@@ -11,6 +11,7 @@ PostgreSQL, ISO text on SQLite) and come back timezone-aware in UTC.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +22,12 @@ metadata = sa.MetaData()
 #: Case ids are opaque tokens (the facade makes 32-hex-digit uuids).
 CASE_ID_LENGTH = 64
 HASH_LENGTH = 64
+
+
+#: SQLAlchemy's default text form of a ``DATETIME`` on SQLite.
+SQLITE_DATETIME_FORMAT = (
+    "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+)
 
 
 class UTCDateTime(sa.TypeDecorator[dt.datetime]):
@@ -40,6 +47,32 @@ class UTCDateTime(sa.TypeDecorator[dt.datetime]):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value!r}: the store needs aware times")
         return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+        """SQLAlchemy's own processor, except on SQLite: there the same text, made faster.
+
+        SQLite stores SQLAlchemy's ``DATETIME`` as text in :data:`SQLITE_DATETIME_FORMAT`,
+        which is how ``isoformat(" ", "microseconds")`` spells a naive datetime. Writing it
+        that way takes a third less time than the general processor (a dict and ``%``
+        formatting per value), which the bulk path runs three times per case;
+        ``tests/sql/test_sql_schema.py`` checks both give the same text for every time.
+        """
+        standard = super().bind_processor(dialect)
+        impl = self.load_dialect_impl(dialect)
+        if dialect.name != "sqlite" or getattr(impl, "_storage_format", None) != (
+            SQLITE_DATETIME_FORMAT
+        ):
+            return standard
+        assert standard is not None
+        utc = dt.UTC
+
+        def to_text(value: Any) -> Any:
+            if isinstance(value, dt.datetime) and value.utcoffset() is not None:
+                # "+00:00" cut off: the naive UTC time's text, without making the naive time
+                return value.astimezone(utc).isoformat(" ", "microseconds")[:-6]
+            return standard(value)  # None, and the errors, the standard way
+
+        return to_text
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
         if value is None:

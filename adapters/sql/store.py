@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import json
 import random
 import re
@@ -30,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import sqlalchemy as sa
@@ -121,16 +122,18 @@ def report_hash(previous: str, month: str, inbound: int, billable: int, digest: 
     )
 
 
-class PreparedEvent(NamedTuple):
-    """An event as it is stored: plaintext payload (hashed) and stored JSON (encrypted).
-
-    A named tuple, not an attrs class: the bulk path makes one per event.
+@attrs.frozen
+class Prepared:
+    """A case's new events as they are stored, in parallel lists (one entry per event):
+    the type name, the plaintext canonical JSON (what the chain hash covers) and the stored
+    JSON (phones encrypted). Lists, not an object per event: the bulk path makes a million.
     """
 
-    event: Event
-    type_name: str
-    plain: str  # canonical JSON of the plaintext payload: what the chain hash covers
-    stored: str
+    case_id: str
+    events: Sequence[Event]
+    type_names: list[str]
+    plain: list[str]
+    stored: list[str]
 
 
 @attrs.frozen
@@ -223,14 +226,11 @@ def _insert_rows(
     which costs more than SQLite's insert itself on the bulk path.
     """
     sql, positional, processors = _insert_plan(table, columns, conn.dialect)
-    if processors:
-        fixed = []
-        for row in rows:
-            values = list(row)
-            for i, proc in processors:
-                values[i] = proc(values[i])
-            fixed.append(tuple(values))
-        rows = fixed
+    if processors and rows:
+        by_column: list[Iterable[Any]] = list(zip(*rows, strict=True))
+        for i, proc in processors:
+            by_column[i] = map(proc, by_column[i])
+        rows = list(zip(*by_column, strict=True))
     if positional:
         conn.exec_driver_sql(sql, rows)
     else:
@@ -299,13 +299,13 @@ class SqlStore:
 
     # --- events in and out --------------------------------------------------------------
 
-    def prepare(self, case_id: str, events: Sequence[Event]) -> list[PreparedEvent]:
+    def prepare(self, case_id: str, events: Sequence[Event]) -> Prepared:
         """Validate, encode and encrypt ``events`` (no database access)."""
         check_case_id(case_id)
         if not isinstance(events, Sequence) or not events:
             raise StorageInputError("events", events, "must be a non-empty sequence of events")
         seal = self.keys.encrypt
-        prepared = []
+        type_names, plains, stored_forms = [], [], []
         for i, event in enumerate(events):
             try:
                 type_name, plain, stored = _ENCODE(event, seal)  # checks every field's type
@@ -318,9 +318,13 @@ class SqlStore:
             if len(plain) > MAX_FIELD_CHARS:  # else no field can be longer than the payload
                 for key, value in encode(event)[1].items():
                     _check_text(f"{type_name}.{key}", value, MAX_FIELD_CHARS)
+            # Column limits, checked inline: a call per event shows on the bulk path.
             if type(event) is CaseOpened:
-                _check_text("CaseOpened.plate", event.plate, MAX_PLATE)
-            elif type(event) is OwnerLookedUp:
+                if len(event.plate) > MAX_PLATE:
+                    _check_text("CaseOpened.plate", event.plate, MAX_PLATE)
+            elif type(event) is OwnerLookedUp and (
+                len(event.agent_id) > MAX_AGENT or len(event.source) > MAX_SOURCE
+            ):
                 _check_text("OwnerLookedUp.agent_id", event.agent_id, MAX_AGENT)
                 _check_text("OwnerLookedUp.source", event.source, MAX_SOURCE)
             # A character is 1 to 4 bytes of UTF-8: encode only when it could be too long.
@@ -328,8 +332,10 @@ class SqlStore:
                 raise StorageInputError(
                     f"events[{i}]", type_name, f"payload larger than {MAX_PAYLOAD_BYTES} bytes"
                 )
-            prepared.append(PreparedEvent(event, type_name, plain, stored))
-        return prepared
+            type_names.append(type_name)
+            plains.append(plain)
+            stored_forms.append(stored)
+        return Prepared(case_id, events, type_names, plains, stored_forms)
 
     def _decode_row(
         self, case_id: str, type_name: str, stored: str, *, decrypt: bool = True
@@ -394,10 +400,8 @@ class SqlStore:
                 raise ConcurrencyConflict(case_id, expected_version, actual) from exc
             raise StorageError(f"case {case_id}: {exc.orig}") from exc
 
-    def _append(
-        self, conn: sa.Connection, case_id: str, prepared: list[PreparedEvent], expected: int
-    ) -> int:
-        new = [p.event for p in prepared]
+    def _append(self, conn: sa.Connection, case_id: str, prepared: Prepared, expected: int) -> int:
+        new = prepared.events
         if expected == 0:
             previous_hash = GENESIS
             record = self._fold(case_id, new)
@@ -427,7 +431,7 @@ class SqlStore:
                 self._decode_row(case_id, r.type_name, r.payload, decrypt=False)[0] for r in stored
             ]
             record = self._fold(case_id, [*history, *new])
-        rows, head = self._chain(case_id, prepared, expected + 1, previous_hash)
+        rows, head = self._chain(prepared, expected + 1, previous_hash)
         if expected == 0:
             _insert_rows(conn, t.cases, CASE_COLUMNS, [self._case_row(record, rows, head)])
         else:
@@ -452,17 +456,20 @@ class SqlStore:
             raise StorageInputError("events", case_id, f"not a valid case history: {exc}") from exc
 
     @staticmethod
-    def _chain(
-        case_id: str, prepared: Sequence[PreparedEvent], first_version: int, previous: str
-    ) -> tuple[list[tuple[Any, ...]], str]:
-        """Event rows (in the events table's column order) and the new head hash."""
+    def _chain(prepared: Prepared, first_version: int, previous: str) -> tuple[list[Row], str]:
+        """Event rows (:data:`EVENT_COLUMNS`) chained after ``previous``, and the new head."""
         hashes = chain_of_json(
-            previous, case_id, first_version, [(p.type_name, p.plain) for p in prepared]
+            previous, prepared.case_id, first_version, prepared.type_names, prepared.plain
         )
-        rows = [
-            (case_id, version, p.type_name, p.stored, h)
-            for version, (p, h) in enumerate(zip(prepared, hashes, strict=True), first_version)
-        ]
+        rows = list(
+            zip(
+                itertools.repeat(prepared.case_id),
+                itertools.count(first_version),
+                prepared.type_names,
+                prepared.stored,
+                hashes,
+            )
+        )
         return rows, hashes[-1]
 
     @staticmethod
@@ -489,13 +496,11 @@ class SqlStore:
         )
 
     @staticmethod
-    def _lookup_rows(
-        plate: str, prepared: Sequence[PreparedEvent], first_version: int
-    ) -> list[Row]:
+    def _lookup_rows(plate: str, prepared: Prepared, first_version: int) -> list[Row]:
         """二(二)/四: look-up log rows (:data:`LOOKUP_COLUMNS`) of the look-ups in ``prepared``."""
         return [
             (e.case_id, version, e.at, e.agent_id, plate, e.found, e.source)
-            for version, (e, *_) in enumerate(prepared, first_version)
+            for version, e in enumerate(prepared.events, first_version)
             if type(e) is OwnerLookedUp
         ]
 
@@ -600,7 +605,7 @@ class SqlStore:
             seen.add(case_id)
             prepared = self.prepare(case_id, history)
             record = self._fold(case_id, history)
-            rows, head = self._chain(case_id, prepared, 1, GENESIS)
+            rows, head = self._chain(prepared, 1, GENESIS)
             case_rows.append(self._case_row(record, rows, head))
             event_rows.extend(rows)
             lookup_rows.extend(self._lookup_rows(record.plate, prepared, 1))
