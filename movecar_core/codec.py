@@ -193,20 +193,12 @@ class CanonicalEncoder:
 
     def __init__(self, sealed: Iterable[str] = ()) -> None:
         self.sealed = frozenset(sealed)
-        self._compiled: dict[type[Any], Callable[[Any, Seal | None], tuple[str, str]]] = {}
+        #: The writer of each event class, ``writers[type(event)](event, seal)``: what
+        #: :meth:`__call__` does, minus a call (for loops over millions of events).
+        self.writers = _Writers(self)
 
     def __call__(self, event: Event, seal: Seal | None = None) -> tuple[str, str, str]:
-        cls = type(event)
-        fast = self._compiled.get(cls)
-        if fast is None:
-            if EVENT_TYPES.get(cls.__name__) is not cls:
-                return self.defining(event, seal)  # raises UnknownEventType
-            fast = self._compiled[cls] = _compile(cls, self.sealed)
-        try:
-            plain, stored = fast(event, seal)
-        except _RejectError:
-            return self.defining(event, seal)
-        return cls.__name__, plain, stored
+        return self.writers[type(event)](event, seal)
 
     def defining(self, event: Event, seal: Seal | None = None) -> tuple[str, str, str]:
         """The same result by the defining way (slow; raises :func:`encode`'s errors)."""
@@ -220,20 +212,41 @@ class CanonicalEncoder:
         return name, plain, canonical_json(stored)
 
 
-def _compile(
-    cls: type[Any], sealed: frozenset[str]
-) -> Callable[[Any, Seal | None], tuple[str, str]]:
-    """Source of ``(event, seal) -> (plain, stored)`` for ``cls``, compiled once.
+Writer = Callable[[Any, Seal | None], tuple[str, str, str]]
+
+
+class _Writers(dict[type[Any], Writer]):
+    """Writers by event class, each compiled on first use; other classes get the defining
+    way, which raises :class:`UnknownEventType` (they are not kept)."""
+
+    def __init__(self, encoder: CanonicalEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def __missing__(self, cls: type[Any]) -> Writer:
+        if EVENT_TYPES.get(cls.__name__) is not cls:
+            return self.encoder.defining
+        writer = self[cls] = _compile(cls, self.encoder.sealed, self.encoder.defining)
+        return writer
+
+
+def _compile(cls: type[Any], sealed: frozenset[str], defining: Writer) -> Writer:
+    """Source of ``(event, seal) -> (type name, plain, stored)`` for ``cls``, compiled once.
 
     Each field is checked as :func:`_field_codec` checks it (exact ``str``/``int``/``bool``,
-    aware ``datetime``, a member of its enum) and any doubt raises ``_RejectError``, which
-    sends the event the defining way. The JSON text is written as ``json`` would with
-    sorted keys, no spaces and UTF-8 kept: ``encode_basestring`` is ``json``'s own string
-    escaper, ISO datetimes need no escaping.
+    aware ``datetime``, a member of its enum) and any doubt sends the event to ``defining``
+    (the defining way, which raises the precise error or gives the same result). The JSON
+    text is written as ``json`` would with sorted keys, no spaces and UTF-8 kept:
+    ``encode_basestring`` is ``json``'s own string escaper; ISO datetimes need no escaping.
     """
     _fields(cls)  # resolves the annotations, and refuses types the codec does not know
-    names: dict[str, Any] = {"ebs": encode_basestring, "datetime": dt.datetime, "R": _RejectError}
-    lines = ["def encode_fast(e, seal):"]
+    names: dict[str, Any] = {
+        "ebs": encode_basestring,
+        "datetime": dt.datetime,
+        "R": _RejectError,
+        "defining": defining,
+    }
+    lines = []
     plain, stored, seal_lines = [], [], []
     fields = sorted((a for a in attrs.fields(cls) if a.name != "case_id"), key=lambda a: a.name)
     for i, field in enumerate(fields):
@@ -242,6 +255,7 @@ def _compile(
         if args is not None:
             tp, optional = next(a for a in args if a is not type(None)), True
         raw, text = f"r{i}", f"v{i}"
+        quoted = False  # ISO datetimes need no escaping: the quotes go in the template
         lines.append(f"    {raw} = e.{field.name}")
         pad = "    "
         if optional:
@@ -258,10 +272,10 @@ def _compile(
                 f"{pad}else: raise R",
             ]
         elif tp is dt.datetime:
-            lines += [
-                f"{pad}if not isinstance({raw}, datetime) or {raw}.utcoffset() is None: raise R",
-                f"{pad}{text} = '\"' + {raw}.isoformat() + '\"'",
-            ]
+            check = f"if not isinstance({raw}, datetime) or {raw}.utcoffset() is None: raise R"
+            quoted = not optional  # else the quotes must not go around "null"
+            iso = f"{raw}.isoformat()" if quoted else f"'\"' + {raw}.isoformat() + '\"'"
+            lines += [f"{pad}{check}", f"{pad}{text} = {iso}"]
         elif isinstance(tp, type) and issubclass(tp, enum.Enum) and issubclass(tp, str):
             names[f"E{i}"] = tp
             lines += [
@@ -270,18 +284,21 @@ def _compile(
             ]
         else:  # a type :func:`_field_codec` knows but this writer does not: the defining way
             lines.append("    raise R")
-        plain.append(f'"{field.name}":{{{text}}}')
+        plain.append(f'"{field.name}":"{{{text}}}"' if quoted else f'"{field.name}":{{{text}}}')
         if field.name in sealed and tp is str:
             seal_lines.append(f"    s{i} = {text} if {raw} is None else ebs(seal({raw}))")
             stored.append(f'"{field.name}":{{s{i}}}')
         else:
             stored.append(plain[-1])
+    name = cls.__name__
     lines.append(f"    plain = f'{{{{{','.join(plain)}}}}}'")
     if seal_lines:
-        lines += ["    if seal is None:", "        return plain, plain", *seal_lines]
-        lines.append(f"    return plain, f'{{{{{','.join(stored)}}}}}'")
+        lines += ["    if seal is None:", f"        return '{name}', plain, plain", *seal_lines]
+        lines.append(f"    return '{name}', plain, f'{{{{{','.join(stored)}}}}}'")
     else:
-        lines.append("    return plain, plain")
-    exec(compile("\n".join(lines), f"<movecar canonical {cls.__name__}>", "exec"), names)
-    fn: Callable[[Any, Seal | None], tuple[str, str]] = names["encode_fast"]
+        lines.append(f"    return '{name}', plain, plain")
+    body = "\n".join("    " + line for line in lines)
+    source = f"def encode_fast(e, seal):\n  try:\n{body}\n  except R:\n    return defining(e, seal)"
+    exec(compile(source, f"<movecar canonical {cls.__name__}>", "exec"), names)
+    fn: Writer = names["encode_fast"]
     return fn

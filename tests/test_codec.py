@@ -113,3 +113,44 @@ def test_a_class_that_only_looks_like_an_event_is_unknown() -> None:
     impostor = type(real.__name__, (real,), {})
     with pytest.raises(UnknownEventType):
         CanonicalEncoder()(impostor(**attrs.asdict(sample_history("c1")[0], recurse=False)))
+
+
+@attrs.frozen
+class AllKinds:
+    """Every field kind the codec knows, optional or not (today's events use only some)."""
+
+    case_id: str
+    when: dt.datetime
+    maybe_when: dt.datetime | None
+    count: int
+    maybe_count: int | None
+    flag: bool
+    outcome: CallOutcome | None
+    text: str | None
+
+
+@given(
+    st.builds(
+        AllKinds,
+        case_id=st.just("c1"),
+        when=st.datetimes(timezones=st.timezones()),
+        maybe_when=st.none() | st.datetimes(timezones=st.timezones()),
+        count=st.integers(),
+        maybe_count=st.none() | st.integers(),
+        flag=st.booleans(),
+        outcome=st.none() | st.sampled_from(CallOutcome),
+        text=st.none() | st.text(),
+    )
+)
+def test_generated_writer_covers_every_field_kind(value: AllKinds) -> None:
+    from movecar_core.codec import _compile, _fields
+
+    payload = {name: out(getattr(value, name)) for name, (out, _) in _fields(AllKinds).items()}
+    sealed = {**payload, "text": None if value.text is None else seal(value.text)}
+
+    def not_fast(event: object, seal: object) -> tuple[str, str, str]:
+        raise AssertionError(f"the generated writer refused {event!r}")
+
+    fast = _compile(AllKinds, frozenset({"text"}), not_fast)
+    assert fast(value, seal) == ("AllKinds", canonical_json(payload), canonical_json(sealed))
+    assert fast(value, None) == ("AllKinds", canonical_json(payload), canonical_json(payload))

@@ -305,10 +305,14 @@ class SqlStore:
         if not isinstance(events, Sequence) or not events:
             raise StorageInputError("events", events, "must be a non-empty sequence of events")
         seal = self.keys.encrypt
-        type_names, plains, stored_forms = [], [], []
+        writers = _ENCODE.writers
+        type_names: list[str] = []
+        plains: list[str] = []
+        stored_forms: list[str] = []
         for i, event in enumerate(events):
             try:
-                type_name, plain, stored = _ENCODE(event, seal)  # checks every field's type
+                # checks every field's type
+                type_name, plain, stored = writers[type(event)](event, seal)
             except (UnknownEventType, MalformedEvent) as exc:
                 raise StorageInputError(f"events[{i}]", event, str(exc)) from exc
             if event.case_id != case_id:
