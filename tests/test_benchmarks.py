@@ -1,0 +1,40 @@
+"""The benchmarks still run and print their JSON (tiny sizes: this checks, not measures)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RUNS = {
+    "bench_engine.py": ["--cases", "200", "--machine-cases", "20"],
+    "bench_pricing.py": ["--calls", "20000", "--repeat", "1"],
+    "bench_storage.py": [
+        "--events", "2000", "--repeat", "2", "--year-cases", "2000", "--command-cases", "2",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("script", sorted(RUNS))
+def test_benchmark_runs_and_prints_json(script: str, tmp_path: Path) -> None:
+    extra = ["--dir", str(tmp_path)] if script == "bench_storage.py" else []
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *RUNS[script], *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert isinstance(result, dict) and result
+    if script == "bench_storage.py":
+        assert result["bulk"]["events"] == 2000
+        assert len(result["bulk"]["runs"]) == 2
+        assert result["billable_count"]["cases_in_year"] == 2000
