@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,30 @@ def make_engine(
     **kwargs: Any,
 ) -> sa.Engine:
     """An engine configured for the store (see the module docstring)."""
+    engine = _make_engine(url, sqlite_synchronous, busy_timeout_ms, dict(kwargs))
+    _RECIPES[engine] = (
+        sa.make_url(url).render_as_string(hide_password=False),
+        {"sqlite_synchronous": sqlite_synchronous, "busy_timeout_ms": busy_timeout_ms, **kwargs},
+    )
+    return engine
+
+
+#: How each engine of :func:`make_engine` was made, so another process can make its twin.
+_RECIPES: weakref.WeakKeyDictionary[sa.Engine, tuple[str, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def engine_recipe(engine: sa.Engine) -> tuple[str, dict[str, Any]] | None:
+    """``(url, options)`` with which :func:`make_engine` made ``engine`` (None if it did not):
+    ``make_engine(url, **options)`` in another process opens the same database the same way.
+    The URL includes the password, if any: pass it only to a process of your own."""
+    return _RECIPES.get(engine)
+
+
+def _make_engine(
+    url: str | sa.URL, sqlite_synchronous: str, busy_timeout_ms: int, kwargs: dict[str, Any]
+) -> sa.Engine:
     u = sa.make_url(url)
     backend = u.get_backend_name()
     if backend == "sqlite":

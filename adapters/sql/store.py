@@ -25,9 +25,7 @@ import datetime as dt
 import functools
 import itertools
 import json
-import random
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -39,8 +37,10 @@ import sqlalchemy as sa
 from adapters.clock import SHANGHAI, SystemClock
 from adapters.crypto import KeyRing
 from adapters.sql import schema as t
+from adapters.sql.bulk import InlineWriter, Part, ProcessWriter
 from adapters.sql.engine import READ_ONLY, current_revision, head_revision, make_engine
 from adapters.sql.errors import SchemaNotReady, StorageError, StorageInputError
+from adapters.sql.writes import Row, insert_rows, write_transaction
 from movecar_core.case import CaseOpened, CaseRecord, Event, OwnerLookedUp
 from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, decode, encode
 from movecar_core.contract import WUJIN_114_2024, Contract
@@ -75,8 +75,6 @@ MAX_PAYLOAD_BYTES = 60_000
 MAX_PLATE = 16
 MAX_AGENT = 100
 MAX_SOURCE = 100
-
-RETRIES = 8
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -167,18 +165,6 @@ class Recording:
     recorded_at: dt.datetime
 
 
-def _transient(exc: sa.exc.DBAPIError) -> bool:
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None)
-    if code in ("40001", "40P01", "55P03"):
-        return True
-    args = getattr(orig, "args", ())
-    if args and args[0] in (1205, 1213):  # MariaDB lock wait timeout, deadlock
-        return True
-    text = str(orig).lower()
-    return "database is locked" in text or "database is busy" in text
-
-
 def check_case_id(case_id: object) -> str:
     if not isinstance(case_id, str):
         raise StorageInputError("case_id", case_id, "must be a string")
@@ -195,46 +181,7 @@ CASE_COLUMNS = (
 )  # fmt: skip
 EVENT_COLUMNS = ("case_id", "version", "type_name", "payload", "hash")
 LOOKUP_COLUMNS = ("case_id", "version", "at", "agent_id", "plate", "found", "source")
-
-Row = tuple[Any, ...]
-
-
-@functools.cache
-def _insert_plan(
-    table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect
-) -> tuple[str, bool, tuple[tuple[int, Callable[[Any], Any]], ...]]:
-    """The INSERT of ``columns`` into ``table``: SQL, whether it is positional, and the
-    bind processors SQLAlchemy would run (by column position), compiled once."""
-    compiled = sa.insert(table).compile(dialect=dialect, column_keys=list(columns))
-    if compiled.positional and tuple(compiled.positiontup or ()) != columns:
-        raise AssertionError(f"{table.name}: parameters {compiled.positiontup} not {columns}")
-    processors = tuple(
-        (i, proc)
-        for i, name in enumerate(columns)
-        if (proc := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-    )
-    return compiled.string, compiled.positional, processors
-
-
-def _insert_rows(
-    conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[Row]
-) -> None:
-    """Insert ``rows`` (tuples of ``columns``) with the driver's own executemany.
-
-    The values go through the same bind processors as SQLAlchemy's ``insert()`` (times to
-    naive UTC and the dialect's format), but without its per-row parameter bookkeeping,
-    which costs more than SQLite's insert itself on the bulk path.
-    """
-    sql, positional, processors = _insert_plan(table, columns, conn.dialect)
-    if processors and rows:
-        by_column: list[Iterable[Any]] = list(zip(*rows, strict=True))
-        for i, proc in processors:
-            by_column[i] = map(proc, by_column[i])
-        rows = list(zip(*by_column, strict=True))
-    if positional:
-        conn.exec_driver_sql(sql, rows)
-    else:
-        conn.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
+OUTBOX_COLUMNS = ("effect_key", "case_id", "kind", "due_at", "payload", "status", "attempts")
 
 
 def _check_text(name: str, value: object, limit: int) -> None:
@@ -279,17 +226,7 @@ class SqlStore:
 
     def _write(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn`` in one write transaction, retrying deadlocks and busy databases."""
-        for attempt in range(RETRIES):
-            try:
-                with self.engine.begin() as conn:
-                    return fn(conn)
-            except sa.exc.DBAPIError as exc:
-                if isinstance(exc, sa.exc.IntegrityError) or not _transient(exc):
-                    raise
-                if attempt == RETRIES - 1:
-                    raise StorageError(f"gave up after {RETRIES} attempts: {exc.orig}") from exc
-                time.sleep(random.uniform(0, 0.005 * 2**attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+        return write_transaction(self.engine, fn)
 
     def _read(self) -> sa.Connection:
         return self.engine.connect().execution_options(**{READ_ONLY: True})
@@ -437,7 +374,7 @@ class SqlStore:
             record = self._fold(case_id, [*history, *new])
         rows, head = self._chain(prepared, expected + 1, previous_hash)
         if expected == 0:
-            _insert_rows(conn, t.cases, CASE_COLUMNS, [self._case_row(record, rows, head)])
+            insert_rows(conn, t.cases, CASE_COLUMNS, [self._case_row(record, rows, head)])
         else:
             done = conn.execute(
                 t.cases.update()
@@ -446,10 +383,10 @@ class SqlStore:
             )
             if done.rowcount != 1:  # pragma: no cover - the lock makes this impossible
                 raise ConcurrencyConflict(case_id, expected, self.version(case_id))
-        _insert_rows(conn, t.events, EVENT_COLUMNS, rows)
+        insert_rows(conn, t.events, EVENT_COLUMNS, rows)
         lookups = self._lookup_rows(record.plate, prepared, expected + 1)
         if lookups:
-            _insert_rows(conn, t.owner_lookups, LOOKUP_COLUMNS, lookups)
+            insert_rows(conn, t.owner_lookups, LOOKUP_COLUMNS, lookups)
         self._write_effects(conn, case_id, new, expected + 1, record)
         return record.version
 
@@ -527,22 +464,15 @@ class SqlStore:
                 )
                 .values(status="cancelled", done_at=self.clock.now())
             )
-        if todo.schedule:
-            conn.execute(
-                t.outbox.insert(),
-                [
-                    {
-                        "effect_key": e.key,
-                        "case_id": e.case_id,
-                        "kind": e.kind,
-                        "due_at": e.due_at,
-                        "payload": canonical_json(dict(e.payload)),
-                        "status": "pending",
-                        "attempts": 0,
-                    }
-                    for e in todo.schedule
-                ],
-            )
+        insert_rows(conn, t.outbox, OUTBOX_COLUMNS, self._effect_rows(todo.schedule))
+
+    @staticmethod
+    def _effect_rows(effects: Iterable[Effect]) -> list[Row]:
+        """Outbox rows (:data:`OUTBOX_COLUMNS`) of newly scheduled effects."""
+        return [
+            (e.key, e.case_id, e.kind, e.due_at, canonical_json(dict(e.payload)), "pending", 0)
+            for e in effects
+        ]
 
     # --- bulk path ----------------------------------------------------------------------
 
@@ -552,75 +482,99 @@ class SqlStore:
         *,
         chunk_cases: int = 2000,
         with_effects: bool = False,
+        writer: str = "inline",
     ) -> tuple[int, int]:
         """Store whole histories of *new* cases, many per transaction. Returns
         ``(cases, events)``.
 
         For simulations and imports: each history is validated, folded, hashed and
-        encrypted exactly as :meth:`append` does, but written with one multi-row insert
-        per table per chunk of ``chunk_cases`` cases. Each chunk is atomic; a case that
-        already exists fails its chunk with :class:`ConcurrencyConflict` (earlier chunks
-        stay). Effects are not scheduled unless ``with_effects`` (an import of closed
-        history must not dial anyone).
+        encrypted exactly as :meth:`append` does (``tests/sql/test_sql_bulk.py`` checks the
+        stored rows are the same), but written with one multi-row insert per table per
+        chunk of ``chunk_cases`` cases. Each chunk is atomic: a case that already exists
+        fails its chunk with :class:`ConcurrencyConflict`, and a history that is not valid
+        raises :class:`StorageInputError`; the chunks before the failure stay, the rest
+        are not written. Effects are not scheduled unless ``with_effects`` (an import of
+        closed history must not dial anyone).
+
+        ``writer="process"`` writes each chunk in a child process while this one prepares
+        the next (:mod:`adapters.sql.bulk`): on two free cores a large import takes about
+        the longer of the two kinds of work instead of their sum. It needs an engine made
+        by :func:`~adapters.sql.make_engine` and costs a process start (a fraction of a
+        second), so it pays from some ten thousand events up.
         """
+        if writer not in ("inline", "process"):
+            raise StorageInputError("writer", writer, "must be 'inline' or 'process'")
+        if type(chunk_cases) is not int or chunk_cases < 1:
+            raise StorageInputError("chunk_cases", chunk_cases, "must be an int >= 1")
+        out: InlineWriter | ProcessWriter = (
+            InlineWriter(self.engine, self._conflict_in)
+            if writer == "inline"
+            else ProcessWriter(self.engine, self._conflict_in)
+        )
         n_cases = n_events = 0
         case_rows: list[Row] = []
         event_rows: list[Row] = []
         lookup_rows: list[Row] = []
-        effect_jobs: list[tuple[str, list[Event], CaseRecord]] = []
+        effect_rows: list[Row] = []
 
         def flush() -> None:
-            if not case_rows:
-                return
-
-            def write(conn: sa.Connection) -> None:
-                _insert_rows(conn, t.cases, CASE_COLUMNS, case_rows)
-                _insert_rows(conn, t.events, EVENT_COLUMNS, event_rows)
-                if lookup_rows:
-                    _insert_rows(conn, t.owner_lookups, LOOKUP_COLUMNS, lookup_rows)
-                for cid, evs, rec in effect_jobs:
-                    self._write_effects(conn, cid, evs, 1, rec)
-
-            try:
-                self._write(write)
-            except sa.exc.IntegrityError as exc:
-                ids = [r[0] for r in case_rows]
-                with self._read() as conn:
-                    taken = conn.execute(
-                        sa.select(t.cases.c.case_id, t.cases.c.version).where(
-                            t.cases.c.case_id.in_(ids)
-                        )
-                    ).first()
-                if taken is not None:
-                    raise ConcurrencyConflict(taken.case_id, 0, int(taken.version)) from exc
-                raise StorageError(f"bulk import: {exc.orig}") from exc
-            case_rows.clear()
-            event_rows.clear()
-            lookup_rows.clear()
-            effect_jobs.clear()
+            if case_rows:
+                parts: list[Part] = [
+                    # str(): a table's name is a str subclass, which need not go to the child
+                    (str(table.name), columns, list(zip(*rows, strict=True)))
+                    for table, columns, rows in (
+                        (t.cases, CASE_COLUMNS, case_rows),
+                        (t.events, EVENT_COLUMNS, event_rows),
+                        (t.owner_lookups, LOOKUP_COLUMNS, lookup_rows),
+                        (t.outbox, OUTBOX_COLUMNS, effect_rows),
+                    )
+                    if rows
+                ]
+                out.write([r[0] for r in case_rows], parts)
+            for rows in (case_rows, event_rows, lookup_rows, effect_rows):
+                rows.clear()
 
         seen: set[str] = set()
-        for history in histories:
-            if not history:
-                raise StorageInputError("history", history, "is empty")
-            case_id = history[0].case_id
-            if case_id in seen:
-                raise StorageInputError("case_id", case_id, "appears twice in the import")
-            seen.add(case_id)
-            prepared = self.prepare(case_id, history)
-            record = self._fold(case_id, history)
-            rows, head = self._chain(prepared, 1, GENESIS)
-            case_rows.append(self._case_row(record, rows, head))
-            event_rows.extend(rows)
-            lookup_rows.extend(self._lookup_rows(record.plate, prepared, 1))
-            if with_effects:
-                effect_jobs.append((case_id, list(history), record))
-            n_cases += 1
-            n_events += len(rows)
-            if len(case_rows) >= chunk_cases:
-                flush()
-        flush()
+        try:
+            for history in histories:
+                if not history:
+                    raise StorageInputError("history", history, "is empty")
+                case_id = history[0].case_id
+                if case_id in seen:
+                    raise StorageInputError("case_id", case_id, "appears twice in the import")
+                seen.add(case_id)
+                prepared = self.prepare(case_id, history)
+                record = self._fold(case_id, history)
+                rows, head = self._chain(prepared, 1, GENESIS)
+                case_rows.append(self._case_row(record, rows, head))
+                event_rows.extend(rows)
+                lookup_rows.extend(self._lookup_rows(record.plate, prepared, 1))
+                if with_effects:
+                    # A new case has no pending effects to cancel: only the scheduling.
+                    todo = plan(history, 1, self.effects, terminal=record.state.is_terminal)
+                    effect_rows.extend(self._effect_rows(todo.schedule))
+                n_cases += 1
+                n_events += len(rows)
+                if len(case_rows) >= chunk_cases:
+                    flush()
+            flush()
+            out.close()
+        except BaseException:
+            out.abandon()
+            raise
         return n_cases, n_events
+
+    def _conflict_in(self, case_ids: Sequence[str], message: str) -> None:
+        """A bulk chunk of ``case_ids`` broke a unique key: which case existed already?"""
+        with self._read() as conn:
+            taken = conn.execute(
+                sa.select(t.cases.c.case_id, t.cases.c.version).where(
+                    t.cases.c.case_id.in_(case_ids)
+                )
+            ).first()
+        if taken is not None:
+            raise ConcurrencyConflict(taken.case_id, 0, int(taken.version))
+        raise StorageError(f"bulk import: {message}")
 
     # --- queries ------------------------------------------------------------------------
 
