@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -89,15 +89,32 @@ def insert_columns(
     naive UTC and the dialect's format), column by column, but without its per-row
     parameter bookkeeping, which costs more than SQLite's insert itself on the bulk path.
     """
+    insert_bound(conn, table, columns, bind_columns(table, columns, values, conn.dialect))
+
+
+def bind_columns(
+    table: sa.Table,
+    columns: tuple[str, ...],
+    values: Sequence[Sequence[Any]],
+    dialect: sa.Dialect,
+) -> list[Sequence[Any]]:
+    """``values`` as the driver receives them: through the columns' bind processors."""
     if len(values) != len(columns):
         raise ValueError(f"{len(values)} value columns for {len(columns)} column names")
-    if not values or not values[0]:
+    bound = list(values)
+    for i, proc in _insert_plan(table, columns, dialect)[2]:
+        bound[i] = list(map(proc, bound[i]))
+    return bound
+
+
+def insert_bound(
+    conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], bound: Sequence[Sequence[Any]]
+) -> None:
+    """Insert columns of values already through :func:`bind_columns` (for this dialect)."""
+    if not bound or not bound[0]:
         return
-    sql, positional, processors = _insert_plan(table, columns, conn.dialect)
-    by_column: list[Iterable[Any]] = list(values)
-    for i, proc in processors:
-        by_column[i] = map(proc, by_column[i])
-    rows = list(zip(*by_column, strict=True))
+    sql, positional, _ = _insert_plan(table, columns, conn.dialect)
+    rows = list(zip(*bound, strict=True))
     if positional:
         conn.exec_driver_sql(sql, rows)
     else:
