@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pickle
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +209,15 @@ def test_sample_history_shape() -> None:
     # the parametrised bad histories above rely on it
     assert type(sample_history("x")[2]) is OwnerCallPlaced
     assert len(sample_history("x")) == 5
+
+
+@given(
+    st.lists(st.text()) | st.lists(st.none() | st.integers() | st.text(), min_size=1),
+)
+def test_columns_cross_the_pipe_unchanged(values: list[object]) -> None:
+    from adapters.sql.bulk import _pack, _unpack
+
+    packed = _pack(values)
+    assert list(_unpack(pickle.loads(pickle.dumps(packed)))) == values
+    if values and all(type(v) is str and "\0" not in v for v in values):
+        assert packed[0] == "text"  # the cheap form whenever it is safe
