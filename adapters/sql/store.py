@@ -28,7 +28,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 import sqlalchemy as sa
@@ -488,7 +488,7 @@ class SqlStore:
         *,
         chunk_cases: int = 2000,
         with_effects: bool = False,
-        writer: str = "inline",
+        writer: Literal["inline", "process"] = "inline",
     ) -> tuple[int, int]:
         """Store whole histories of *new* cases, many per transaction. Returns
         ``(cases, events)``.

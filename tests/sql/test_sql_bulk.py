@@ -163,7 +163,7 @@ def test_process_writer_needs_an_engine_it_can_rebuild(fresh_url: str, keys: Key
     with pytest.raises(StorageInputError, match="make_engine"):
         store.bulk_import([sample_history("x")], writer="process")
     with pytest.raises(StorageInputError, match="inline"):
-        store.bulk_import([sample_history("x")], writer="threads")
+        store.bulk_import([sample_history("x")], writer="threads")  # type: ignore[arg-type]
     assert store.version("x") == 0
     engine.dispose()
 
