@@ -13,7 +13,11 @@ Quick start::
 See ``docs/storage.md``.
 """
 
-from adapters.sql.audit import AuditResult, Finding, verify
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from adapters.sql.engine import (
     DEFAULT_URL,
     ENV_URL,
@@ -24,15 +28,46 @@ from adapters.sql.engine import (
     upgrade,
 )
 from adapters.sql.errors import LegalHoldActive, SchemaNotReady, StorageError, StorageInputError
-from adapters.sql.store import (
-    MonthlyReport,
-    PurgeResult,
-    Recording,
-    SqlStore,
-    add_years,
-    month_bounds,
-    open_store,
-)
+
+if TYPE_CHECKING:
+    from adapters.sql.audit import AuditResult, Finding, verify
+    from adapters.sql.store import (
+        MonthlyReport,
+        PurgeResult,
+        Recording,
+        SqlStore,
+        add_years,
+        month_bounds,
+        open_store,
+    )
+
+#: Imported on first use, so that the bulk writer process (``adapters.sql.bulk_child``),
+#: which needs none of them, starts without the store, the audit and the core behind them.
+_LAZY = {
+    **dict.fromkeys(("AuditResult", "Finding", "verify"), "adapters.sql.audit"),
+    **dict.fromkeys(
+        (
+            "MonthlyReport",
+            "PurgeResult",
+            "Recording",
+            "SqlStore",
+            "add_years",
+            "month_bounds",
+            "open_store",
+        ),
+        "adapters.sql.store",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adapters.sql' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_URL",

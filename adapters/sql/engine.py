@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported where it is used: the bulk writer process needs only make_engine.
 
 #: The embedded default when neither ``--db`` nor ``MOVECAR_DB_URL`` says otherwise.
 DEFAULT_URL = "sqlite:///movecar.db"
@@ -115,6 +116,8 @@ def _make_engine(
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
@@ -122,6 +125,8 @@ def alembic_config() -> Config:
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
     """Migrate the database to ``revision``; returns the revision it is at afterwards."""
+    from alembic import command
+
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -130,9 +135,13 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
 
 
 def current_revision(engine: sa.Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
