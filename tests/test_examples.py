@@ -13,6 +13,7 @@ EXPECTED = {
     "quickstart.py": "is moved; owner 139****5678",
     "own_adapters.py": "escalated_to_110",
     "host_property_suite.py": "kept every invariant",
+    "bulk_import.py": "audit: 20000 cases, 100000 events, all verify",
 }
 
 
