@@ -28,7 +28,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import attrs
 import sqlalchemy as sa
@@ -573,7 +573,7 @@ class SqlStore:
             raise
         return n_cases, n_events
 
-    def _conflict_in(self, case_ids: Sequence[str], message: str) -> None:
+    def _conflict_in(self, case_ids: Sequence[str], message: str) -> NoReturn:
         """A bulk chunk of ``case_ids`` broke a unique key: which case existed already?"""
         with self._read() as conn:
             taken = conn.execute(
