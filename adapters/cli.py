@@ -8,9 +8,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from adapters.clock import SHANGHAI, ManualClock
-from adapters.memory import InMemoryNotifier, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core import CallOutcome, EscalationReason, MoveCar, __version__, parse_phone
+from movecar_core.calendar import SHANGHAI
 from movecar_core.case import (
     CallOutcomeRecorded,
     CaseCancelled,
@@ -23,13 +22,16 @@ from movecar_core.case import (
     OwnerCallPlaced,
     OwnerLookedUp,
 )
+from movecar_core.clock import ManualClock
 from movecar_core.machine import mermaid
+from movecar_core.memory import InMemoryNotifier, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.plates import parse_plate
 from movecar_core.ports import CaseStore
 
-#: Modules that add sub-commands with ``register(subparsers)``; absent ones are skipped
-#: only when the optional extra they need is not installed.
-_PLUGINS = ("adapters.cli_money", "adapters.cli_storage")
+#: Modules that add sub-commands with ``register(subparsers)``; one is skipped only when
+#: an optional extra it needs (``movecar[sql]``) is not installed.
+_PLUGINS = ("movecar_adapters.cli_money", "movecar_adapters.cli_storage")
+_OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
 
 
 def describe(event: Event) -> str:
@@ -154,8 +156,8 @@ def _demo(args: argparse.Namespace) -> int:
     # The embedded default: SQLite in a file, no server (or the database named).
     import tempfile
 
-    from adapters.crypto import KeyConfigError, KeyRing
-    from adapters.sql import SqlStore, database_url, make_engine, upgrade, verify
+    from movecar_adapters.crypto import KeyConfigError, KeyRing
+    from movecar_adapters.sql import SqlStore, database_url, make_engine, upgrade, verify
 
     try:
         keys = KeyRing.from_env()
@@ -215,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # that part of the CLI is not built yet in this version
+            if (exc.name or "").split(".")[0] in _OPTIONAL:
+                continue  # that part of the CLI needs an extra that is not installed
             raise
         module.register(sub)
     return parser

@@ -6,7 +6,7 @@ year month by month from a CSV of monthly volumes (a ``calls`` column, and optio
 ``month`` column for labels), with the year-end true-up. Both print a readable table by
 default and JSON with ``--json`` (amounts as strings, never floats).
 
-The ``movecar`` entry point (``adapters.cli``) calls :func:`register`.
+The ``movecar`` entry point (``movecar_adapters.cli``) calls :func:`register`.
 """
 
 from __future__ import annotations

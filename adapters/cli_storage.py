@@ -1,6 +1,6 @@
 """Storage sub-commands of the ``movecar`` console script.
 
-``adapters.cli`` calls :func:`register` with its sub-parsers; this adds
+``movecar_adapters.cli`` calls :func:`register` with its sub-parsers; this adds
 
 * ``movecar db upgrade``                       migrate the schema (Alembic) to head
 * ``movecar audit verify [--expect-report M=D]`` recompute every hash; name what changed
@@ -20,11 +20,11 @@ import datetime as dt
 import sys
 from typing import Any, TextIO
 
-from adapters.crypto import KeyConfigError, KeyRing
-from adapters.sql.audit import verify
-from adapters.sql.engine import current_revision, database_url, make_engine, upgrade
-from adapters.sql.errors import SchemaNotReady, StorageError
-from adapters.sql.store import SqlStore
+from movecar_adapters.crypto import KeyConfigError, KeyRing
+from movecar_adapters.sql.audit import verify
+from movecar_adapters.sql.engine import current_revision, database_url, make_engine, upgrade
+from movecar_adapters.sql.errors import SchemaNotReady, StorageError
+from movecar_adapters.sql.store import SqlStore
 
 OK, TAMPERED, CONFIG = 0, 1, 2
 

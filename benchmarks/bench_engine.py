@@ -22,11 +22,11 @@ import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 
-from adapters.clock import ManualClock
-from adapters.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core import MoveCar
 from movecar_core.case import CaseOpened, CaseState, Event
+from movecar_core.clock import ManualClock
 from movecar_core.machine import DEFINITION, LOOKUP, CasePolicy, build_machine, fold, open_record
+from movecar_core.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
 
 
 def histories(n: int) -> list[list[Event]]:

@@ -38,14 +38,16 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.clock import SHANGHAI, ManualClock
-from adapters.crypto import KeyRing
-from adapters.memory import InMemoryTelephony, InMemoryVehicleRegistry
-from adapters.sql import SqlStore, make_engine, upgrade
-from adapters.sql import schema as t
+from movecar_adapters.crypto import KeyRing
+from movecar_adapters.sql import SqlStore, make_engine, upgrade
+from movecar_adapters.sql import schema as t
+
 from movecar_core.app import MoveCar
+from movecar_core.calendar import SHANGHAI
 from movecar_core.case import CaseOpened, Event
+from movecar_core.clock import ManualClock
 from movecar_core.integrity import GENESIS
+from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.testing.contracts import sample_history
 
 YEAR_START = dt.datetime(2025, 1, 1, tzinfo=SHANGHAI)

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from adapters.crypto import KeyRing
-from adapters.sql import SqlStore, make_engine, upgrade, verify
+from movecar_adapters.crypto import KeyRing
+from movecar_adapters.sql import SqlStore, make_engine, upgrade, verify
+
 from movecar_core.case import Event
 from movecar_core.testing.contracts import sample_history
 

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from adapters.clock import ManualClock
-from adapters.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core import MoveCar
+from movecar_core.clock import ManualClock
+from movecar_core.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.testing.stateful import MoveCarStateMachine, RecordingNotifier
 
 

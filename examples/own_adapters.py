@@ -9,8 +9,8 @@ Run: python examples/own_adapters.py
 
 from __future__ import annotations
 
-from adapters.clock import SystemClock
-from adapters.memory import InMemoryCaseStore
+from movecar_adapters.clock import SystemClock
+
 from movecar_core import (
     EscalationReason,
     MoveCar,
@@ -18,6 +18,7 @@ from movecar_core import (
     OwnerContact,
     RegistryUnavailable,
 )
+from movecar_core.memory import InMemoryCaseStore
 
 
 class TableRegistry:

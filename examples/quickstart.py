@@ -8,8 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from adapters.clock import ManualClock
 from movecar_core import CallOutcome, MoveCar
+from movecar_core.clock import ManualClock
 
 clock = ManualClock(dt.datetime(2025, 5, 6, 7, 40, tzinfo=ZoneInfo("Asia/Shanghai")))
 mc = MoveCar.in_memory(owners={"苏D12345": "13912345678"}, clock=clock)

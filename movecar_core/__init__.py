@@ -24,6 +24,7 @@ from movecar_core.case import (
     OwnerLookedUp,
     UnresolvedReason,
 )
+from movecar_core.clock import InvalidClockTime, ManualClock
 from movecar_core.codec import MalformedEvent, UnknownEventType
 from movecar_core.contract import WUJIN_114_2024, Contract, Greeting, Tier, WrittenNotice
 from movecar_core.errors import (
@@ -143,12 +144,14 @@ __all__ = [
     "Greeting",
     "IllegalSettlementTransition",
     "IllegalTransition",
+    "InvalidClockTime",
     "InvalidCommand",
     "InvalidContract",
     "InvalidInput",
     "InvalidPhone",
     "InvalidPlate",
     "MalformedEvent",
+    "ManualClock",
     "MonthPayable",
     "MoveCar",
     "MoveCarError",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from movecar_core import memory
 from movecar_core.case import (
     CallOutcome,
     CallOutcomeRecorded,
@@ -33,6 +34,7 @@ from movecar_core.case import (
     OwnerLookedUp,
     UnresolvedReason,
 )
+from movecar_core.clock import ManualClock
 from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.errors import (
     CommandIdReused,
@@ -155,17 +157,23 @@ class MoveCar:
         contract: Contract = WUJIN_114_2024,
         policy: CasePolicy | None = None,
     ) -> MoveCar:
-        """An engine wired to the complete in-memory adapters of :mod:`adapters.memory`.
+        """An engine on fresh, complete in-memory adapters (:mod:`movecar_core.memory`).
 
-        ``owners`` maps plates (any accepted spelling) to the owners' phone numbers;
-        ``clock`` defaults to the system clock in Asia/Shanghai.
+        For tests, demos and simulations. ``owners`` maps plates (any accepted spelling) to
+        the owners' phone numbers. ``clock`` defaults to a
+        :class:`~movecar_core.clock.ManualClock` at the contract's first day, 08:00: the
+        core never reads the wall clock, so time moves when you advance it. For wall-clock
+        time use ``movecar_adapters.connect("memory://")``.
         """
-        # The one place the core names an adapter, imported on call so that importing
-        # movecar_core never imports an adapter.
-        from adapters import memory
-
-        return memory.in_memory_engine(
-            owners=owners or {}, clock=clock, contract=contract, policy=policy
+        return cls(
+            store=memory.InMemoryCaseStore(),
+            registry=memory.InMemoryVehicleRegistry(owners),
+            telephony=memory.InMemoryTelephony(),
+            clock=clock or ManualClock(),
+            notifier=memory.InMemoryNotifier(),
+            command_centre=memory.InMemoryCommandCentre(),
+            contract=contract,
+            policy=policy,
         )
 
     # --- queries ------------------------------------------------------------------------

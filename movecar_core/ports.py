@@ -1,6 +1,6 @@
 """Ports: what the core needs from the outside world, as ``typing.Protocol``s.
 
-Each port has a complete in-memory adapter in :mod:`adapters.memory` and a contract test
+Each port has a complete in-memory adapter in :mod:`movecar_core.memory` and a contract test
 suite in :mod:`movecar_core.testing.contracts` that every adapter of the port must pass.
 """
 

@@ -6,8 +6,6 @@ import datetime as dt
 
 import pytest
 
-from adapters.clock import ManualClock
-from adapters.memory import InMemoryNotifier, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core import (
     WUJIN_114_2024,
     CallAttemptsExhausted,
@@ -30,6 +28,8 @@ from movecar_core import (
     WrittenNotice,
 )
 from movecar_core.case import CaseUnresolved, OwnerLookedUp, UnresolvedReason
+from movecar_core.clock import ManualClock
+from movecar_core.memory import InMemoryNotifier, InMemoryTelephony, InMemoryVehicleRegistry
 
 OWNER = "13912345678"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 CORE = Path(__file__).resolve().parent.parent / "movecar_core"
 FORBIDDEN = {
+    "movecar_adapters",
     "adapters",
     "sqlalchemy",
     "alembic",
@@ -23,7 +24,7 @@ FORBIDDEN = {
     "cryptography",
 }
 #: (module, imported name) pairs allowed as deferred imports inside a function.
-DEFERRED_ALLOWED = {("app.py", "adapters")}
+DEFERRED_ALLOWED: set[tuple[str, str]] = set()
 
 
 def imports(path: Path) -> list[tuple[str, bool]]:
@@ -48,6 +49,33 @@ def test_core_imports_no_adapter_and_no_io() -> None:
             if not module_level and (path.name, name) in DEFERRED_ALLOWED:
                 continue
             offenders.append(f"{path.relative_to(CORE)} imports {name}")
+    assert offenders == []
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def test_core_names_no_adapter_module_in_code() -> None:
+    """Not by import, and not by a string handed to importlib (docs may point the way)."""
+    offenders = []
+    for path in sorted(CORE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docs
+                and "movecar_adapters" in node.value
+            ):
+                offenders.append(f"{path.relative_to(CORE)}:{node.lineno}")
     assert offenders == []
 
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from movecar_adapters.cli import main, run_demo
 
-from adapters.cli import main, run_demo
 from movecar_core import CaseState
 
 
@@ -66,7 +66,7 @@ def test_docs_show_the_current_diagram() -> None:
 def test_demo_on_the_embedded_sqlite_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from adapters.crypto import KeyRing
+    from movecar_adapters.crypto import KeyRing
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MOVECAR_DB_URL", raising=False)

@@ -7,8 +7,10 @@ import datetime as dt
 
 import pytest
 from freezegun import freeze_time
+from movecar_adapters.clock import SystemClock
 
-from adapters.clock import SHANGHAI, ManualClock, SystemClock
+from movecar_core.calendar import SHANGHAI
+from movecar_core.clock import ManualClock
 
 
 @freeze_time("2024-03-31T16:00:00Z")  # midnight in Changzhou: the contract's first day

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from movecar_adapters.clock import SystemClock
 
-from adapters.clock import ManualClock, SystemClock
-from adapters.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
+from movecar_core.clock import ManualClock
+from movecar_core.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.ports import CaseStore, Clock
 from movecar_core.testing.contracts import (
     CaseStoreContract,

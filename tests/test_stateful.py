@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 from hypothesis import settings
 
-from adapters.clock import ManualClock
-from adapters.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core import CasePolicy, MoveCar
+from movecar_core.clock import ManualClock
+from movecar_core.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.testing.stateful import MoveCarStateMachine, RecordingNotifier
 
 

@@ -2,8 +2,8 @@
 
 Quick start::
 
-    from adapters.crypto import KeyRing
-    from adapters.sql import SqlStore, make_engine, upgrade
+    from movecar_adapters.crypto import KeyRing
+    from movecar_adapters.sql import SqlStore, make_engine, upgrade
 
     engine = make_engine("sqlite:///movecar.db")
     upgrade(engine)                       # or: movecar db upgrade
@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from adapters.sql.engine import (
+from movecar_adapters.sql.engine import (
     DEFAULT_URL,
     ENV_URL,
     current_revision,
@@ -27,11 +27,16 @@ from adapters.sql.engine import (
     make_engine,
     upgrade,
 )
-from adapters.sql.errors import LegalHoldActive, SchemaNotReady, StorageError, StorageInputError
+from movecar_adapters.sql.errors import (
+    LegalHoldActive,
+    SchemaNotReady,
+    StorageError,
+    StorageInputError,
+)
 
 if TYPE_CHECKING:
-    from adapters.sql.audit import AuditResult, Finding, verify
-    from adapters.sql.store import (
+    from movecar_adapters.sql.audit import AuditResult, Finding, verify
+    from movecar_adapters.sql.store import (
         MonthlyReport,
         PurgeResult,
         Recording,
@@ -41,10 +46,10 @@ if TYPE_CHECKING:
         open_store,
     )
 
-#: Imported on first use, so that the bulk writer process (``adapters.sql.bulk_child``),
+#: Imported on first use, so that the bulk writer process (``movecar_adapters.sql.bulk_child``),
 #: which needs none of them, starts without the store, the audit and the core behind them.
 _LAZY = {
-    **dict.fromkeys(("AuditResult", "Finding", "verify"), "adapters.sql.audit"),
+    **dict.fromkeys(("AuditResult", "Finding", "verify"), "movecar_adapters.sql.audit"),
     **dict.fromkeys(
         (
             "MonthlyReport",
@@ -55,7 +60,7 @@ _LAZY = {
             "month_bounds",
             "open_store",
         ),
-        "adapters.sql.store",
+        "movecar_adapters.sql.store",
     ),
 }
 
@@ -63,7 +68,7 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'adapters.sql' has no attribute {name!r}")
+        raise AttributeError(f"module 'movecar_adapters.sql' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

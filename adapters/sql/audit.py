@@ -28,10 +28,16 @@ from typing import Any
 
 import attrs
 import sqlalchemy as sa
+from movecar_adapters.crypto import DecryptionFailed
+from movecar_adapters.sql import schema as t
+from movecar_adapters.sql.store import (
+    PII_FIELDS,
+    SqlStore,
+    month_bounds,
+    previous_month,
+    report_hash,
+)
 
-from adapters.crypto import DecryptionFailed
-from adapters.sql import schema as t
-from adapters.sql.store import PII_FIELDS, SqlStore, month_bounds, previous_month, report_hash
 from movecar_core.case import Event
 from movecar_core.codec import decode
 from movecar_core.errors import MoveCarError

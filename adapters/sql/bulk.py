@@ -1,6 +1,6 @@
 """The writers of a bulk import: in the calling process, or in a writer process beside it.
 
-:meth:`~adapters.sql.store.SqlStore.bulk_import` spends its time on two kinds of work of
+:meth:`~movecar_adapters.sql.store.SqlStore.bulk_import` spends its time on two kinds of work of
 about the same size: preparing rows in Python (validate, encode, encrypt, fold, hash) and
 the database's inserts. ``writer="inline"`` does both in turn. ``writer="process"`` hands
 each chunk's finished rows to a child process that owns its own connection and writes
@@ -8,12 +8,12 @@ them, one transaction per chunk, while the caller prepares the next chunks, so t
 kinds of work run on two cores. (Threads cannot do this: a writer thread takes the GIL
 back after every row it inserts, while the preparing thread holds it.)
 
-The child is ``python -m adapters.sql.bulk_child`` (not ``multiprocessing``, so a host
+The child is ``python -m movecar_adapters.sql.bulk_child`` (not ``multiprocessing``, so a host
 script needs no ``if __name__ == "__main__"`` guard). It speaks length-prefixed pickle
 frames on its stdin and stdout, and only to its parent:
 
 * parent to child: ``(url, engine options)`` once (see
-  :func:`~adapters.sql.engine.engine_recipe`), then one list of :data:`Part` per chunk,
+  :func:`~movecar_adapters.sql.engine.engine_recipe`), then one list of :data:`Part` per chunk,
   then ``None``;
 * child to parent: one reply per chunk written, ``("ok", None)``,
   ``("integrity", message)`` or ``("error", message)``. After a failed chunk the child
@@ -38,11 +38,15 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any, NoReturn
 
 import sqlalchemy as sa
-
-from adapters.sql import schema as t
-from adapters.sql.engine import engine_recipe, make_engine
-from adapters.sql.errors import StorageError, StorageInputError
-from adapters.sql.writes import bind_columns, insert_bound, insert_columns, write_transaction
+from movecar_adapters.sql import schema as t
+from movecar_adapters.sql.engine import engine_recipe, make_engine
+from movecar_adapters.sql.errors import StorageError, StorageInputError
+from movecar_adapters.sql.writes import (
+    bind_columns,
+    insert_bound,
+    insert_columns,
+    write_transaction,
+)
 
 #: One table's rows of a chunk, by column: (table name, column names, one value list per
 #: column). By column, not by row: a tenth fewer objects to pickle, and the bind
@@ -144,7 +148,7 @@ class ProcessWriter:
         recipe = engine_recipe(engine)
         if recipe is None:
             raise StorageInputError(
-                "writer", "process", "needs an engine made by adapters.sql.make_engine"
+                "writer", "process", "needs an engine made by movecar_adapters.sql.make_engine"
             )
         try:
             opening = _frame((recipe, depth))
@@ -163,7 +167,7 @@ class ProcessWriter:
         # The child imports what this process can: its sys.path, not only what is installed.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
         self.child = subprocess.Popen(
-            [sys.executable, "-m", "adapters.sql.bulk_child"],
+            [sys.executable, "-m", "movecar_adapters.sql.bulk_child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.errors,

@@ -1,6 +1,6 @@
-"""Entry point of the bulk writer process (``python -m adapters.sql.bulk_child``).
+"""Entry point of the bulk writer process (``python -m movecar_adapters.sql.bulk_child``).
 
-A module of its own, not ``adapters.sql.bulk`` itself: the package imports that one, and
+A module of its own, not ``movecar_adapters.sql.bulk`` itself: the package imports that one, and
 running an already imported module as ``__main__`` would load it twice.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from adapters.sql.bulk import serve
+from movecar_adapters.sql.bulk import serve
 
 if __name__ == "__main__":
     serve(sys.stdin.buffer, sys.stdout.buffer)

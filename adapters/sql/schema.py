@@ -1,6 +1,6 @@
 """Tables of the SQL store (SQLAlchemy Core), one ``MetaData`` for every backend.
 
-The schema is *built* by the Alembic migrations in :mod:`adapters.sql.migrations`, never by
+The schema is *built* by the Alembic migrations in :mod:`movecar_adapters.sql.migrations`, never by
 ``create_all``; these definitions are what the store's queries are written against, and a
 test checks that the migrated database and this module agree.
 

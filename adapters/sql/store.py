@@ -16,7 +16,7 @@ One ``append`` is one transaction that
    (:func:`movecar_core.outbox.plan`), cancelling timers the events make moot.
 
 Either all of it is stored or none of it. Phone numbers are encrypted with the
-:class:`~adapters.crypto.KeyRing` before they reach the database.
+:class:`~movecar_adapters.crypto.KeyRing` before they reach the database.
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ from typing import Any, Literal, NoReturn, TypeVar
 
 import attrs
 import sqlalchemy as sa
+from movecar_adapters.clock import SystemClock
+from movecar_adapters.crypto import KeyRing
+from movecar_adapters.sql import schema as t
+from movecar_adapters.sql.bulk import InlineWriter, Part, ProcessWriter
+from movecar_adapters.sql.engine import READ_ONLY, current_revision, head_revision, make_engine
+from movecar_adapters.sql.errors import SchemaNotReady, StorageError, StorageInputError
+from movecar_adapters.sql.writes import Row, insert_columns, insert_rows, write_transaction
 
-from adapters.clock import SHANGHAI, SystemClock
-from adapters.crypto import KeyRing
-from adapters.sql import schema as t
-from adapters.sql.bulk import InlineWriter, Part, ProcessWriter
-from adapters.sql.engine import READ_ONLY, current_revision, head_revision, make_engine
-from adapters.sql.errors import SchemaNotReady, StorageError, StorageInputError
-from adapters.sql.writes import Row, insert_columns, insert_rows, write_transaction
+from movecar_core.calendar import SHANGHAI
 from movecar_core.case import CaseOpened, CaseRecord, Event, OwnerLookedUp
 from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, decode, encode
 from movecar_core.contract import WUJIN_114_2024, Contract
@@ -192,7 +193,7 @@ class SqlStore:
     """Cases, their outbox, reports and retention on one SQL database.
 
     ``SqlStore("sqlite:///movecar.db", keys=KeyRing.from_env())``; the schema must have
-    been migrated first (``movecar db upgrade`` or :func:`adapters.sql.upgrade`).
+    been migrated first (``movecar db upgrade`` or :func:`movecar_adapters.sql.upgrade`).
     """
 
     def __init__(
@@ -503,9 +504,9 @@ class SqlStore:
         closed history must not dial anyone).
 
         ``writer="process"`` writes each chunk in a child process while this one prepares
-        the next (:mod:`adapters.sql.bulk`): on two free cores a large import takes about
+        the next (:mod:`movecar_adapters.sql.bulk`): on two free cores a large import takes about
         the longer of the two kinds of work instead of their sum. It needs an engine made
-        by :func:`~adapters.sql.make_engine` and costs a process start (a fraction of a
+        by :func:`~movecar_adapters.sql.make_engine` and costs a process start (a fraction of a
         second), so it pays from about a hundred thousand events up.
         """
         if writer not in ("inline", "process"):
@@ -1104,7 +1105,7 @@ def open_store(url: str, keys: KeyRing, *, upgrade_schema: bool = False, **kwarg
     """A store on ``url``; with ``upgrade_schema`` the migrations run first."""
     engine = make_engine(url)
     if upgrade_schema:
-        from adapters.sql.engine import upgrade
+        from movecar_adapters.sql.engine import upgrade
 
         upgrade(engine)
     return SqlStore(engine, keys, **kwargs)

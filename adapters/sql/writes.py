@@ -1,7 +1,7 @@
 """Write transactions and row inserts, shared by the store and the bulk writer process.
 
-Kept apart from :mod:`adapters.sql.store` so that the bulk writer process
-(:mod:`adapters.sql.bulk`) starts without the store's imports.
+Kept apart from :mod:`movecar_adapters.sql.store` so that the bulk writer process
+(:mod:`movecar_adapters.sql.bulk`) starts without the store's imports.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-
-from adapters.sql.errors import StorageError
+from movecar_adapters.sql.errors import StorageError
 
 T = TypeVar("T")
 Row = tuple[Any, ...]

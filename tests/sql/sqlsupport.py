@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
-from adapters.crypto import KeyRing
-from adapters.sql import make_engine, upgrade
+from movecar_adapters.crypto import KeyRing
+from movecar_adapters.sql import make_engine, upgrade
 
 BACKENDS = ("sqlite", "postgresql", "mariadb")
 ENV = {"postgresql": "MOVECAR_TEST_POSTGRES_URL", "mariadb": "MOVECAR_TEST_MARIADB_URL"}
@@ -141,7 +140,7 @@ def outbox_worker(url: str, key: str, worker: str, idle_rounds: int = 20) -> int
     """Claim and run effects until the outbox stays empty; each run is logged."""
     import time
 
-    from adapters.sql import SqlStore
+    from movecar_adapters.sql import SqlStore
 
     engine = make_engine(url)
     store = SqlStore(engine, KeyRing([("k1", key)]))
@@ -172,13 +171,14 @@ def command_worker(url: str, key: str, case_ids: list[str], ops: int, seed: int)
     """Conflicting commands on shared cases; returns how many of each succeeded."""
     import random
 
-    from adapters.clock import ManualClock
-    from adapters.memory import InMemoryTelephony, InMemoryVehicleRegistry
-    from adapters.sql import SqlStore
+    from movecar_adapters.sql import SqlStore
+
     from movecar_core.app import MoveCar
     from movecar_core.case import CallOutcome, Event
+    from movecar_core.clock import ManualClock
     from movecar_core.errors import CommandRejected, ConcurrencyConflict
     from movecar_core.machine import CasePolicy
+    from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
 
     done = {"call_owner": 0, "record_call_outcome": 0, "rejected": 0, "conflict": 0}
     done["conflicts_retried"] = 0
@@ -225,11 +225,12 @@ def crash_writer(url: str, key: str, seed: int) -> None:
     """Runs whole case lifecycles forever (until killed)."""
     import random
 
-    from adapters.clock import ManualClock
-    from adapters.memory import InMemoryTelephony, InMemoryVehicleRegistry
-    from adapters.sql import SqlStore
+    from movecar_adapters.sql import SqlStore
+
     from movecar_core.app import MoveCar
     from movecar_core.case import CallOutcome
+    from movecar_core.clock import ManualClock
+    from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
 
     store = SqlStore(make_engine(url), KeyRing([("k1", key)]))
     app = MoveCar(

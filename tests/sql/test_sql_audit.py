@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from movecar_adapters.sql import SqlStore, verify
+from movecar_adapters.sql import schema as t
 
-from adapters.clock import SHANGHAI
-from adapters.sql import SqlStore, verify
-from adapters.sql import schema as t
+from movecar_core.calendar import SHANGHAI
 from movecar_core.testing.contracts import sample_history
 
 FEB = dt.datetime(2025, 2, 10, 9, 0, tzinfo=SHANGHAI)

@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from movecar_adapters.crypto import KeyRing
+from movecar_adapters.sql import SqlStore, StorageError, StorageInputError, verify
+from movecar_adapters.sql import schema as t
 
-from adapters.crypto import KeyRing
-from adapters.sql import SqlStore, StorageError, StorageInputError, verify
-from adapters.sql import schema as t
 from movecar_core.case import Event, OwnerCallPlaced
 from movecar_core.errors import ConcurrencyConflict
 from movecar_core.integrity import canonical_json
@@ -173,7 +173,7 @@ def test_a_writer_process_that_dies_is_a_storage_error(fresh_store: SqlStore) ->
     def histories() -> Iterator[list[Event]]:
         for i in range(40):
             if i == 20:  # two chunks sent: kill the writer
-                for child in children_running("adapters.sql.bulk_child"):
+                for child in children_running("movecar_adapters.sql.bulk_child"):
                     os.kill(child, signal.SIGKILL)
             yield sample_history(f"k{i}")
 
@@ -215,7 +215,7 @@ def test_sample_history_shape() -> None:
     st.lists(st.text()) | st.lists(st.none() | st.integers() | st.text(), min_size=1),
 )
 def test_columns_cross_the_pipe_unchanged(values: list[object]) -> None:
-    from adapters.sql.bulk import _pack, _unpack
+    from movecar_adapters.sql.bulk import _pack, _unpack
 
     packed = _pack(values)
     assert list(_unpack(pickle.loads(pickle.dumps(packed)))) == values

@@ -6,13 +6,13 @@ import datetime as dt
 
 import attrs
 import pytest
+from movecar_adapters.sql import SqlStore
+from movecar_adapters.worker import drain
 
-from adapters.clock import ManualClock
-from adapters.memory import InMemoryCommandCentre, InMemoryTelephony, InMemoryVehicleRegistry
-from adapters.sql import SqlStore
-from adapters.worker import drain
 from movecar_core import CallOutcome, CaseState, MoveCar
 from movecar_core.app import Dispatch
+from movecar_core.clock import ManualClock
+from movecar_core.memory import InMemoryCommandCentre, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.outbox import EffectPolicy
 
 

@@ -12,6 +12,9 @@ from collections import Counter
 
 import pytest
 import sqlalchemy as sa
+from movecar_adapters.crypto import KeyRing
+from movecar_adapters.sql import SqlStore, make_engine, verify
+from movecar_adapters.sql import schema as t
 from sqlsupport import (
     EFFECT_LOG,
     KEY_1,
@@ -22,14 +25,11 @@ from sqlsupport import (
     outbox_worker,
 )
 
-from adapters.clock import ManualClock
-from adapters.crypto import KeyRing
-from adapters.memory import InMemoryTelephony, InMemoryVehicleRegistry
-from adapters.sql import SqlStore, make_engine, verify
-from adapters.sql import schema as t
 from movecar_core.app import MoveCar
 from movecar_core.case import CallOutcome, CallOutcomeRecorded, EscalationReason, OwnerCallPlaced
+from movecar_core.clock import ManualClock
 from movecar_core.machine import fold
+from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.outbox import CALL_OUTCOME_DUE, FOLLOW_UP_CALL, NOTIFY_110
 from movecar_core.testing.contracts import sample_history
 

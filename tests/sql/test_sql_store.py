@@ -9,12 +9,8 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlsupport import KEY_1, KEY_2, Databases
-
-from adapters.clock import ManualClock
-from adapters.crypto import DecryptionFailed, KeyRing
-from adapters.memory import InMemoryTelephony, InMemoryVehicleRegistry
-from adapters.sql import (
+from movecar_adapters.crypto import DecryptionFailed, KeyRing
+from movecar_adapters.sql import (
     SchemaNotReady,
     SqlStore,
     StorageInputError,
@@ -22,12 +18,16 @@ from adapters.sql import (
     make_engine,
     verify,
 )
-from adapters.sql import schema as t
+from movecar_adapters.sql import schema as t
+from sqlsupport import KEY_1, KEY_2, Databases
+
 from movecar_core.app import MoveCar
 from movecar_core.case import CallOutcome, CaseOpened, EscalationReason, OwnerCallPlaced
+from movecar_core.clock import ManualClock
 from movecar_core.codec import MalformedEvent, UnknownEventType
 from movecar_core.errors import ConcurrencyConflict
 from movecar_core.machine import fold
+from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.testing.contracts import sample_history
 
 OWNER = "13912345678"

@@ -1,6 +1,6 @@
-"""Alembic environment: run on the connection :func:`adapters.sql.engine.upgrade` passes in.
+"""Alembic environment: run on the connection :func:`movecar_adapters.sql.engine.upgrade` passes in.
 
-Run programmatically (``movecar db upgrade`` or :func:`adapters.sql.upgrade`); there is no
+Run programmatically (``movecar db upgrade`` or :func:`movecar_adapters.sql.upgrade`); there is no
 ``alembic.ini``. ``alembic`` from the command line works too with
 ``-x url=sqlite:///movecar.db`` and ``script_location`` pointing here.
 """
@@ -8,8 +8,7 @@ Run programmatically (``movecar db upgrade`` or :func:`adapters.sql.upgrade`); t
 from __future__ import annotations
 
 from alembic import context
-
-from adapters.sql.schema import metadata
+from movecar_adapters.sql.schema import metadata
 
 config = context.config
 
@@ -17,7 +16,7 @@ config = context.config
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        from adapters.sql.engine import make_engine
+        from movecar_adapters.sql.engine import make_engine
 
         url = context.get_x_argument(as_dictionary=True).get("url", "sqlite:///movecar.db")
         engine = make_engine(url)

@@ -3,6 +3,8 @@
 Real implementations, not mocks: the simulator, the examples and the tests run the
 engine on them, and each passes the same contract suite as the SQL adapters
 (:mod:`movecar_core.testing.contracts`). Thread-safe, so concurrency tests can use them.
+They do no I/O, so they live in the core, beside the ports they implement (as
+``eventsourcing`` keeps its plain-Python recorders beside the abstractions).
 """
 
 from __future__ import annotations
@@ -12,19 +14,15 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import attrs
 
-from adapters.clock import ManualClock, SystemClock
-from movecar_core.app import MoveCar
 from movecar_core.case import Event
-from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.errors import (
     ConcurrencyConflict,
     InvalidInput,
     RegistryUnavailable,
     TelephonyError,
 )
-from movecar_core.machine import CasePolicy
 from movecar_core.plates import parse_plate
-from movecar_core.ports import Clock, OutboundCallRequest, OwnerContact
+from movecar_core.ports import OutboundCallRequest, OwnerContact
 
 __all__ = [
     "InMemoryCaseStore",
@@ -32,9 +30,6 @@ __all__ = [
     "InMemoryNotifier",
     "InMemoryTelephony",
     "InMemoryVehicleRegistry",
-    "ManualClock",
-    "SystemClock",
-    "in_memory_engine",
 ]
 
 
@@ -158,23 +153,3 @@ class InMemoryCommandCentre:
             if key not in self._keys:
                 self._keys.add(key)
                 self.notices.append(Notice(key, subject, message))
-
-
-def in_memory_engine(
-    owners: Mapping[str, str] | None = None,
-    clock: Clock | None = None,
-    *,
-    contract: Contract = WUJIN_114_2024,
-    policy: CasePolicy | None = None,
-) -> MoveCar:
-    """A :class:`MoveCar` on fresh in-memory adapters (see ``MoveCar.in_memory``)."""
-    return MoveCar(
-        store=InMemoryCaseStore(),
-        registry=InMemoryVehicleRegistry(owners),
-        telephony=InMemoryTelephony(),
-        clock=clock or SystemClock(),
-        notifier=InMemoryNotifier(),
-        command_centre=InMemoryCommandCentre(),
-        contract=contract,
-        policy=policy,
-    )
