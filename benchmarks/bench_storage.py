@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore, make_engine, upgrade
 from movecar_adapters.sql import schema as t
-
 from movecar_core.app import MoveCar
 from movecar_core.calendar import SHANGHAI
 from movecar_core.case import CaseOpened, Event

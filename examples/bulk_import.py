@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore, make_engine, upgrade, verify
-
 from movecar_core.case import Event
 from movecar_core.testing.contracts import sample_history
 

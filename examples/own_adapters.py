@@ -10,7 +10,6 @@ Run: python examples/own_adapters.py
 from __future__ import annotations
 
 from movecar_adapters.clock import SystemClock
-
 from movecar_core import (
     EscalationReason,
     MoveCar,

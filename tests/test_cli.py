@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from movecar_adapters.cli import main, run_demo
 
+from movecar_adapters.cli import main, run_demo
 from movecar_core import CaseState
 
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from movecar_adapters.cli_money import register
 
+from movecar_adapters.cli_money import register
 from movecar_core.pricing import TierMode, annual_fee
 
 

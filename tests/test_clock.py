@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 from freezegun import freeze_time
-from movecar_adapters.clock import SystemClock
 
+from movecar_adapters.clock import SystemClock
 from movecar_core.calendar import SHANGHAI
 from movecar_core.clock import ManualClock
 

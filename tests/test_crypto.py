@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from movecar_adapters.crypto import DecryptionFailed, KeyConfigError, KeyRing
 
 OLD, NEW = KeyRing.generate(), KeyRing.generate()

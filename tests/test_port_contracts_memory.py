@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from movecar_adapters.clock import SystemClock
 
+from movecar_adapters.clock import SystemClock
 from movecar_core.clock import ManualClock
 from movecar_core.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.ports import CaseStore, Clock

@@ -28,6 +28,7 @@ from typing import Any
 
 import attrs
 import sqlalchemy as sa
+
 from movecar_adapters.crypto import DecryptionFailed
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.store import (
@@ -37,7 +38,6 @@ from movecar_adapters.sql.store import (
     previous_month,
     report_hash,
 )
-
 from movecar_core.case import Event
 from movecar_core.codec import decode
 from movecar_core.errors import MoveCarError

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any, NoReturn
 
 import sqlalchemy as sa
+
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.engine import engine_recipe, make_engine
 from movecar_adapters.sql.errors import StorageError, StorageInputError

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+
 from movecar_adapters.sql.errors import StorageError
 
 T = TypeVar("T")

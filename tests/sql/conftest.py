@@ -15,10 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from movecar_adapters.crypto import KeyRing
-from movecar_adapters.sql import SqlStore, make_engine
 from sqlsupport import BACKENDS, KEY_1, Databases
 
+from movecar_adapters.crypto import KeyRing
+from movecar_adapters.sql import SqlStore, make_engine
 from movecar_core.clock import ManualClock
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import make_engine, upgrade
 
@@ -172,7 +173,6 @@ def command_worker(url: str, key: str, case_ids: list[str], ops: int, seed: int)
     import random
 
     from movecar_adapters.sql import SqlStore
-
     from movecar_core.app import MoveCar
     from movecar_core.case import CallOutcome, Event
     from movecar_core.clock import ManualClock
@@ -226,7 +226,6 @@ def crash_writer(url: str, key: str, seed: int) -> None:
     import random
 
     from movecar_adapters.sql import SqlStore
-
     from movecar_core.app import MoveCar
     from movecar_core.case import CallOutcome
     from movecar_core.clock import ManualClock

@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from movecar_adapters.sql import SqlStore, verify
 from movecar_adapters.sql import schema as t
-
 from movecar_core.calendar import SHANGHAI
 from movecar_core.testing.contracts import sample_history
 

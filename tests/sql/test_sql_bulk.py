@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore, StorageError, StorageInputError, verify
 from movecar_adapters.sql import schema as t
-
 from movecar_core.case import Event, OwnerCallPlaced
 from movecar_core.errors import ConcurrencyConflict
 from movecar_core.integrity import canonical_json

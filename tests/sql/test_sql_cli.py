@@ -6,12 +6,12 @@ import argparse
 import io
 
 import pytest
+from sqlsupport import KEY_1, KEY_2, Databases
+
 from movecar_adapters.cli_storage import register
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore, current_revision, head_revision, make_engine
 from movecar_adapters.sql import schema as t
-from sqlsupport import KEY_1, KEY_2, Databases
-
 from movecar_core.testing.contracts import sample_history
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from movecar_adapters.sql import SqlStore
 
+from movecar_adapters.sql import SqlStore
 from movecar_core.ports import CaseStore
 from movecar_core.testing.contracts import CaseStoreContract
 
@@ -17,6 +17,7 @@ class TestSqlCaseStore(CaseStoreContract):
 
 def test_sqlite_runs_in_wal_mode(databases, keys) -> None:  # type: ignore[no-untyped-def]
     import sqlalchemy as sa
+
     from movecar_adapters.sql import make_engine
 
     engine = make_engine(databases.new("sqlite"))

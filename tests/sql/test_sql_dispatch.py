@@ -6,9 +6,9 @@ import datetime as dt
 
 import attrs
 import pytest
+
 from movecar_adapters.sql import SqlStore
 from movecar_adapters.worker import drain
-
 from movecar_core import CallOutcome, CaseState, MoveCar
 from movecar_core.app import Dispatch
 from movecar_core.clock import ManualClock

@@ -12,9 +12,6 @@ from collections import Counter
 
 import pytest
 import sqlalchemy as sa
-from movecar_adapters.crypto import KeyRing
-from movecar_adapters.sql import SqlStore, make_engine, verify
-from movecar_adapters.sql import schema as t
 from sqlsupport import (
     EFFECT_LOG,
     KEY_1,
@@ -25,6 +22,9 @@ from sqlsupport import (
     outbox_worker,
 )
 
+from movecar_adapters.crypto import KeyRing
+from movecar_adapters.sql import SqlStore, make_engine, verify
+from movecar_adapters.sql import schema as t
 from movecar_core.app import MoveCar
 from movecar_core.case import CallOutcome, CallOutcomeRecorded, EscalationReason, OwnerCallPlaced
 from movecar_core.clock import ManualClock

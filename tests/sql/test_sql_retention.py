@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from movecar_adapters.sql import SqlStore, add_years, verify
 from movecar_adapters.sql import schema as t
-
 from movecar_core.calendar import SHANGHAI
 from movecar_core.errors import ConcurrencyConflict
 from movecar_core.testing.contracts import sample_history

@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
-from movecar_adapters.sql.schema import UTCDateTime
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from movecar_adapters.sql.schema import UTCDateTime
 
 DIALECTS = [sqlite.dialect(), postgresql.dialect(), mysql.dialect()]
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator, Mapping
 import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
-from movecar_adapters.crypto import KeyRing
-from movecar_adapters.sql import SqlStore, make_engine, verify
 from sqlsupport import BACKENDS, KEY_1, Databases
 
+from movecar_adapters.crypto import KeyRing
+from movecar_adapters.sql import SqlStore, make_engine, verify
 from movecar_core import CasePolicy, MoveCar, fold
 from movecar_core.clock import ManualClock
 from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry

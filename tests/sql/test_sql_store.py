@@ -9,6 +9,8 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlsupport import KEY_1, KEY_2, Databases
+
 from movecar_adapters.crypto import DecryptionFailed, KeyRing
 from movecar_adapters.sql import (
     SchemaNotReady,
@@ -19,8 +21,6 @@ from movecar_adapters.sql import (
     verify,
 )
 from movecar_adapters.sql import schema as t
-from sqlsupport import KEY_1, KEY_2, Databases
-
 from movecar_core.app import MoveCar
 from movecar_core.case import CallOutcome, CaseOpened, EscalationReason, OwnerCallPlaced
 from movecar_core.clock import ManualClock

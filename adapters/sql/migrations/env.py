@@ -8,6 +8,7 @@ Run programmatically (``movecar db upgrade`` or :func:`movecar_adapters.sql.upgr
 from __future__ import annotations
 
 from alembic import context
+
 from movecar_adapters.sql.schema import metadata
 
 config = context.config

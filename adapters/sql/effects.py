@@ -1,0 +1,173 @@
+"""Effects and timers: the outbox the events' transaction writes and workers drain."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from movecar_adapters.sql import schema as t
+from movecar_adapters.sql.base import StoreBase, check_text
+from movecar_adapters.sql.writes import Row, insert_rows
+from movecar_core.case import CaseRecord, Event
+from movecar_core.integrity import (
+    canonical_json,
+)
+from movecar_core.outbox import Claimed, Effect, EffectPolicy, plan
+
+OUTBOX_COLUMNS = ("effect_key", "case_id", "kind", "due_at", "payload", "status", "attempts")
+
+
+def write_effects(
+    conn: sa.Connection,
+    policy: EffectPolicy,
+    new: Sequence[Event],
+    first_version: int,
+    record: CaseRecord,
+    *,
+    now: dt.datetime,
+) -> None:
+    """In the events' own transaction: schedule the effects ``new`` events cause
+    (:func:`movecar_core.outbox.plan`) and cancel the timers they make moot."""
+    todo = plan(new, first_version, policy, terminal=record.state.is_terminal)
+    if todo.cancel:
+        conn.execute(
+            t.outbox.update()
+            .where(
+                t.outbox.c.case_id == record.case_id,
+                t.outbox.c.status == "pending",
+                t.outbox.c.kind.in_(sorted(todo.cancel)),
+            )
+            .values(status="cancelled", done_at=now)
+        )
+    insert_rows(conn, t.outbox, OUTBOX_COLUMNS, effect_rows(todo.schedule))
+
+
+def effect_rows(effects: Iterable[Effect]) -> list[Row]:
+    """Outbox rows (:data:`OUTBOX_COLUMNS`) of newly scheduled effects."""
+    return [
+        (e.key, e.case_id, e.kind, e.due_at, canonical_json(dict(e.payload)), "pending", 0)
+        for e in effects
+    ]
+
+
+class EffectRecorder(StoreBase):
+    """The outbox: durable effects and timers, claimed by one worker at a time."""
+
+    # --- outbox -------------------------------------------------------------------------
+
+    def claim(
+        self, worker: str, *, limit: int = 1, now: dt.datetime | None = None
+    ) -> list[Claimed]:
+        """Lease up to ``limit`` due effects to ``worker``.
+
+        PostgreSQL and MariaDB: ``SELECT ... FOR UPDATE SKIP LOCKED`` then an update of
+        the selected rows, so concurrent workers skip each other's rows instead of
+        waiting. SQLite: the same select and update inside ``BEGIN IMMEDIATE``, which holds
+        the database's single write lock, so two claims never overlap.
+        """
+        check_text("worker", worker, 100)
+        at = now or self.clock.now()
+        lease_until = at + self.lease
+        token = uuid.uuid4().hex
+        o = t.outbox
+
+        def fn(conn: sa.Connection) -> list[Claimed]:
+            query = (
+                sa.select(o)
+                .where(
+                    o.c.status == "pending",
+                    o.c.due_at <= at,
+                    sa.or_(o.c.lease_until.is_(None), o.c.lease_until < at),
+                )
+                .order_by(o.c.due_at, o.c.id)
+                .limit(limit)
+            )
+            if self.dialect != "sqlite":
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).all()
+            if not rows:
+                return []
+            conn.execute(
+                o.update()
+                .where(o.c.id.in_([r.id for r in rows]))
+                .values(
+                    claimed_by=worker,
+                    claim_token=token,
+                    lease_until=lease_until,
+                    attempts=o.c.attempts + 1,
+                )
+            )
+            return [
+                Claimed(
+                    id=r.id,
+                    token=token,
+                    effect=_effect(r),
+                    attempts=r.attempts + 1,
+                    lease_until=lease_until,
+                )
+                for r in rows
+            ]
+
+        return self._write(fn)
+
+    def complete(self, claimed: Claimed) -> bool:
+        o = t.outbox
+
+        def fn(conn: sa.Connection) -> bool:
+            done = conn.execute(
+                o.update()
+                .where(
+                    o.c.id == claimed.id,
+                    o.c.claim_token == claimed.token,
+                    o.c.status == "pending",
+                )
+                .values(status="done", done_at=self.clock.now())
+            )
+            return bool(done.rowcount == 1)
+
+        return self._write(fn)
+
+    def work(
+        self,
+        worker: str,
+        handler: Callable[[Effect], None],
+        *,
+        limit: int = 10,
+        now: dt.datetime | None = None,
+    ) -> int:
+        """Claim due effects, run ``handler`` on each, mark it done. Returns how many ran.
+
+        A handler that raises leaves its effect pending; it is claimed again once the
+        lease runs out. Handlers get :attr:`Effect.key` to recognise a repeat after a
+        worker crashed between running an effect and marking it done.
+        """
+        ran = 0
+        for item in self.claim(worker, limit=limit, now=now):
+            handler(item.effect)
+            self.complete(item)
+            ran += 1
+        return ran
+
+    def pending(self, case_id: str | None = None) -> Iterator[Effect]:
+        o = t.outbox
+        query = sa.select(o).where(o.c.status == "pending").order_by(o.c.due_at, o.c.id)
+        if case_id is not None:
+            query = query.where(o.c.case_id == case_id)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return iter([_effect(r) for r in rows])
+
+
+def _effect(row: Any) -> Effect:
+    return Effect(
+        key=row.effect_key,
+        kind=row.kind,
+        case_id=row.case_id,
+        due_at=row.due_at,
+        payload=json.loads(row.payload),
+    )

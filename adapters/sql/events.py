@@ -1,0 +1,445 @@
+"""Events and projections: event streams, state rows, the owner look-up log, the bulk path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, NoReturn
+
+import attrs
+import sqlalchemy as sa
+
+from movecar_adapters.sql import schema as t
+from movecar_adapters.sql.base import (
+    MAX_AGENT,
+    MAX_FIELD_CHARS,
+    MAX_PAYLOAD_BYTES,
+    MAX_PLATE,
+    MAX_SOURCE,
+    StoreBase,
+    check_case_id,
+    check_text,
+)
+from movecar_adapters.sql.bulk import InlineWriter, Part, ProcessWriter
+from movecar_adapters.sql.effects import OUTBOX_COLUMNS, effect_rows, write_effects
+from movecar_adapters.sql.errors import StorageError, StorageInputError
+from movecar_adapters.sql.evidence import month_bounds
+from movecar_adapters.sql.writes import Row, insert_columns, insert_rows
+from movecar_core.case import CaseOpened, CaseRecord, Event, OwnerLookedUp
+from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, decode, encode
+from movecar_core.errors import ConcurrencyConflict
+from movecar_core.integrity import (
+    GENESIS,
+    chain_of_json,
+)
+from movecar_core.machine import CorruptHistory, fold
+from movecar_core.outbox import plan
+
+#: Personal data encrypted at rest (七(三)), per stored event type.
+PII_FIELDS: dict[str, tuple[str, ...]] = {
+    "CaseOpened": ("requester_phone",),
+    "OwnerLookedUp": ("owner_phone",),
+}
+#: Events to canonical JSON, plaintext (hashed) and with the phones sealed (stored).
+_ENCODE = CanonicalEncoder(name for names in PII_FIELDS.values() for name in names)
+
+
+@attrs.frozen
+class Prepared:
+    """A case's new events as they are stored, in parallel lists (one entry per event):
+    the type name, the plaintext canonical JSON (what the chain hash covers) and the stored
+    JSON (phones encrypted). Lists, not an object per event: the bulk path makes a million.
+    """
+
+    case_id: str
+    events: Sequence[Event]
+    type_names: list[str]
+    plain: list[str]
+    stored: list[str]
+
+
+CASE_COLUMNS = (
+    "case_id", "plate", "state", "version", "opened_at", "closed_at", "opened_hash", "head_hash"
+)  # fmt: skip
+EVENT_COLUMNS = ("case_id", "version", "type_name", "payload", "hash")
+LOOKUP_COLUMNS = ("case_id", "version", "at", "agent_id", "plate", "found", "source")
+
+
+class EventRecorder(StoreBase):
+    """Event streams and their projections (state rows, the owner look-up log).
+
+    One ``append`` is one transaction that
+
+    1. checks the expected version against the case's state row (locked ``FOR UPDATE`` on
+       PostgreSQL and MariaDB; SQLite's ``BEGIN IMMEDIATE`` holds the database's write lock),
+    2. folds the stored events with the new ones through the state machine (a batch that no
+       valid command sequence could produce is refused),
+    3. inserts the events, each with its hash chained to the previous one
+       (:func:`movecar_core.integrity.chain_hash`, over the plaintext payload),
+    4. updates the state row (state, version, closed time, head hash),
+    5. records owner look-ups (二(二)/四) and the effects and timers the events cause
+       (:func:`movecar_adapters.sql.effects.write_effects`).
+
+    Either all of it is stored or none of it.
+    """
+
+    # --- events in and out --------------------------------------------------------------
+
+    def prepare(self, case_id: str, events: Sequence[Event]) -> Prepared:
+        """Validate, encode and encrypt ``events`` (no database access)."""
+        check_case_id(case_id)
+        if not isinstance(events, Sequence) or not events:
+            raise StorageInputError("events", events, "must be a non-empty sequence of events")
+        seal = self.keys.encrypt
+        writers = _ENCODE.writers
+        type_names: list[str] = []
+        plains: list[str] = []
+        stored_forms: list[str] = []
+        for i, event in enumerate(events):
+            try:
+                # checks every field's type
+                type_name, plain, stored = writers[type(event)](event, seal)
+            except (UnknownEventType, MalformedEvent) as exc:
+                raise StorageInputError(f"events[{i}]", event, str(exc)) from exc
+            if event.case_id != case_id:
+                raise StorageInputError(
+                    f"events[{i}].case_id", event.case_id, f"appended to case {case_id}"
+                )
+            if len(plain) > MAX_FIELD_CHARS:  # else no field can be longer than the payload
+                for key, value in encode(event)[1].items():
+                    check_text(f"{type_name}.{key}", value, MAX_FIELD_CHARS)
+            # Column limits, checked inline: a call per event shows on the bulk path.
+            if type(event) is CaseOpened:
+                if len(event.plate) > MAX_PLATE:
+                    check_text("CaseOpened.plate", event.plate, MAX_PLATE)
+            elif type(event) is OwnerLookedUp and (
+                len(event.agent_id) > MAX_AGENT or len(event.source) > MAX_SOURCE
+            ):
+                check_text("OwnerLookedUp.agent_id", event.agent_id, MAX_AGENT)
+                check_text("OwnerLookedUp.source", event.source, MAX_SOURCE)
+            # A character is 1 to 4 bytes of UTF-8: encode only when it could be too long.
+            if len(stored) * 4 > MAX_PAYLOAD_BYTES and len(stored.encode()) > MAX_PAYLOAD_BYTES:
+                raise StorageInputError(
+                    f"events[{i}]", type_name, f"payload larger than {MAX_PAYLOAD_BYTES} bytes"
+                )
+            type_names.append(type_name)
+            plains.append(plain)
+            stored_forms.append(stored)
+        return Prepared(case_id, events, type_names, plains, stored_forms)
+
+    def _decode_row(
+        self, case_id: str, type_name: str, stored: str, *, decrypt: bool = True
+    ) -> tuple[Event, dict[str, Any]]:
+        try:
+            payload = json.loads(stored)
+        except ValueError as exc:
+            raise MalformedEvent(f"case {case_id}: {type_name} payload is not JSON") from exc
+        if not isinstance(payload, dict):
+            raise MalformedEvent(f"case {case_id}: {type_name} payload is not an object")
+        if decrypt:
+            for key in PII_FIELDS.get(type_name, ()):
+                value = payload.get(key)
+                if isinstance(value, str):
+                    payload[key] = self.keys.decrypt(value)
+        return decode(case_id, type_name, payload), payload
+
+    def load(self, case_id: str) -> Sequence[Event]:
+        check_case_id(case_id)
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.events.c.type_name, t.events.c.payload)
+                .where(t.events.c.case_id == case_id)
+                .order_by(t.events.c.version)
+            ).all()
+        return tuple(self._decode_row(case_id, r.type_name, r.payload)[0] for r in rows)
+
+    def version(self, case_id: str) -> int:
+        with self._read() as conn:
+            found = conn.execute(
+                sa.select(t.cases.c.version).where(t.cases.c.case_id == case_id)
+            ).scalar()
+        return int(found or 0)
+
+    def case_ids(self) -> Iterator[str]:
+        """Every case still holding events, in creation order (paged, not all in memory)."""
+        last = 0
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(
+                    sa.select(t.cases.c.seq, t.cases.c.case_id)
+                    .where(t.cases.c.seq > last, t.cases.c.purged_at.is_(None))
+                    .order_by(t.cases.c.seq)
+                    .limit(5000)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield row.case_id
+            last = rows[-1].seq
+
+    def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
+        if type(expected_version) is not int or expected_version < 0:
+            raise StorageInputError("expected_version", expected_version, "must be an int >= 0")
+        prepared = self.prepare(case_id, events)
+        try:
+            return self._write(lambda conn: self._append(conn, case_id, prepared, expected_version))
+        except sa.exc.IntegrityError as exc:
+            # Another writer created the case (or the version) between our check and write.
+            actual = self.version(case_id)
+            if actual != expected_version:
+                raise ConcurrencyConflict(case_id, expected_version, actual) from exc
+            raise StorageError(f"case {case_id}: {exc.orig}") from exc
+
+    def _append(self, conn: sa.Connection, case_id: str, prepared: Prepared, expected: int) -> int:
+        new = prepared.events
+        if expected == 0:
+            previous_hash = GENESIS
+            record = self._fold(case_id, new)
+            exists = conn.execute(
+                sa.select(t.cases.c.version).where(t.cases.c.case_id == case_id)
+            ).scalar()
+            if exists is not None:
+                raise ConcurrencyConflict(case_id, 0, int(exists))
+        else:
+            row = conn.execute(
+                self._lock(
+                    sa.select(t.cases.c.version, t.cases.c.head_hash, t.cases.c.purged_at).where(
+                        t.cases.c.case_id == case_id
+                    )
+                )
+            ).one_or_none()
+            actual = 0 if row is None else int(row.version)
+            if row is None or actual != expected or row.purged_at is not None:
+                raise ConcurrencyConflict(case_id, expected, actual)
+            previous_hash = row.head_hash
+            stored = conn.execute(
+                sa.select(t.events.c.type_name, t.events.c.payload)
+                .where(t.events.c.case_id == case_id)
+                .order_by(t.events.c.version)
+            ).all()
+            history = [
+                self._decode_row(case_id, r.type_name, r.payload, decrypt=False)[0] for r in stored
+            ]
+            record = self._fold(case_id, [*history, *new])
+        hashes = self._chain(prepared, expected + 1, previous_hash)
+        head = hashes[-1]
+        if expected == 0:
+            insert_rows(conn, t.cases, CASE_COLUMNS, [self._case_row(record, hashes[0], head)])
+        else:
+            done = conn.execute(
+                t.cases.update()
+                .where(t.cases.c.case_id == case_id, t.cases.c.version == expected)
+                .values(**self._state_values(record, head))
+            )
+            if done.rowcount != 1:  # pragma: no cover - the lock makes this impossible
+                raise ConcurrencyConflict(case_id, expected, self.version(case_id))
+        columns = self._event_columns(prepared, expected + 1, hashes)
+        insert_columns(conn, t.events, EVENT_COLUMNS, columns)
+        lookups = self._lookup_rows(record.plate, prepared, expected + 1)
+        if lookups:
+            insert_rows(conn, t.owner_lookups, LOOKUP_COLUMNS, lookups)
+        write_effects(conn, self.effects, new, expected + 1, record, now=self.clock.now())
+        return record.version
+
+    def _fold(self, case_id: str, events: Sequence[Event]) -> CaseRecord:
+        try:
+            return fold(events)
+        except CorruptHistory as exc:
+            raise StorageInputError("events", case_id, f"not a valid case history: {exc}") from exc
+
+    @staticmethod
+    def _chain(prepared: Prepared, first_version: int, previous: str) -> list[str]:
+        """The hashes of the prepared events, chained after ``previous``."""
+        return chain_of_json(
+            previous, prepared.case_id, first_version, prepared.type_names, prepared.plain
+        )
+
+    @staticmethod
+    def _event_columns(
+        prepared: Prepared, first_version: int, hashes: list[str]
+    ) -> list[Sequence[Any]]:
+        """The events' rows by column (:data:`EVENT_COLUMNS`): by column, so the bulk path
+        extends five lists per case instead of making a tuple per event."""
+        n = len(hashes)
+        return [
+            [prepared.case_id] * n,
+            range(first_version, first_version + n),
+            prepared.type_names,
+            prepared.stored,
+            hashes,
+        ]
+
+    @staticmethod
+    def _state_values(record: CaseRecord, head: str) -> dict[str, Any]:
+        return {
+            "state": record.state.value,
+            "version": record.version,
+            "closed_at": record.closed_at,
+            "head_hash": head,
+        }
+
+    @staticmethod
+    def _case_row(record: CaseRecord, first_hash: str, head: str) -> Row:
+        """The state row (:data:`CASE_COLUMNS`) of a new case."""
+        return (
+            record.case_id,
+            record.plate,
+            record.state.value,
+            record.version,
+            record.opened_at,
+            record.closed_at,
+            first_hash,
+            head,
+        )
+
+    @staticmethod
+    def _lookup_rows(plate: str, prepared: Prepared, first_version: int) -> list[Row]:
+        """二(二)/四: look-up log rows (:data:`LOOKUP_COLUMNS`) of the look-ups in ``prepared``."""
+        return [
+            (e.case_id, version, e.at, e.agent_id, plate, e.found, e.source)
+            for version, e in enumerate(prepared.events, first_version)
+            if type(e) is OwnerLookedUp
+        ]
+
+    # --- bulk path ----------------------------------------------------------------------
+
+    def bulk_import(
+        self,
+        histories: Iterable[Sequence[Event]],
+        *,
+        chunk_cases: int = 2000,
+        with_effects: bool = False,
+        writer: Literal["inline", "process"] = "inline",
+    ) -> tuple[int, int]:
+        """Store whole histories of *new* cases, many per transaction. Returns
+        ``(cases, events)``.
+
+        For simulations and imports: each history is validated, folded, hashed and
+        encrypted exactly as :meth:`append` does (``tests/sql/test_sql_bulk.py`` checks the
+        stored rows are the same), but written with one multi-row insert per table per
+        chunk of ``chunk_cases`` cases. Each chunk is atomic: a case that already exists
+        fails its chunk with :class:`ConcurrencyConflict`, and a history that is not valid
+        raises :class:`StorageInputError`; the chunks before the failure stay, the rest
+        are not written. Effects are not scheduled unless ``with_effects`` (an import of
+        closed history must not dial anyone).
+
+        ``writer="process"`` writes each chunk in a child process while this one prepares
+        the next (:mod:`movecar_adapters.sql.bulk`): on two free cores a large import takes about
+        the longer of the two kinds of work instead of their sum. It needs an engine made
+        by :func:`~movecar_adapters.sql.make_engine` and costs a process start (a fraction of a
+        second), so it pays from about a hundred thousand events up.
+        """
+        if writer not in ("inline", "process"):
+            raise StorageInputError("writer", writer, "must be 'inline' or 'process'")
+        if type(chunk_cases) is not int or chunk_cases < 1:
+            raise StorageInputError("chunk_cases", chunk_cases, "must be an int >= 1")
+        out: InlineWriter | ProcessWriter = (
+            InlineWriter(self.engine, self._conflict_in)
+            if writer == "inline"
+            else ProcessWriter(self.engine, self._conflict_in)
+        )
+        n_cases = n_events = 0
+        case_rows: list[Row] = []
+        event_columns: list[list[Any]] = [[] for _ in EVENT_COLUMNS]  # the bulk of the rows
+        lookup_rows: list[Row] = []
+        outbox_rows: list[Row] = []
+
+        def flush() -> None:
+            if case_rows:
+                # str(): a table's name is a str subclass, which need not go to the child
+                parts: list[Part] = [
+                    (str(table.name), columns, list(zip(*rows, strict=True)))
+                    for table, columns, rows in (
+                        (t.cases, CASE_COLUMNS, case_rows),
+                        (t.owner_lookups, LOOKUP_COLUMNS, lookup_rows),
+                        (t.outbox, OUTBOX_COLUMNS, outbox_rows),
+                    )
+                    if rows
+                ]
+                parts.insert(1, (str(t.events.name), EVENT_COLUMNS, list(event_columns)))
+                out.write([r[0] for r in case_rows], parts)
+            for rows in (case_rows, lookup_rows, outbox_rows, *event_columns):
+                rows.clear()
+
+        seen: set[str] = set()
+        try:
+            for history in histories:
+                if not history:
+                    raise StorageInputError("history", history, "is empty")
+                case_id = history[0].case_id
+                if case_id in seen:
+                    raise StorageInputError("case_id", case_id, "appears twice in the import")
+                seen.add(case_id)
+                prepared = self.prepare(case_id, history)
+                record = self._fold(case_id, history)
+                hashes = self._chain(prepared, 1, GENESIS)
+                case_rows.append(self._case_row(record, hashes[0], hashes[-1]))
+                for column, values in zip(
+                    event_columns, self._event_columns(prepared, 1, hashes), strict=True
+                ):
+                    column.extend(values)
+                lookup_rows.extend(self._lookup_rows(record.plate, prepared, 1))
+                if with_effects:
+                    # A new case has no pending effects to cancel: only the scheduling.
+                    todo = plan(history, 1, self.effects, terminal=record.state.is_terminal)
+                    outbox_rows.extend(effect_rows(todo.schedule))
+                n_cases += 1
+                n_events += len(hashes)
+                if len(case_rows) >= chunk_cases:
+                    flush()
+            flush()
+            out.close()
+        except BaseException:
+            out.abandon()
+            raise
+        return n_cases, n_events
+
+    def _conflict_in(self, case_ids: Sequence[str], message: str) -> NoReturn:
+        """A bulk chunk of ``case_ids`` broke a unique key: which case existed already?"""
+        with self._read() as conn:
+            taken = conn.execute(
+                sa.select(t.cases.c.case_id, t.cases.c.version).where(
+                    t.cases.c.case_id.in_(case_ids)
+                )
+            ).first()
+        if taken is not None:
+            raise ConcurrencyConflict(taken.case_id, 0, int(taken.version))
+        raise StorageError(f"bulk import: {message}")
+
+    # --- queries ------------------------------------------------------------------------
+
+    def count_opened(self, start: dt.datetime, end: dt.datetime) -> int:
+        """Cases opened in [start, end), by the state rows' ``opened_at`` index."""
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(t.cases)
+                    .where(t.cases.c.opened_at >= start, t.cases.c.opened_at < end)
+                ).scalar_one()
+            )
+
+    def billable_calls(self, year: int, month: int) -> int:
+        """三 "按 114 移车服务成功接通话务量": calls billed for the month.
+
+        Default policy: one billable call is one inbound move-car call connected to a
+        seat, i.e. one opened case, counted in the month it was opened (Asia/Shanghai).
+        """
+        return self.count_opened(*month_bounds(year, month))
+
+    def find_by_plate(self, plate: str) -> list[str]:
+        """Ids of the cases about ``plate`` (canonical form), oldest first."""
+        with self._read() as conn:
+            return list(
+                conn.execute(
+                    sa.select(t.cases.c.case_id)
+                    .where(t.cases.c.plate == plate)
+                    .order_by(t.cases.c.seq)
+                ).scalars()
+            )
+
+    def state_row(self, case_id: str) -> Mapping[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(t.cases).where(t.cases.c.case_id == case_id)).one_or_none()
+        return None if row is None else dict(row._mapping)
