@@ -15,6 +15,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from wheelbuild import WheelBuildFailed, build_wheel  # scripts/wheelbuild.py, beside this one
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("movecar_core", "movecar_adapters")
 SOURCE = {"movecar_adapters/": "adapters/", "movecar_core/": "movecar_core/"}
@@ -22,20 +24,13 @@ SOURCE = {"movecar_adapters/": "adapters/", "movecar_core/": "movecar_core/"}
 
 def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="movecar-typecheck-") as tmp:
-        wheels = Path(tmp, "wheel")
-        built = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), "."],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        found = sorted(wheels.glob("movecar-*.whl"))
-        if built.returncode != 0 or not found:
-            print(f"typecheck: building the wheel failed:\n{built.stderr[-2000:]}", file=sys.stderr)
+        try:
+            wheel_path = build_wheel(Path(tmp, "wheel"))
+        except WheelBuildFailed as exc:
+            print(f"typecheck: {exc}", file=sys.stderr)
             return 2
         site = Path(tmp, "site")
-        with zipfile.ZipFile(found[0]) as wheel:
+        with zipfile.ZipFile(wheel_path) as wheel:
             wheel.extractall(site)
         tops = {p.name for p in site.iterdir() if not p.name.endswith(".dist-info")}
         if tops != set(PACKAGES):

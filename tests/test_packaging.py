@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import subprocess
-import sys
 import venv
 import zipfile
 from pathlib import Path
@@ -15,17 +15,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _build_wheel(out: Path) -> Path:
+    spec = importlib.util.spec_from_file_location("movecar_wheel", ROOT / "scripts" / "wheelbuild.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built: Path = module.build_wheel(out)
+    return built
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(ROOT)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (found,) = out.glob("movecar-*.whl")
-    return found
+    return _build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def test_the_wheel_has_two_top_level_packages(wheel: Path) -> None:
