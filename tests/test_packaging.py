@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _build_wheel(out: Path) -> Path:
-    spec = importlib.util.spec_from_file_location("movecar_wheel", ROOT / "scripts" / "wheelbuild.py")
+    path = ROOT / "scripts" / "wheelbuild.py"
+    spec = importlib.util.spec_from_file_location("movecar_wheelbuild", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
