@@ -9,11 +9,12 @@ again: the first result is returned (telephony callbacks arrive twice in real li
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
@@ -24,6 +25,7 @@ from movecar_core.case import (
     CaseCancelled,
     CaseOpened,
     CaseRecord,
+    CaseState,
     CaseUnresolved,
     DisputeRaised,
     EscalatedTo110,
@@ -40,28 +42,40 @@ from movecar_core.errors import (
     CommandIdReused,
     ConcurrencyConflict,
     InvalidCommand,
+    MoveCarError,
     PortError,
     TelephonyError,
     UnknownCall,
     UnknownCase,
 )
 from movecar_core.machine import CasePolicy, check, fold
-from movecar_core.outbox import CALL_OUTCOME_DUE, FOLLOW_UP_CALL, NOTIFY_110, PLACE_CALL, Effect
+from movecar_core.outbox import (
+    CALL_OUTCOME_DUE,
+    FOLLOW_UP_CALL,
+    NOTIFY_110,
+    NOTIFY_REQUESTER,
+    PLACE_CALL,
+    SENDS,
+    Claimed,
+    Effect,
+    EffectPolicy,
+    OutboxStore,
+    plan,
+)
 from movecar_core.phones import parse_phone
 from movecar_core.plates import parse_plate
 from movecar_core.ports import (
     CaseStore,
     Clock,
     CommandCentre,
+    FollowUpReminder,
     OutboundCallRequest,
     RequesterNotifier,
+    SeatReminders,
     Telephony,
     VehicleRegistry,
 )
 from movecar_core.views import CaseView, RequesterView, requester_message
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 
 class Dispatch(enum.Enum):
@@ -93,6 +107,21 @@ class OutboundCall:
     caller_id: str
     greeting: str
     greeting_version: str
+
+
+@attrs.frozen
+class EffectRun:
+    """One effect the engine ran: what it did, or the error that left it pending."""
+
+    key: str
+    kind: str
+    case_id: str
+    outcome: str
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 def _text(field: str, value: object, *, required: bool, limit: int) -> str:
@@ -132,21 +161,61 @@ class MoveCar:
         clock: Clock,
         notifier: RequesterNotifier | None = None,
         command_centre: CommandCentre | None = None,
+        reminders: SeatReminders | None = None,
         contract: Contract = WUJIN_114_2024,
         policy: CasePolicy | None = None,
         max_retries: int = 3,
         dispatch: Dispatch = Dispatch.INLINE,
     ) -> None:
+        if not isinstance(dispatch, Dispatch):
+            raise InvalidCommand("dispatch", dispatch, "not a Dispatch")
+        if not isinstance(contract, Contract):
+            raise InvalidCommand("contract", contract, "not a Contract")
         self.store = store
         self.registry = registry
         self.telephony = telephony
         self.clock = clock
         self.notifier = notifier
         self.command_centre = command_centre
+        self.reminders = reminders
         self.dispatch = dispatch
         self.contract = contract
         self.policy = policy or CasePolicy()
         self.max_retries = max_retries
+        #: The store's outbox, when it keeps one (both stores of the library do).
+        self.outbox: OutboxStore | None = store if isinstance(store, OutboxStore) else None
+        #: The effect rules: the outbox's own, so the engine and the store never disagree.
+        self.effects: EffectPolicy = (
+            self.outbox.effects if self.outbox is not None else EffectPolicy()
+        )
+        if self.effects.dispatch_calls != (dispatch is Dispatch.OUTBOX):
+            raise InvalidCommand(
+                "dispatch",
+                dispatch.value,
+                f"the store plans effects with dispatch_calls={self.effects.dispatch_calls}: "
+                "Dispatch.OUTBOX goes with EffectPolicy(dispatch_calls=True) "
+                "(the composition root, connect(), wires both from one setting)",
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"MoveCar(store={type(self.store).__name__}, contract={self.contract.name!r}, "
+            f"dispatch={self.dispatch.value}, clock={self.clock!r})"
+        )
+
+    def close(self) -> None:
+        """Release what the ports hold (database connections...); the engine is done."""
+        for port in (self.store, self.registry, self.telephony, self.notifier,
+                     self.command_centre, self.reminders):  # fmt: skip
+            close = getattr(port, "close", None)
+            if callable(close):
+                close()
+
+    def __enter__(self) -> MoveCar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def in_memory(
@@ -165,13 +234,15 @@ class MoveCar:
         core never reads the wall clock, so time moves when you advance it. For wall-clock
         time use ``movecar_adapters.connect("memory://")``.
         """
+        the_clock = clock or ManualClock()
         return cls(
-            store=memory.InMemoryCaseStore(),
+            store=memory.InMemoryCaseStore(clock=the_clock),
             registry=memory.InMemoryVehicleRegistry(owners),
             telephony=memory.InMemoryTelephony(),
-            clock=clock or ManualClock(),
+            clock=the_clock,
             notifier=memory.InMemoryNotifier(),
             command_centre=memory.InMemoryCommandCentre(),
+            reminders=memory.InMemorySeatReminders(),
             contract=contract,
             policy=policy,
         )
@@ -235,6 +306,8 @@ class MoveCar:
             if cid is None:
                 raise
             self._first_result(self.store.load(case_id), cid, "open_case", CaseOpened)
+            return case_id
+        self._deliver(case_id, [opened], 1, None, CaseState.RECEIVED)
         return case_id
 
     def locate_owner(
@@ -315,10 +388,83 @@ class MoveCar:
             )
             raise
 
-    # --- effects (run by outbox workers) ------------------------------------------------
+    # --- effects: delivered inline, by run_due, or by outbox workers ----------------------
+
+    def run_due(self, *, worker: str = "engine", batch: int = 50) -> list[EffectRun]:
+        """Run every effect of the store's outbox that is due by the engine's clock.
+
+        Timers (an overdue call outcome, a follow-up reminder) fire here; so does any
+        effect whose delivery failed before (its lease runs out, then it is due again).
+        Returns what ran, in order; an effect whose port failed is in the list with its
+        ``error`` and stays pending, so a later call (or ``movecar worker``) retries it.
+        Simulations and tests call it after advancing the clock; a deployment with
+        ``Dispatch.OUTBOX`` runs ``movecar worker``, which calls it in a loop.
+        """
+        outbox = self._require_outbox("run_due")
+        now = self._now()
+        ran: list[EffectRun] = []
+        while claimed := outbox.claim(worker, limit=batch, now=now):
+            ran.extend(self._run_claimed(outbox, claimed))
+        return ran
+
+    def _run_claimed(self, outbox: OutboxStore, claimed: Sequence[Claimed]) -> list[EffectRun]:
+        ran = []
+        for item in claimed:
+            effect = item.effect
+            try:
+                what = self.run_effect(effect)
+            except MoveCarError as exc:
+                # Left pending under its lease: claimed again once the lease runs out.
+                ran.append(EffectRun(effect.key, effect.kind, effect.case_id, "failed", str(exc)))
+                continue
+            # False when the effect's own events already settled its row (an overdue
+            # outcome cancels its timer) or the lease was lost: it ran either way.
+            outbox.complete(item)
+            ran.append(EffectRun(effect.key, effect.kind, effect.case_id, what))
+        return ran
+
+    def _require_outbox(self, what: str) -> OutboxStore:
+        if self.outbox is None:
+            raise PortError(
+                f"{what} needs a store with an outbox (OutboxStore); "
+                f"{type(self.store).__name__} keeps none"
+            )
+        return self.outbox
+
+    def _deliver(
+        self,
+        case_id: str,
+        new: Sequence[Event],
+        first_version: int,
+        before: CaseState | None,
+        after: CaseState,
+    ) -> None:
+        """With ``Dispatch.INLINE``: deliver now what this command asked to send.
+
+        The store wrote the effects with the events; here the ones due now are claimed by
+        key (the cost does not grow with the outbox) and run. One that fails stays in the
+        outbox for :meth:`run_due` or a worker: the command itself has succeeded. A store
+        without an outbox gets its send effects run directly, once, without a retry.
+        """
+        if self.dispatch is not Dispatch.INLINE:
+            return
+        todo = plan(new, first_version, self.effects, before=before, after=after)
+        now = self._now()
+        sends = [e for e in todo.schedule if e.kind in SENDS and e.due_at <= now]
+        if not sends:
+            return
+        if self.outbox is None:
+            for effect in sends:
+                with contextlib.suppress(MoveCarError):
+                    self.run_effect(effect)
+            return
+        claimed = self.outbox.claim(
+            "inline", limit=len(sends), now=now, keys=[e.key for e in sends]
+        )
+        self._run_claimed(self.outbox, claimed)
 
     def run_effect(self, effect: Effect) -> str:
-        """Carry out one effect a worker claimed from the store's outbox; says what it did.
+        """Carry out one effect from the store's outbox; says what it did.
 
         Safe to repeat: an effect run twice (a worker died before marking it done) finds
         its work done, or passes ``effect.key`` on so the receiver can drop the repeat.
@@ -327,8 +473,11 @@ class MoveCar:
           refused dial is recorded as a ``failed`` attempt.
         * ``call_outcome_due``: the switch never reported the call's outcome: recorded as
           ``failed``, so the seat may call again.
-        * ``notify_110``: the escalation's written notice to the 110 desk (二(五)).
-        * ``follow_up_call``: a reminder for the seat application; calls stay
+        * ``notify_110``: the escalation's written notice to the 110 desk (二(五)); needs
+          a ``command_centre`` (raises :class:`PortError` without one: it stays pending).
+        * ``notify_requester``: the requester hears of the case's new state (nothing about
+          the owner); skipped when the engine has no ``notifier``.
+        * ``follow_up_call``: a reminder through the ``reminders`` port; calls stay
           human-placed (annex 2 十三(四)), so the engine dials nothing by itself.
         """
         case_id = effect.case_id
@@ -364,8 +513,34 @@ class MoveCar:
                 f"转接 {effect.payload.get('number')}",
             )
             return "notice sent to 110"
+        if effect.kind == NOTIFY_REQUESTER:
+            try:
+                state = CaseState(str(effect.payload.get("state")))
+            except ValueError:
+                raise InvalidCommand(
+                    "effect.payload.state", effect.payload, "no case state"
+                ) from None
+            message = requester_message(record.plate, state)
+            if self.notifier is None or message is None:
+                return "skipped: no requester channel"
+            self.notifier.notify(case_id, record.requester_phone, message)
+            return "requester notified"
         if effect.kind == FOLLOW_UP_CALL:
-            return "follow-up due: for the seat application"
+            if record.state.is_terminal or record.call_in_flight is not None:
+                return "skipped: the case moved on"
+            if self.reminders is None:
+                return "skipped: no seat reminder port"
+            self.reminders.follow_up(
+                FollowUpReminder(
+                    key=effect.key,
+                    case_id=case_id,
+                    plate=record.plate,
+                    due_at=effect.due_at,
+                    attempts_used=record.attempts,
+                    attempts_left=self.policy.max_call_attempts - record.attempts,
+                )
+            )
+            return "follow-up reminder sent to the seat"
         raise InvalidCommand("effect.kind", effect.kind, "not an effect this engine runs")
 
     def record_call_outcome(
@@ -542,20 +717,9 @@ class MoveCar:
                     raise
                 continue
             after = [*events, *new]
-            self._notify(case, after)
+            self._deliver(case_id, new, len(events) + 1, case.state, fold(after).state)
             return after, True
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _notify(self, before: CaseRecord, after_events: Iterable[Event]) -> None:
-        if self.notifier is None:
-            return
-        after = fold(after_events)
-        if after.state is before.state:
-            return  # requesters hear of changes of state only
-        view = RequesterView.of(after)
-        message = requester_message(view)
-        if message is not None:
-            self.notifier.notify(after.case_id, after.requester_phone, message)
 
 
 def _call_of(events: Sequence[Event]) -> OutboundCall:

@@ -9,35 +9,75 @@ They do no I/O, so they live in the core, beside the ports they implement (as
 
 from __future__ import annotations
 
+import datetime as dt
+import heapq
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 import attrs
 
-from movecar_core.case import Event
+from movecar_core.case import CaseRecord, Event
 from movecar_core.errors import (
     ConcurrencyConflict,
     InvalidInput,
     RegistryUnavailable,
     TelephonyError,
 )
+from movecar_core.machine import CorruptHistory, apply, fold
+from movecar_core.outbox import Claimed, Effect, EffectPolicy, plan
 from movecar_core.plates import parse_plate
-from movecar_core.ports import OutboundCallRequest, OwnerContact
+from movecar_core.ports import Clock, FollowUpReminder, OutboundCallRequest, OwnerContact
 
 __all__ = [
     "InMemoryCaseStore",
     "InMemoryCommandCentre",
     "InMemoryNotifier",
+    "InMemorySeatReminders",
     "InMemoryTelephony",
     "InMemoryVehicleRegistry",
 ]
 
 
-class InMemoryCaseStore:
-    """Event streams in a dict, appended under a lock with optimistic concurrency."""
+@attrs.define
+class _OutboxRow:
+    id: int
+    effect: Effect
+    token: str | None = None
+    lease_until: dt.datetime | None = None
+    attempts: int = 0
 
-    def __init__(self) -> None:
+
+class InMemoryCaseStore:
+    """Event streams in a dict, appended under a lock with optimistic concurrency, and
+    their outbox (:class:`~movecar_core.outbox.OutboxStore`), planned in the same step.
+
+    As the SQL store does, an append folds the case through the state machine and refuses
+    a batch no valid command sequence could produce (writing nothing), then schedules the
+    effects of the new events with ``effects`` and cancels the timers they make moot.
+    ``clock`` is only needed by :meth:`claim` without ``now``; the engine always passes it.
+
+    Only pending effects are kept (done and cancelled ones are dropped), indexed by case
+    and in a heap by due time, so neither an append nor a claim grows with the number of
+    cases: a simulation of a contract year runs on it.
+    """
+
+    def __init__(
+        self,
+        *,
+        effects: EffectPolicy | None = None,
+        clock: Clock | None = None,
+        lease: dt.timedelta = dt.timedelta(minutes=2),
+    ) -> None:
+        self.effects = effects or EffectPolicy()
+        self.clock = clock
+        self.lease = lease
         self._streams: dict[str, list[Event]] = {}
+        self._records: dict[str, CaseRecord] = {}
+        self._pending: dict[str, _OutboxRow] = {}  # by effect key
+        self._by_case: dict[str, set[str]] = {}  # case id -> keys of its pending effects
+        self._due: list[tuple[dt.datetime, int, str]] = []  # heap; stale entries skipped
+        self._next_id = 0
         self._lock = threading.Lock()
 
     def load(self, case_id: str) -> Sequence[Event]:
@@ -45,25 +85,123 @@ class InMemoryCaseStore:
             return tuple(self._streams.get(case_id, ()))
 
     def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
-        if not events:
-            raise InvalidInput(f"append to case {case_id}: no events to append")
-        strangers = [e for e in events if e.case_id != case_id]
-        if strangers:
-            raise InvalidInput(f"append to case {case_id}: events of case {strangers[0].case_id}")
+        if not isinstance(events, list | tuple) or not events:
+            raise InvalidInput(f"append to case {case_id!r:.80}: no events to append")
+        if any(getattr(e, "case_id", None) != case_id for e in events):
+            raise InvalidInput(f"append to case {case_id!r:.80}: events of another case")
         with self._lock:
             stream = self._streams.get(case_id)
             actual = 0 if stream is None else len(stream)
             if actual != expected_version:
                 raise ConcurrencyConflict(case_id, expected_version, actual)
+            before = self._records.get(case_id)
+            try:
+                if before is None:
+                    record = fold(events)
+                else:
+                    record = attrs.evolve(before)  # a copy: nothing changes on refusal
+                    for event in events:
+                        apply(record, event)
+            except (CorruptHistory, AttributeError, TypeError) as exc:
+                raise InvalidInput(
+                    f"append to case {case_id!r:.80}: not a valid case history: {exc}"
+                ) from None
+            todo = plan(
+                events,
+                actual + 1,
+                self.effects,
+                before=None if before is None else before.state,
+                after=record.state,
+            )
             if stream is None:
                 stream = self._streams[case_id] = []
             stream.extend(events)
+            self._records[case_id] = record
+            keys = self._by_case.get(case_id)
+            if todo.cancel and keys:
+                for key in [k for k in keys if self._pending[k].effect.kind in todo.cancel]:
+                    self._drop(key)
+            for effect in todo.schedule:
+                self._next_id += 1
+                self._pending[effect.key] = _OutboxRow(self._next_id, effect)
+                self._by_case.setdefault(case_id, set()).add(effect.key)
+                heapq.heappush(self._due, (effect.due_at, self._next_id, effect.key))
             return len(stream)
 
     def case_ids(self) -> Iterator[str]:
         with self._lock:
             ids = list(self._streams)
         return iter(ids)
+
+    # --- the outbox -----------------------------------------------------------------------
+
+    def claim(
+        self,
+        worker: str,
+        *,
+        limit: int = 1,
+        now: dt.datetime | None = None,
+        keys: Collection[str] | None = None,
+    ) -> list[Claimed]:
+        at = now if now is not None else self._now()
+        token = uuid.uuid4().hex
+        chosen: list[_OutboxRow] = []
+        with self._lock:
+            if keys is not None:
+                rows = sorted(
+                    (r for k in keys if (r := self._pending.get(k)) is not None),
+                    key=lambda r: (r.effect.due_at, r.id),
+                )
+                chosen = [r for r in rows if self._claimable(r, at)][:limit]
+            else:
+                leased: list[_OutboxRow] = []
+                while self._due and self._due[0][0] <= at and len(chosen) < limit:
+                    entry = heapq.heappop(self._due)
+                    row = self._pending.get(entry[2])
+                    if row is None or row.id != entry[1]:
+                        continue  # done or cancelled since: a stale entry
+                    (chosen if self._claimable(row, at) else leased).append(row)
+                for row in [*chosen, *leased]:  # pending until completed
+                    heapq.heappush(self._due, (row.effect.due_at, row.id, row.effect.key))
+            claimed = []
+            for row in chosen:
+                row.token = token
+                row.lease_until = at + self.lease
+                row.attempts += 1
+                claimed.append(Claimed(row.id, token, row.effect, row.attempts, row.lease_until))
+            return claimed
+
+    def complete(self, claimed: Claimed) -> bool:
+        with self._lock:
+            row = self._pending.get(claimed.effect.key)
+            if row is None or row.token != claimed.token:
+                return False
+            self._drop(claimed.effect.key)
+            return True
+
+    def pending(self, case_id: str | None = None) -> Iterator[Effect]:
+        with self._lock:
+            if case_id is None:
+                rows = list(self._pending.values())
+            else:
+                rows = [self._pending[k] for k in self._by_case.get(case_id, ())]
+        return iter([r.effect for r in sorted(rows, key=lambda r: (r.effect.due_at, r.id))])
+
+    @staticmethod
+    def _claimable(row: _OutboxRow, at: dt.datetime) -> bool:
+        return row.effect.due_at <= at and (row.lease_until is None or row.lease_until < at)
+
+    def _drop(self, key: str) -> None:
+        row = self._pending.pop(key)
+        keys = self._by_case[row.effect.case_id]
+        keys.discard(key)
+        if not keys:
+            del self._by_case[row.effect.case_id]
+
+    def _now(self) -> dt.datetime:
+        if self.clock is None:
+            raise InvalidInput("claim(now=None) needs InMemoryCaseStore(clock=...)")
+        return self.clock.now()
 
 
 class InMemoryVehicleRegistry:
@@ -153,3 +291,18 @@ class InMemoryCommandCentre:
             if key not in self._keys:
                 self._keys.add(key)
                 self.notices.append(Notice(key, subject, message))
+
+
+class InMemorySeatReminders:
+    """The seat application's reminder list: each follow-up once, by key."""
+
+    def __init__(self) -> None:
+        self.reminders: list[FollowUpReminder] = []
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+
+    def follow_up(self, reminder: FollowUpReminder) -> None:
+        with self._lock:
+            if reminder.key not in self._keys:
+                self._keys.add(reminder.key)
+                self.reminders.append(reminder)

@@ -14,30 +14,32 @@ Everything here is pure: the rules are a function of the appended events and an
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from movecar_core.case import (
     CallOutcomeRecorded,
-    CaseCancelled,
+    CaseState,
     CaseUnresolved,
     EscalatedTo110,
     Event,
-    MoveConfirmed,
     OwnerCallPlaced,
 )
 from movecar_core.errors import InvalidInput
+from movecar_core.views import requester_status
 
 #: Effect kinds. Names are stored: never rename one.
 PLACE_CALL = "place_call"  # send: dial the owner (二(六) caller ID and greeting)
 NOTIFY_110 = "notify_110"  # send: tell the 110 command centre about an escalation (二(五))
 CALL_OUTCOME_DUE = "call_outcome_due"  # timer: the outcome of a placed call is overdue
-FOLLOW_UP_CALL = "follow_up_call"  # timer: time to call the owner again
+FOLLOW_UP_CALL = "follow_up_call"  # timer: remind the seat to call the owner again
+NOTIFY_REQUESTER = "notify_requester"  # send: tell the requester the case's new state
 
 TIMERS = frozenset({CALL_OUTCOME_DUE, FOLLOW_UP_CALL})
-KINDS = frozenset({PLACE_CALL, NOTIFY_110, CALL_OUTCOME_DUE, FOLLOW_UP_CALL})
+SENDS = frozenset({PLACE_CALL, NOTIFY_110, NOTIFY_REQUESTER})
+KINDS = TIMERS | SENDS
 
 
 @attrs.frozen
@@ -51,8 +53,11 @@ class EffectPolicy:
     notify_110: bool = True
     #: A placed call whose outcome has not been recorded after this long is overdue.
     call_outcome_timeout: dt.timedelta = dt.timedelta(minutes=3)
-    #: After an unanswered call with attempts left, call again after this long.
+    #: After an unanswered call with attempts left, remind the seat to call again after
+    #: this long (annex 2 十三(四): the seat dials, never the engine).
     follow_up_after: dt.timedelta | None = dt.timedelta(minutes=5)
+    #: Tell the requester when their case changes state (never anything about the owner).
+    notify_requester: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.call_outcome_timeout <= dt.timedelta(0):
@@ -97,11 +102,14 @@ def plan(
     first_version: int,
     policy: EffectPolicy | None = None,
     *,
-    terminal: bool = False,
+    before: CaseState | None,
+    after: CaseState,
 ) -> Plan:
     """The effects of appending ``events`` as versions ``first_version, ...`` of their case.
 
-    ``terminal``: the case is closed after the batch; every pending timer is cancelled.
+    ``before`` is the case's state before the batch (None for a new case), ``after`` its
+    state after it: a closed case cancels every pending timer, and a change of state the
+    requester hears about (:func:`~movecar_core.views.requester_status`) sends them a notice.
     """
     rules = policy or EffectPolicy()
     schedule: list[Effect] = []
@@ -158,11 +166,20 @@ def plan(
                     {"reason": event.reason.value, "number": event.transfer_number},
                 )
             )
-        elif type(event) in (MoveConfirmed, CaseCancelled, CaseUnresolved):
-            pass
-    if terminal:
+    if after.is_terminal:
         cancel |= TIMERS
         schedule = [e for e in schedule if e.kind not in TIMERS]
+    if rules.notify_requester and after is not before and requester_status(after) is not None:
+        last = events[-1]
+        schedule.append(
+            Effect(
+                effect_key(last.case_id, first_version + len(events) - 1, NOTIFY_REQUESTER),
+                NOTIFY_REQUESTER,
+                last.case_id,
+                last.at,
+                {"state": after.value},
+            )
+        )
     return Plan(schedule=tuple(schedule), cancel=frozenset(cancel))
 
 
@@ -179,12 +196,28 @@ class Claimed:
 
 @runtime_checkable
 class OutboxStore(Protocol):
-    """Durable effects: written with the events, claimed by one worker at a time."""
+    """Durable effects: written with the events, claimed by one worker at a time.
+
+    The store plans the effects of every append with its :attr:`effects` policy, in the
+    same transaction as the events (either both are stored or neither is).
+    """
+
+    #: The policy the store plans effects with; the engine reads it, so both agree.
+    effects: EffectPolicy
 
     def claim(
-        self, worker: str, *, limit: int = 1, now: dt.datetime | None = None
+        self,
+        worker: str,
+        *,
+        limit: int = 1,
+        now: dt.datetime | None = None,
+        keys: Collection[str] | None = None,
     ) -> list[Claimed]:
-        """Up to ``limit`` due, unclaimed (or lease-expired) effects, now leased to ``worker``."""
+        """Up to ``limit`` due, unclaimed (or lease-expired) effects, now leased to ``worker``.
+
+        ``keys`` limits the claim to those effects (the engine delivers what one command
+        caused, at a cost that does not grow with the outbox).
+        """
         ...
 
     def complete(self, claimed: Claimed) -> bool:

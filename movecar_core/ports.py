@@ -119,3 +119,28 @@ class CommandCentre(Protocol):
     """
 
     def notify(self, key: str, subject: str, message: str) -> None: ...
+
+
+@attrs.frozen
+class FollowUpReminder:
+    """Time to call the owner again: a reminder for the seat, never a dial.
+
+    Annex 2 十三(四) "不采取自动语音群呼方式进行外呼": every outbound call is placed by a
+    person, so the engine only reminds the seat application that a follow-up is due.
+    """
+
+    key: str
+    case_id: str
+    plate: str
+    due_at: dt.datetime
+    attempts_used: int
+    attempts_left: int
+
+
+class SeatReminders(Protocol):
+    """Reminders for the seat application (坐席): follow-up calls that are due.
+
+    ``reminder.key`` is unique per reminder, so a repeat after a crash can be dropped.
+    """
+
+    def follow_up(self, reminder: FollowUpReminder) -> None: ...

@@ -101,8 +101,14 @@ class RequesterView:
         )
 
 
-def requester_message(view: RequesterView) -> str | None:
-    """The notification text for the requester, or None when the state is not news."""
-    if view.state in (CaseState.RECEIVED, CaseState.OWNER_LOCATED):
+def requester_status(state: CaseState) -> str | None:
+    """What the requester is told when their case reaches ``state``; None: not news."""
+    if state in (CaseState.RECEIVED, CaseState.OWNER_LOCATED):
         return None
-    return f"【114挪车】您反映的{view.plate}挪车求助：{view.status}。"
+    return _STATUS[state]
+
+
+def requester_message(plate: str, state: CaseState) -> str | None:
+    """The notification text for the requester, or None when the state is not news."""
+    status = requester_status(state)
+    return None if status is None else f"【114挪车】您反映的{plate}挪车求助：{status}。"

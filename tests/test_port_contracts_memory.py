@@ -13,6 +13,7 @@ from movecar_core.ports import CaseStore, Clock
 from movecar_core.testing.contracts import (
     CaseStoreContract,
     ClockContract,
+    OutboxStoreContract,
     TelephonyContract,
     VehicleRegistryContract,
 )
@@ -63,3 +64,9 @@ def test_in_memory_switch_dials_a_call_id_once() -> None:
     switch.place_call(request)
     switch.place_call(request)
     assert switch.calls == [request]
+
+
+class TestInMemoryOutbox(OutboxStoreContract):
+    @pytest.fixture
+    def outbox_store(self) -> InMemoryCaseStore:
+        return InMemoryCaseStore()

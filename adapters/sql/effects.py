@@ -5,15 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import StoreBase, check_text
+from movecar_adapters.sql.errors import StorageInputError
 from movecar_adapters.sql.writes import Row, insert_rows
-from movecar_core.case import CaseRecord, Event
+from movecar_core.case import CaseRecord, CaseState, Event
 from movecar_core.integrity import (
     canonical_json,
 )
@@ -27,13 +28,14 @@ def write_effects(
     policy: EffectPolicy,
     new: Sequence[Event],
     first_version: int,
-    record: CaseRecord,
     *,
+    before: CaseState | None,
+    record: CaseRecord,
     now: dt.datetime,
 ) -> None:
     """In the events' own transaction: schedule the effects ``new`` events cause
     (:func:`movecar_core.outbox.plan`) and cancel the timers they make moot."""
-    todo = plan(new, first_version, policy, terminal=record.state.is_terminal)
+    todo = plan(new, first_version, policy, before=before, after=record.state)
     if todo.cancel:
         conn.execute(
             t.outbox.update()
@@ -61,16 +63,27 @@ class EffectRecorder(StoreBase):
     # --- outbox -------------------------------------------------------------------------
 
     def claim(
-        self, worker: str, *, limit: int = 1, now: dt.datetime | None = None
+        self,
+        worker: str,
+        *,
+        limit: int = 1,
+        now: dt.datetime | None = None,
+        keys: Collection[str] | None = None,
     ) -> list[Claimed]:
         """Lease up to ``limit`` due effects to ``worker``.
 
         PostgreSQL and MariaDB: ``SELECT ... FOR UPDATE SKIP LOCKED`` then an update of
         the selected rows, so concurrent workers skip each other's rows instead of
         waiting. SQLite: the same select and update inside ``BEGIN IMMEDIATE``, which holds
-        the database's single write lock, so two claims never overlap.
+        the database's single write lock, so two claims never overlap. With ``keys``, only
+        those effects (by the unique index on the key).
         """
         check_text("worker", worker, 100)
+        if type(limit) is not int or limit < 1:
+            raise StorageInputError("limit", limit, "must be an int >= 1")
+        wanted = None if keys is None else sorted(set(keys))
+        if wanted is not None and not wanted:
+            return []
         at = now or self.clock.now()
         lease_until = at + self.lease
         token = uuid.uuid4().hex
@@ -87,6 +100,8 @@ class EffectRecorder(StoreBase):
                 .order_by(o.c.due_at, o.c.id)
                 .limit(limit)
             )
+            if wanted is not None:
+                query = query.where(o.c.effect_key.in_(wanted))
             if self.dialect != "sqlite":
                 query = query.with_for_update(skip_locked=True)
             rows = conn.execute(query).all()

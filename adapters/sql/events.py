@@ -26,7 +26,7 @@ from movecar_adapters.sql.effects import OUTBOX_COLUMNS, effect_rows, write_effe
 from movecar_adapters.sql.errors import StorageError, StorageInputError
 from movecar_adapters.sql.evidence import month_bounds
 from movecar_adapters.sql.writes import Row, insert_columns, insert_rows
-from movecar_core.case import CaseOpened, CaseRecord, Event, OwnerLookedUp
+from movecar_core.case import CaseOpened, CaseRecord, CaseState, Event, OwnerLookedUp
 from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, decode, encode
 from movecar_core.errors import ConcurrencyConflict
 from movecar_core.integrity import (
@@ -193,6 +193,7 @@ class EventRecorder(StoreBase):
 
     def _append(self, conn: sa.Connection, case_id: str, prepared: Prepared, expected: int) -> int:
         new = prepared.events
+        before: CaseState | None = None
         if expected == 0:
             previous_hash = GENESIS
             record = self._fold(case_id, new)
@@ -204,9 +205,12 @@ class EventRecorder(StoreBase):
         else:
             row = conn.execute(
                 self._lock(
-                    sa.select(t.cases.c.version, t.cases.c.head_hash, t.cases.c.purged_at).where(
-                        t.cases.c.case_id == case_id
-                    )
+                    sa.select(
+                        t.cases.c.version,
+                        t.cases.c.state,
+                        t.cases.c.head_hash,
+                        t.cases.c.purged_at,
+                    ).where(t.cases.c.case_id == case_id)
                 )
             ).one_or_none()
             actual = 0 if row is None else int(row.version)
@@ -222,6 +226,9 @@ class EventRecorder(StoreBase):
                 self._decode_row(case_id, r.type_name, r.payload, decrypt=False)[0] for r in stored
             ]
             record = self._fold(case_id, [*history, *new])
+            # The state row is a projection of these same events (the audit checks it),
+            # and the lock above keeps it current.
+            before = CaseState(row.state)
         hashes = self._chain(prepared, expected + 1, previous_hash)
         head = hashes[-1]
         if expected == 0:
@@ -239,7 +246,15 @@ class EventRecorder(StoreBase):
         lookups = self._lookup_rows(record.plate, prepared, expected + 1)
         if lookups:
             insert_rows(conn, t.owner_lookups, LOOKUP_COLUMNS, lookups)
-        write_effects(conn, self.effects, new, expected + 1, record, now=self.clock.now())
+        write_effects(
+            conn,
+            self.effects,
+            new,
+            expected + 1,
+            before=before,
+            record=record,
+            now=self.clock.now(),
+        )
         return record.version
 
     def _fold(self, case_id: str, events: Sequence[Event]) -> CaseRecord:
@@ -382,7 +397,7 @@ class EventRecorder(StoreBase):
                 lookup_rows.extend(self._lookup_rows(record.plate, prepared, 1))
                 if with_effects:
                     # A new case has no pending effects to cancel: only the scheduling.
-                    todo = plan(history, 1, self.effects, terminal=record.state.is_terminal)
+                    todo = plan(history, 1, self.effects, before=None, after=record.state)
                     outbox_rows.extend(effect_rows(todo.schedule))
                 n_cases += 1
                 n_events += len(hashes)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -34,6 +35,7 @@ from movecar_core.case import (
 )
 from movecar_core.errors import ConcurrencyConflict, RegistryUnavailable
 from movecar_core.machine import fold
+from movecar_core.outbox import CALL_OUTCOME_DUE, FOLLOW_UP_CALL, NOTIFY_110, NOTIFY_REQUESTER
 from movecar_core.ports import CaseStore, Clock, OutboundCallRequest, Telephony, VehicleRegistry
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -232,3 +234,74 @@ class ClockContract:
         second = clock.now()
         assert first.tzinfo is not None and first.utcoffset() is not None
         assert second >= first
+
+
+class OutboxStoreContract:
+    """What every :class:`~movecar_core.outbox.OutboxStore` (a case store that keeps an
+    outbox) must do. Needs fixture ``outbox_store``: a fresh store, both a
+    :class:`~movecar_core.ports.CaseStore` and an ``OutboxStore``, with the default
+    :class:`~movecar_core.outbox.EffectPolicy`."""
+
+    NOW = dt.datetime(2025, 3, 1, 9, 0, tzinfo=SHANGHAI)
+
+    def test_effects_are_planned_with_the_events(self, outbox_store: Any) -> None:
+        case_id = _new_id()
+        history = sample_history(case_id)
+        outbox_store.append(case_id, history[:3], expected_version=0)  # a call in flight
+        kinds = sorted(e.kind for e in outbox_store.pending(case_id))
+        assert kinds == [CALL_OUTCOME_DUE, NOTIFY_REQUESTER]
+        [due] = [e for e in outbox_store.pending(case_id) if e.kind == CALL_OUTCOME_DUE]
+        assert due.due_at == history[2].at + outbox_store.effects.call_outcome_timeout
+        assert due.payload["call_id"] == "c1"
+
+    def test_closing_cancels_every_timer(self, outbox_store: Any) -> None:
+        case_id = _new_id()
+        history = sample_history(case_id)
+        outbox_store.append(case_id, history[:3], expected_version=0)
+        outbox_store.append(case_id, history[3:], expected_version=3)  # refused, escalated
+        kinds = sorted(e.kind for e in outbox_store.pending(case_id))
+        assert CALL_OUTCOME_DUE not in kinds and FOLLOW_UP_CALL not in kinds
+        assert NOTIFY_110 in kinds
+
+    def test_a_refused_append_plans_nothing(self, outbox_store: Any) -> None:
+        case_id = _new_id()
+        history = sample_history(case_id)
+        outbox_store.append(case_id, history[:2], expected_version=0)
+        before = list(outbox_store.pending(case_id))
+        with pytest.raises(ConcurrencyConflict):
+            outbox_store.append(case_id, history[2:3], expected_version=1)
+        assert list(outbox_store.pending(case_id)) == before
+
+    def test_a_claim_leases_each_effect_to_one_worker(self, outbox_store: Any) -> None:
+        case_id = _new_id()
+        outbox_store.append(case_id, sample_history(case_id), expected_version=0)
+        mine = {e.key for e in outbox_store.pending(case_id)}
+        claimed = outbox_store.claim("w1", limit=10, now=self.NOW, keys=mine)
+        assert {c.effect.key for c in claimed} == mine
+        assert outbox_store.claim("w2", limit=10, now=self.NOW, keys=mine) == []
+        assert all(outbox_store.complete(c) for c in claimed)
+        assert not outbox_store.complete(claimed[0])  # done once
+        assert list(outbox_store.pending(case_id)) == []
+
+    def test_an_expired_lease_is_claimed_again(self, outbox_store: Any) -> None:
+        case_id = _new_id()
+        outbox_store.append(case_id, sample_history(case_id), expected_version=0)
+        key = f"{case_id}:5:{NOTIFY_110}"
+        [first] = outbox_store.claim("crashed", now=self.NOW, keys=[key])
+        later = self.NOW + dt.timedelta(minutes=1)
+        assert outbox_store.claim("w2", now=later, keys=[key]) == []
+        [again] = outbox_store.claim("w2", now=self.NOW + dt.timedelta(hours=1), keys=[key])
+        assert (again.effect.key, again.attempts) == (key, 2)
+        assert not outbox_store.complete(first)  # its lease was lost
+        assert outbox_store.complete(again)
+
+    def test_nothing_is_claimed_before_it_is_due(self, outbox_store: Any) -> None:
+        case_id = _new_id()
+        history = sample_history(case_id)
+        outbox_store.append(case_id, history[:3], expected_version=0)
+        placed = history[2].at
+        keys = [e.key for e in outbox_store.pending(case_id) if e.kind == CALL_OUTCOME_DUE]
+        assert outbox_store.claim("w", now=placed, keys=keys) == []
+        timeout = outbox_store.effects.call_outcome_timeout
+        [claimed] = outbox_store.claim("w", now=placed + timeout, keys=keys)
+        assert claimed.effect.kind == CALL_OUTCOME_DUE

@@ -6,7 +6,7 @@ import pytest
 
 from movecar_adapters.sql import SqlStore
 from movecar_core.ports import CaseStore
-from movecar_core.testing.contracts import CaseStoreContract
+from movecar_core.testing.contracts import CaseStoreContract, OutboxStoreContract
 
 
 class TestSqlCaseStore(CaseStoreContract):
@@ -27,3 +27,9 @@ def test_sqlite_runs_in_wal_mode(databases, keys) -> None:  # type: ignore[no-un
     assert isinstance(SqlStore(engine, keys), CaseStore)
     engine.dispose()
     _ = sa
+
+
+class TestSqlOutbox(OutboxStoreContract):
+    @pytest.fixture
+    def outbox_store(self, shared_store: SqlStore) -> SqlStore:
+        return shared_store

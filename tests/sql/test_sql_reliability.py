@@ -29,8 +29,12 @@ from movecar_core.app import MoveCar
 from movecar_core.case import CallOutcome, CallOutcomeRecorded, EscalationReason, OwnerCallPlaced
 from movecar_core.clock import ManualClock
 from movecar_core.machine import fold
-from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
-from movecar_core.outbox import CALL_OUTCOME_DUE, FOLLOW_UP_CALL, NOTIFY_110
+from movecar_core.memory import (
+    InMemoryCommandCentre,
+    InMemoryTelephony,
+    InMemoryVehicleRegistry,
+)
+from movecar_core.outbox import CALL_OUTCOME_DUE, FOLLOW_UP_CALL, NOTIFY_110, NOTIFY_REQUESTER
 from movecar_core.testing.contracts import sample_history
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -43,6 +47,7 @@ def app_on(store: SqlStore, clock: ManualClock) -> MoveCar:
         registry=InMemoryVehicleRegistry({"苏D12345": "13912345678"}),
         telephony=InMemoryTelephony(),
         clock=clock,
+        command_centre=InMemoryCommandCentre(),
         max_retries=10,
     )
 
@@ -61,12 +66,26 @@ def test_effects_and_timers_are_written_with_the_events(
     [follow] = fresh_store.pending(case_id)  # the outcome cancelled the deadline
     assert follow.kind == FOLLOW_UP_CALL
     app.escalate(case_id, EscalationReason.OWNER_UNCOOPERATIVE)
-    [notice] = fresh_store.pending(case_id)  # closing cancels every timer
-    assert (notice.kind, notice.payload["number"]) == (NOTIFY_110, "0519-81997327")
-    [claimed] = fresh_store.claim("w1", now=clock.now())
-    assert fresh_store.claim("w2", now=clock.now()) == []  # leased to w1
-    assert fresh_store.complete(claimed)
-    assert not fresh_store.complete(claimed)
+    # Closing cancels every timer; the notice to 110 was written with the escalation and
+    # delivered at once (Dispatch.INLINE), so nothing is left pending.
+    assert list(fresh_store.pending(case_id)) == []
+    desk = app.command_centre
+    assert isinstance(desk, InMemoryCommandCentre)
+    assert [n.key.rsplit(":", 1)[1] for n in desk.notices] == [NOTIFY_110]
+    assert "0519-81997327" in desk.notices[0].message
+
+
+def test_a_claim_leases_each_effect_to_one_worker(fresh_store: SqlStore) -> None:
+    case_id = "case-claim"
+    fresh_store.append(case_id, sample_history(case_id), expected_version=0)  # escalated
+    kinds = sorted(e.kind for e in fresh_store.pending(case_id))
+    assert kinds == [NOTIFY_110, NOTIFY_REQUESTER]  # timers cancelled by the close
+    now = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
+    claimed = fresh_store.claim("w1", limit=10, now=now)
+    assert len(claimed) == 2
+    assert fresh_store.claim("w2", limit=10, now=now) == []  # leased to w1
+    assert all(fresh_store.complete(c) for c in claimed)
+    assert not fresh_store.complete(claimed[0])
     assert list(fresh_store.pending()) == []
 
 
@@ -83,9 +102,10 @@ def test_an_expired_lease_is_claimed_again(fresh_store: SqlStore) -> None:
     case_id = "case-lease"
     fresh_store.append(case_id, sample_history(case_id), expected_version=0)  # escalated
     now = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
-    [first] = fresh_store.claim("crashed-worker", now=now)
-    assert fresh_store.claim("w2", now=now + dt.timedelta(minutes=1)) == []
-    [again] = fresh_store.claim("w2", now=now + dt.timedelta(minutes=3))
+    key = f"{case_id}:5:{NOTIFY_110}"
+    [first] = fresh_store.claim("crashed-worker", now=now, keys=[key])
+    assert fresh_store.claim("w2", now=now + dt.timedelta(minutes=1), keys=[key]) == []
+    [again] = fresh_store.claim("w2", now=now + dt.timedelta(minutes=3), keys=[key])
     assert (again.effect.key, again.attempts) == (first.effect.key, 2)
     assert not fresh_store.complete(first)  # the lease was lost
     assert fresh_store.complete(again)
@@ -99,7 +119,9 @@ def test_every_effect_runs_exactly_once_with_four_worker_processes(
     fresh_store.bulk_import((sample_history(c) for c in cases), with_effects=True)
     fresh_store.append("fx-open", sample_history("fx-open")[:3], expected_version=0)
     expected = {e.key for e in fresh_store.pending()}
-    assert len(expected) == 61  # 60 notices to 110 and one call-outcome deadline
+    # 60 notices to 110, 60 to requesters, and for the open case a call-outcome deadline
+    # and a requester notice ("已电话通知车主挪车")
+    assert len(expected) == 122
     create_effect_log(fresh_url)
     with SPAWN.Pool(4) as pool:
         ran = pool.starmap(outbox_worker, [(fresh_url, KEY_1, f"w{i}") for i in range(4)])
