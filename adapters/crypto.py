@@ -18,7 +18,7 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -27,6 +27,9 @@ from movecar_core.errors import MoveCarError
 
 ENV_VAR = "MOVECAR_KEYS"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+KEY_ID_MAX = 24
+#: A key id: short and plain, so that a key (44 base64 characters) is never taken for one.
+KEY_ID = re.compile(rf"[A-Za-z0-9._-]{{1,{KEY_ID_MAX}}}")
 _NONCE = 12  # bytes: the size GCM is designed for
 _KEY = 32  # bytes: AES-256
 
@@ -36,6 +39,12 @@ def _canonical_b64(token: str) -> str | None:
         return base64.urlsafe_b64encode(base64.urlsafe_b64decode(token)).decode("ascii")
     except (ValueError, binascii.Error):
         return None
+
+
+def _label(source: str, index: int, key_id: object) -> str:
+    if isinstance(key_id, str) and KEY_ID.fullmatch(key_id):
+        return f"{source}: key {key_id!r}"
+    return f"{source}: entry {index}"
 
 
 class KeyConfigError(MoveCarError):
@@ -49,23 +58,34 @@ class DecryptionFailed(MoveCarError):
 class KeyRing:
     """Named AES-256-GCM keys, newest first: ``KeyRing([("k2", key2), ("k1", key1)])``."""
 
-    def __init__(self, keys: Sequence[tuple[str, bytes | str]]) -> None:
-        if not keys:
-            raise KeyConfigError("a KeyRing needs at least one key")
+    def __init__(self, keys: Sequence[tuple[str, bytes | str]], *, source: str = "KeyRing") -> None:
+        # Messages name an entry by its position, and by its id only when the id looks
+        # like one: an entry written the wrong way round would otherwise echo the key.
+        if not isinstance(keys, list | tuple) or not keys:
+            raise KeyConfigError(f"{source}: needs at least one key")
         self._keys: dict[str, AESGCM] = {}
-        for key_id, key in keys:
-            if not key_id or ":" in key_id or "," in key_id or "=" in key_id:
-                raise KeyConfigError(f"key id {key_id!r} must be non-empty, without ':' ',' '='")
+        for index, entry in enumerate(keys, start=1):
+            if not isinstance(entry, tuple) or len(entry) != 2:
+                raise KeyConfigError(f"{source}: entry {index} is not an (id, key) pair")
+            key_id, key = entry
+            label = _label(source, index, key_id)
+            if not isinstance(key_id, str) or not KEY_ID.fullmatch(key_id):
+                raise KeyConfigError(
+                    f"{label}: the key id must be 1-{KEY_ID_MAX} characters of "
+                    "A-Z a-z 0-9 . _ - (a key id is not secret; the key is)"
+                )
             if key_id in self._keys:
-                raise KeyConfigError(f"key id {key_id!r} appears twice")
+                raise KeyConfigError(f"{label}: the key id appears twice")
             try:
                 raw = base64.urlsafe_b64decode(key)
             except (ValueError, TypeError, binascii.Error):
                 raw = b""
             if len(raw) != _KEY:
-                raise KeyConfigError(f"key {key_id!r} is not a url-safe base64 32-byte key")
+                raise KeyConfigError(
+                    f"{label}: not a url-safe base64 32-byte key (make one: movecar keys new)"
+                )
             self._keys[key_id] = AESGCM(raw)
-        self._current_id = keys[0][0]
+        self._current_id: str = keys[0][0]
         # What every write needs, looked up once: the token prefix, the key, the AAD.
         self._writer = (
             f"{self._current_id}:",
@@ -73,19 +93,28 @@ class KeyRing:
             self._current_id.encode(),
         )
 
-    @classmethod
-    def from_config(cls, spec: str) -> KeyRing:
-        """Parse ``"id2=KEY2,id1=KEY1"`` (newest first), the form of ``MOVECAR_KEYS``."""
-        pairs: list[tuple[str, bytes | str]] = []
-        for part in spec.split(","):
-            key_id, sep, key = part.strip().partition("=")
-            if not sep:
-                raise KeyConfigError(f"key entry {key_id!r}: expected 'id=KEY'")
-            pairs.append((key_id, key.strip()))
-        return cls(pairs)
+    def __repr__(self) -> str:
+        return f"KeyRing(key_ids={self.key_ids!r})"  # never the keys
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> KeyRing:
+    def from_config(cls, spec: str, *, source: str = ENV_VAR) -> KeyRing:
+        """Parse ``"id2=KEY2,id1=KEY1"`` (newest first), the form of ``MOVECAR_KEYS``.
+
+        ``source`` names where the text came from in error messages, which never quote
+        the text itself.
+        """
+        if not isinstance(spec, str) or not spec.strip():
+            raise KeyConfigError(f"{source}: is empty; give keys as 'id=KEY[,older_id=KEY]'")
+        pairs: list[tuple[str, bytes | str]] = []
+        for index, part in enumerate(spec.split(","), start=1):
+            key_id, sep, key = part.strip().partition("=")
+            if not sep:
+                raise KeyConfigError(f"{source}: entry {index}: expected 'id=KEY'")
+            pairs.append((key_id.strip(), key.strip()))
+        return cls(pairs, source=source)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KeyRing:
         env = os.environ if environ is None else environ
         spec = env.get(ENV_VAR)
         if not spec:

@@ -47,6 +47,7 @@ from movecar_core.case import CaseOpened, Event
 from movecar_core.clock import ManualClock
 from movecar_core.integrity import GENESIS
 from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
+from movecar_core.settlement import ServiceMonth
 from movecar_core.testing.contracts import sample_history
 
 YEAR_START = dt.datetime(2025, 1, 1, tzinfo=SHANGHAI)
@@ -237,7 +238,7 @@ def bench_billable(folder: Path, n_cases: int, keys: KeyRing) -> dict[str, objec
     timings = []
     for _ in range(3):
         start = time.perf_counter()
-        count = store.billable_calls(2025, 3)
+        count = store.count_opened(*ServiceMonth(2025, 3).bounds())
         timings.append(time.perf_counter() - start)
     with engine.connect() as conn:
         plan = [

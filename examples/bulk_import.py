@@ -1,4 +1,4 @@
-"""Bulk import: load a month of closed cases into SQLite, count the bill, audit the chain.
+"""Bulk import: load a month of closed cases into SQLite, settle the month, audit the chain.
 
 For simulations and migrations: ``SqlStore.bulk_import`` stores whole histories with the
 same checks, hash chain and encryption as single commands, a chunk per transaction.
@@ -16,14 +16,16 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
+from movecar_adapters import connect
 from movecar_adapters.crypto import KeyRing
-from movecar_adapters.sql import SqlStore, make_engine, upgrade, verify
+from movecar_adapters.sql import SqlStore, verify
+from movecar_core import ManualClock, ServiceMonth
+from movecar_core.calendar import SHANGHAI
 from movecar_core.case import Event
 from movecar_core.testing.contracts import sample_history
 
-MARCH = dt.datetime(2025, 3, 1, tzinfo=ZoneInfo("Asia/Shanghai"))
+MARCH = dt.datetime(2025, 3, 1, tzinfo=SHANGHAI)
 
 
 def march_cases(n: int) -> Iterator[list[Event]]:
@@ -39,20 +41,32 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=20_000)
     parser.add_argument("--writer", choices=["inline", "process"], default="process")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        engine = make_engine(f"sqlite:///{Path(folder) / 'simulation.db'}")
-        upgrade(engine)  # what `movecar db upgrade` does
-        # A one-off key for the example; a real import reads MOVECAR_KEYS (KeyRing.from_env).
-        store = SqlStore(engine, KeyRing([("sim", KeyRing.generate())]))
+    # The composition root: the database (migrated on first use), a one-off key (a real
+    # import reads MOVECAR_KEYS), and a clock at the start of April, after the month.
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        connect(
+            f"sqlite:///{Path(folder) / 'simulation.db'}",
+            keys=KeyRing([("sim", KeyRing.generate())]),
+            clock=ManualClock(dt.datetime(2025, 4, 2, 9, 0, tzinfo=SHANGHAI)),
+        ) as mc,
+    ):
+        store = mc.store
+        assert isinstance(store, SqlStore)
         start = time.perf_counter()
         cases, events = store.bulk_import(march_cases(args.cases), writer=args.writer)
         seconds = time.perf_counter() - start
         print(f"imported {cases} cases, {events} events in {seconds:.1f} s ({args.writer})")
-        print(f"billable calls in March 2025: {store.billable_calls(2025, 3)}")
+        # 三: March 2025 closes the first service year: its fee and the year's true-up.
+        month = mc.settle_month(ServiceMonth(2025, 3))
+        print(
+            f"March 2025: {month.billable_calls} billable calls at {month.unit_price} yuan, "
+            f"fee {month.provisional_fee} yuan; report due {month.deadlines.report_due}, "
+            f"digest {month.report_digest[:12]}"
+        )
         audit = verify(store)
         verdict = "all verify" if audit.ok else f"{len(audit.findings)} findings"
         print(f"audit: {audit.cases} cases, {audit.events} events, {verdict}")
-        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from movecar_core import memory
+from movecar_core.calendar import SHANGHAI
 from movecar_core.case import (
     CallOutcome,
     CallOutcomeRecorded,
@@ -42,6 +43,8 @@ from movecar_core.errors import (
     CommandIdReused,
     ConcurrencyConflict,
     InvalidCommand,
+    MonthAlreadyReported,
+    MonthNotOver,
     MoveCarError,
     PortError,
     TelephonyError,
@@ -75,6 +78,10 @@ from movecar_core.ports import (
     Telephony,
     VehicleRegistry,
 )
+from movecar_core.pricing import TierMode, settle_year
+from movecar_core.reports import MonthSettlement, ReportStore
+from movecar_core.settlement import ServiceMonth, SettlementRules, monthly_deadlines
+from movecar_core.term import ContractTerm
 from movecar_core.views import CaseView, RequesterView, requester_message
 
 
@@ -166,11 +173,16 @@ class MoveCar:
         policy: CasePolicy | None = None,
         max_retries: int = 3,
         dispatch: Dispatch = Dispatch.INLINE,
+        term: ContractTerm | None = None,
     ) -> None:
         if not isinstance(dispatch, Dispatch):
             raise InvalidCommand("dispatch", dispatch, "not a Dispatch")
         if not isinstance(contract, Contract):
             raise InvalidCommand("contract", contract, "not a Contract")
+        if term is not None and (not isinstance(term, ContractTerm) or term.contract != contract):
+            raise InvalidCommand(
+                "term", type(term).__name__, "must be a ContractTerm of the engine's contract"
+            )
         self.store = store
         self.registry = registry
         self.telephony = telephony
@@ -182,6 +194,8 @@ class MoveCar:
         self.contract = contract
         self.policy = policy or CasePolicy()
         self.max_retries = max_retries
+        #: The service years granted so far (一(三)); renewals are Party A's decision.
+        self.term: ContractTerm = term if term is not None else ContractTerm.start(contract)
         #: The store's outbox, when it keeps one (both stores of the library do).
         self.outbox: OutboxStore | None = store if isinstance(store, OutboxStore) else None
         #: The effect rules: the outbox's own, so the engine and the store never disagree.
@@ -387,6 +401,110 @@ class MoveCar:
                 call.case_id, call.call_id, CallOutcome.FAILED, command_id=f"{call.call_id}:dial"
             )
             raise
+
+    # --- the month's money (三) ------------------------------------------------------------
+
+    def settle_month(
+        self, month: ServiceMonth, *, mode: TierMode = TierMode.VOLUME
+    ) -> MonthSettlement:
+        """Report and settle ``month`` from the store's events, and record both.
+
+        三 "运营服务费 ... 按月支付": the month's billable calls (cases opened in it, the
+        default billable-call policy) priced at the service year's cumulative volume
+        (阶梯计价 in ``mode``; the contract's earlier service, ``term.carried_in``, counts in
+        year 0); the report due by the 5th with its digest (五(三)), the objection and
+        payment deadlines, and, for the last month of a service year, the year-end true-up.
+
+        The month must be over by the engine's clock (:class:`MonthNotOver`) and inside the
+        granted term (:class:`OutsideContractTerm`); reports go one month after another.
+        Repeating a settled month returns what was recorded if the figures still agree,
+        and raises :class:`MonthAlreadyReported` if they do not.
+        """
+        if not isinstance(month, ServiceMonth):
+            raise InvalidCommand(
+                "month", month, "must be a ServiceMonth, e.g. ServiceMonth(2024, 5)"
+            )
+        if not isinstance(mode, TierMode):
+            raise InvalidCommand("mode", mode, "must be a TierMode")
+        store = self._require_reports()
+        now = self._now()
+        start, end = month.bounds()
+        if now < end:
+            raise MonthNotOver(
+                f"month={month}: not over until {end.isoformat()} (now {now.isoformat()})"
+            )
+        year = self.term.year_of(month.first_day())
+        carried = self.term.carried_in if year.index == 0 else 0
+        year_start = dt.datetime.combine(year.start, dt.time(), tzinfo=SHANGHAI)
+        report = store.report(month)
+        if report is None:
+            report = store.write_report(month, at=now)
+        else:
+            counted = store.count_opened(start, end)
+            if counted != report.billable_calls:
+                raise MonthAlreadyReported(
+                    str(month),
+                    f"its report counted {report.billable_calls} calls; the store now holds "
+                    f"{counted} for the month (run `movecar audit verify`)",
+                )
+        ytd_before = carried + store.count_opened(year_start, start)
+        line = settle_year(
+            [report.billable_calls],
+            carried_in=ytd_before,
+            mode=mode,
+            contract=self.contract,
+            closed=False,
+        ).months[0]
+        annual = true_up = None
+        if month.last_day() == year.end:
+            counts = []
+            cursor = ServiceMonth.of(year.start)
+            while cursor <= month:
+                counts.append(store.count_opened(*cursor.bounds()))
+                cursor = cursor.next()
+            whole = settle_year(counts, carried_in=carried, mode=mode, contract=self.contract)
+            annual, true_up = whole.annual_fee, whole.true_up
+        settlement = MonthSettlement(
+            month=month,
+            service_year=year,
+            mode=mode,
+            billable_calls=report.billable_calls,
+            ytd_before=ytd_before,
+            ytd_after=line.ytd_after,
+            unit_price=line.unit_price,
+            provisional_fee=line.provisional_fee,
+            deadlines=monthly_deadlines(month, SettlementRules(contract=self.contract)),
+            report=report,
+            recorded_at=now,
+            annual_fee=annual,
+            true_up=true_up,
+        )
+        kept = store.settlement(month)
+        if kept is None:
+            store.write_settlement(settlement.recorded())
+            return settlement
+        mine = settlement.recorded()
+        if (kept.billable_calls, kept.unit_price, kept.fee, kept.report_digest) != (
+            mine.billable_calls,
+            mine.unit_price,
+            mine.fee,
+            mine.report_digest,
+        ):
+            raise MonthAlreadyReported(
+                str(month),
+                f"settled at {kept.fee} yuan for {kept.billable_calls} calls; the figures "
+                f"now give {mine.fee} yuan for {mine.billable_calls} calls "
+                f"(mode {mode.value})",
+            )
+        return attrs.evolve(settlement, recorded_at=kept.recorded_at)
+
+    def _require_reports(self) -> ReportStore:
+        if not isinstance(self.store, ReportStore):
+            raise PortError(
+                f"settle_month needs a store that keeps reports (ReportStore); "
+                f"{type(self.store).__name__} keeps none"
+            )
+        return self.store
 
     # --- effects: delivered inline, by run_due, or by outbox workers ----------------------
 

@@ -187,6 +187,18 @@ class SettlementDeadlineError(SettlementError):
         super().__init__(f"settlement {service_month}: {event} refused: {why}")
 
 
+class MonthNotOver(SettlementError):
+    """A month cannot be reported or settled before it has ended (Asia/Shanghai)."""
+
+
+class MonthAlreadyReported(SettlementError):
+    """The month's report (or settlement) was kept before, with other figures."""
+
+    def __init__(self, month: str, why: str) -> None:
+        self.month = month
+        super().__init__(f"month={month}: already reported: {why}")
+
+
 class TermError(MoveCarError):
     """A renewal or a date the contract term (一(三)) does not allow."""
 

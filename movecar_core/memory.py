@@ -18,16 +18,22 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 import attrs
 
 from movecar_core.case import CaseRecord, Event
+from movecar_core.codec import CanonicalEncoder
 from movecar_core.errors import (
     ConcurrencyConflict,
     InvalidInput,
+    MonthAlreadyReported,
     RegistryUnavailable,
+    SettlementError,
     TelephonyError,
 )
+from movecar_core.integrity import GENESIS, chain_of_json
 from movecar_core.machine import CorruptHistory, apply, fold
 from movecar_core.outbox import Claimed, Effect, EffectPolicy, plan
 from movecar_core.plates import parse_plate
 from movecar_core.ports import Clock, FollowUpReminder, OutboundCallRequest, OwnerContact
+from movecar_core.reports import MonthlyReport, RecordedSettlement, next_report
+from movecar_core.settlement import ServiceMonth
 
 __all__ = [
     "InMemoryCaseStore",
@@ -78,6 +84,8 @@ class InMemoryCaseStore:
         self._by_case: dict[str, set[str]] = {}  # case id -> keys of its pending effects
         self._due: list[tuple[dt.datetime, int, str]] = []  # heap; stale entries skipped
         self._next_id = 0
+        self._reports: list[MonthlyReport] = []
+        self._settlements: dict[ServiceMonth, RecordedSettlement] = {}
         self._lock = threading.Lock()
 
     def load(self, case_id: str) -> Sequence[Event]:
@@ -202,6 +210,59 @@ class InMemoryCaseStore:
         if self.clock is None:
             raise InvalidInput("claim(now=None) needs InMemoryCaseStore(clock=...)")
         return self.clock.now()
+
+    # --- monthly reports and settlements (三) ---------------------------------------------
+
+    def count_opened(self, start: dt.datetime, end: dt.datetime) -> int:
+        with self._lock:
+            return sum(1 for r in self._records.values() if start <= r.opened_at < end)
+
+    def write_report(self, month: ServiceMonth, *, at: dt.datetime) -> MonthlyReport:
+        start, end = month.bounds()
+        with self._lock:
+            opened = [
+                (case_id, _opened_hash(self._streams[case_id][0]))
+                for case_id, r in self._records.items()
+                if start <= r.opened_at < end
+            ]
+            report = next_report(self._reports[-1] if self._reports else None, month, opened)
+            self._reports.append(report)
+            return report
+
+    def report(self, month: ServiceMonth) -> MonthlyReport | None:
+        with self._lock:
+            return next((r for r in self._reports if r.month == month), None)
+
+    def reports(self) -> list[MonthlyReport]:
+        with self._lock:
+            return list(self._reports)
+
+    def write_settlement(self, settlement: RecordedSettlement) -> None:
+        with self._lock:
+            report = next((r for r in self._reports if r.month == settlement.month), None)
+            if report is None:
+                raise SettlementError(f"month={settlement.month}: no report to settle")
+            if (report.digest, report.billable_calls) != (
+                settlement.report_digest,
+                settlement.billable_calls,
+            ):
+                raise SettlementError(f"month={settlement.month}: does not match its report")
+            if settlement.month in self._settlements:
+                raise MonthAlreadyReported(str(settlement.month), "settled before")
+            self._settlements[settlement.month] = settlement
+
+    def settlement(self, month: ServiceMonth) -> RecordedSettlement | None:
+        with self._lock:
+            return self._settlements.get(month)
+
+
+_ENCODE = CanonicalEncoder()
+
+
+def _opened_hash(opened: Event) -> str:
+    """The chain hash of a case's first event, as a store that hashes on append keeps it."""
+    name, plain, _ = _ENCODE(opened)
+    return chain_of_json(GENESIS, opened.case_id, 1, [name], [plain])[0]
 
 
 class InMemoryVehicleRegistry:

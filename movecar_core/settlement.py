@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from types import MappingProxyType
@@ -50,6 +51,8 @@ from movecar_core.errors import (
 from movecar_core.penalties import late_payment_penalty_segments
 
 _ZERO = Decimal("0.00")
+#: A service month as text: four and two ASCII digits (``str.isdigit`` would take "２０２４").
+_MONTH_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}")
 _FEN = Decimal("0.01")
 
 
@@ -74,11 +77,10 @@ class ServiceMonth:
 
     @classmethod
     def parse(cls, text: str) -> ServiceMonth:
-        """``"2024-04"`` → ``ServiceMonth(2024, 4)``."""
-        try:
-            year, month = (int(part) for part in str(text).strip().split("-"))
-        except ValueError as exc:
-            raise InvalidInput(f"month={text!r} is not YYYY-MM") from exc
+        """``"2024-04"`` → ``ServiceMonth(2024, 4)``; exactly ``YYYY-MM`` in ASCII digits."""
+        if not isinstance(text, str) or not _MONTH_TEXT.fullmatch(text.strip()):
+            raise InvalidInput(f"month={text!r:.40} is not YYYY-MM")
+        year, month = (int(part) for part in text.strip().split("-"))
         return cls(year, month)
 
     @classmethod
@@ -88,6 +90,22 @@ class ServiceMonth:
 
     def __str__(self) -> str:
         return f"{self.year:04d}-{self.month:02d}"
+
+    def previous(self) -> ServiceMonth:
+        """The month before."""
+        return (
+            ServiceMonth(self.year - 1, 12)
+            if self.month == 1
+            else ServiceMonth(self.year, self.month - 1)
+        )
+
+    def bounds(self) -> tuple[dt.datetime, dt.datetime]:
+        """The month as the instants ``[start, end)`` in Asia/Shanghai (三: monthly)."""
+        following = self.next()
+        return (
+            dt.datetime(self.year, self.month, 1, tzinfo=SHANGHAI),
+            dt.datetime(following.year, following.month, 1, tzinfo=SHANGHAI),
+        )
 
     def next(self) -> ServiceMonth:
         """The following month."""

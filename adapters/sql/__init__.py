@@ -18,16 +18,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from movecar_adapters.config import DEFAULT_URL, ENV_URL
 from movecar_adapters.sql.engine import (
-    DEFAULT_URL,
-    ENV_URL,
     current_revision,
     database_url,
     head_revision,
     make_engine,
+    open_engine,
     upgrade,
 )
 from movecar_adapters.sql.errors import (
+    DatabaseUnavailable,
     LegalHoldActive,
     SchemaNotReady,
     StorageError,
@@ -37,12 +38,10 @@ from movecar_adapters.sql.errors import (
 if TYPE_CHECKING:
     from movecar_adapters.sql.audit import AuditResult, Finding, verify
     from movecar_adapters.sql.store import (
-        MonthlyReport,
         PurgeResult,
         Recording,
         SqlStore,
         add_years,
-        month_bounds,
         open_store,
     )
 
@@ -52,12 +51,10 @@ _LAZY = {
     **dict.fromkeys(("AuditResult", "Finding", "verify"), "movecar_adapters.sql.audit"),
     **dict.fromkeys(
         (
-            "MonthlyReport",
             "PurgeResult",
             "Recording",
             "SqlStore",
             "add_years",
-            "month_bounds",
             "open_store",
         ),
         "movecar_adapters.sql.store",
@@ -78,9 +75,9 @@ __all__ = [
     "DEFAULT_URL",
     "ENV_URL",
     "AuditResult",
+    "DatabaseUnavailable",
     "Finding",
     "LegalHoldActive",
-    "MonthlyReport",
     "PurgeResult",
     "Recording",
     "SchemaNotReady",
@@ -92,7 +89,7 @@ __all__ = [
     "database_url",
     "head_revision",
     "make_engine",
-    "month_bounds",
+    "open_engine",
     "open_store",
     "upgrade",
     "verify",

@@ -31,18 +31,14 @@ import sqlalchemy as sa
 
 from movecar_adapters.crypto import DecryptionFailed
 from movecar_adapters.sql import schema as t
-from movecar_adapters.sql.store import (
-    PII_FIELDS,
-    SqlStore,
-    month_bounds,
-    previous_month,
-    report_hash,
-)
+from movecar_adapters.sql.store import PII_FIELDS, SqlStore
 from movecar_core.case import Event
 from movecar_core.codec import decode
 from movecar_core.errors import MoveCarError
 from movecar_core.integrity import GENESIS, StoredLink, report_digest, verify_chain
 from movecar_core.machine import fold
+from movecar_core.reports import report_hash
+from movecar_core.settlement import ServiceMonth
 
 
 @attrs.frozen
@@ -206,7 +202,12 @@ def _check_reports(store: SqlStore, expect: Mapping[str, str]) -> tuple[list[Fin
         previous = GENESIS
         seen: set[str] = set()
         for rep in reports:
-            start, end = month_bounds(int(rep.month[:4]), int(rep.month[5:]))
+            try:
+                month = ServiceMonth.parse(rep.month)
+            except MoveCarError:
+                out.append(Finding("report", f"{rep.month!r:.20}", "malformed month: not YYYY-MM"))
+                continue
+            start, end = month.bounds()
             items = conn.execute(
                 sa.select(c.c.case_id, c.c.opened_hash).where(
                     c.c.opened_at >= start, c.c.opened_at < end
@@ -215,13 +216,15 @@ def _check_reports(store: SqlStore, expect: Mapping[str, str]) -> tuple[list[Fin
             digest = report_digest((x.case_id, 1, x.opened_hash) for x in items)
             if rep.previous_hash != previous:
                 out.append(Finding("report", rep.month, "report chain broken before this report"))
-                gap = previous_month(rep.month)
-                while gap not in seen and (seen or gap == previous_month(rep.month)):
-                    out.append(Finding("report", gap, "report deleted (gap in the monthly chain)"))
-                    gap = previous_month(gap)
+                gap = month.previous()
+                while str(gap) not in seen and (seen or gap == month.previous()):
+                    out.append(
+                        Finding("report", str(gap), "report deleted (gap in the monthly chain)")
+                    )
+                    gap = gap.previous()
             seen.add(rep.month)
             if rep.hash != report_hash(
-                rep.previous_hash, rep.month, rep.inbound_calls, rep.billable_calls, rep.digest
+                rep.previous_hash, month, rep.inbound_calls, rep.billable_calls, rep.digest
             ):
                 out.append(Finding("report", rep.month, "stored report does not match its hash"))
             if digest != rep.digest:

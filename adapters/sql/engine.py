@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 
 # Alembic is imported where it is used: the bulk writer process needs only make_engine.
 
-#: The embedded default when neither ``--db`` nor ``MOVECAR_DB_URL`` says otherwise.
-DEFAULT_URL = "sqlite:///movecar.db"
-ENV_URL = "MOVECAR_DB_URL"
+from movecar_adapters.config import DEFAULT_URL, ENV_URL, mask_url
+from movecar_adapters.sql.errors import DatabaseUnavailable
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 #: Execution option: open a read-only transaction (plain ``BEGIN`` on SQLite).
@@ -145,3 +145,37 @@ def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def open_engine(url: str, *, migrate: bool | None = None) -> sa.Engine:
+    """An engine on ``url`` that is known to answer, its schema migrated if asked.
+
+    ``migrate`` None: migrate SQLite files (the embedded default needs no setup step),
+    leave servers to ``movecar db upgrade``. Raises :class:`DatabaseUnavailable` (URL
+    masked, no traceback needed) when the database cannot be opened or reached.
+    """
+    shown = mask_url(url)
+    try:
+        engine = make_engine(url)
+    except (ValueError, sa.exc.ArgumentError, ImportError) as exc:
+        raise DatabaseUnavailable(f"database {shown}: {_first_line(exc)}") from None
+    try:
+        if migrate or (migrate is None and engine.dialect.name == "sqlite"):
+            upgrade(engine)
+        else:
+            with engine.connect():
+                pass
+    except sa.exc.DBAPIError as exc:
+        engine.dispose()
+        raise DatabaseUnavailable(
+            f"database {shown}: cannot open it: {_first_line(exc.orig or exc)}"
+        ) from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

@@ -9,6 +9,11 @@ class StorageError(PortError):
     """The database could not do what the store asked."""
 
 
+class DatabaseUnavailable(StorageError):
+    """The database cannot be opened or reached (no server, no such file or folder,
+    refused credentials). The message names the URL with its password masked."""
+
+
 class SchemaNotReady(StorageError):
     """The database schema is missing or older than this library: run ``movecar db upgrade``."""
 

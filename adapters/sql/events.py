@@ -24,7 +24,6 @@ from movecar_adapters.sql.base import (
 from movecar_adapters.sql.bulk import InlineWriter, Part, ProcessWriter
 from movecar_adapters.sql.effects import OUTBOX_COLUMNS, effect_rows, write_effects
 from movecar_adapters.sql.errors import StorageError, StorageInputError
-from movecar_adapters.sql.evidence import month_bounds
 from movecar_adapters.sql.writes import Row, insert_columns, insert_rows
 from movecar_core.case import CaseOpened, CaseRecord, CaseState, Event, OwnerLookedUp
 from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, decode, encode
@@ -434,14 +433,6 @@ class EventRecorder(StoreBase):
                     .where(t.cases.c.opened_at >= start, t.cases.c.opened_at < end)
                 ).scalar_one()
             )
-
-    def billable_calls(self, year: int, month: int) -> int:
-        """三 "按 114 移车服务成功接通话务量": calls billed for the month.
-
-        Default policy: one billable call is one inbound move-car call connected to a
-        seat, i.e. one opened case, counted in the month it was opened (Asia/Shanghai).
-        """
-        return self.count_opened(*month_bounds(year, month))
 
     def find_by_plate(self, plate: str) -> list[str]:
         """Ids of the cases about ``plate`` (canonical form), oldest first."""

@@ -13,50 +13,10 @@ import sqlalchemy as sa
 
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import StoreBase, check_case_id, check_text
-from movecar_adapters.sql.errors import StorageInputError
-from movecar_core.calendar import SHANGHAI
-from movecar_core.integrity import (
-    GENESIS,
-    chain_hash,
-    report_digest,
-)
-
-
-def month_bounds(year: int, month: int) -> tuple[dt.datetime, dt.datetime]:
-    """The month as [start, end) in Asia/Shanghai (三: monthly settlement)."""
-    if not 1 <= month <= 12:
-        raise StorageInputError("month", month, "must be 1..12")
-    start = dt.datetime(year, month, 1, tzinfo=SHANGHAI)
-    end = dt.datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=SHANGHAI)
-    return start, end
-
-
-def next_month(label: str) -> str:
-    """ "2025-12" -> "2026-01"."""
-    year, month = int(label[:4]), int(label[5:7])
-    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
-
-
-def previous_month(label: str) -> str:
-    year, month = int(label[:4]), int(label[5:7])
-    return f"{year - (month == 1):04d}-{(month - 2) % 12 + 1:02d}"
-
-
-def report_hash(previous: str, month: str, inbound: int, billable: int, digest: str) -> str:
-    """A monthly report's hash, chained to the previous report's."""
-    return chain_hash(
-        previous, "report", 0, month, {"inbound": inbound, "billable": billable, "digest": digest}
-    )
-
-
-@attrs.frozen
-class MonthlyReport:
-    month: str
-    inbound_calls: int
-    billable_calls: int
-    digest: str
-    previous_hash: str
-    hash: str
+from movecar_adapters.sql.errors import StorageError, StorageInputError
+from movecar_core.errors import MonthAlreadyReported, SettlementError
+from movecar_core.reports import MonthlyReport, RecordedSettlement, next_report
+from movecar_core.settlement import ServiceMonth
 
 
 @attrs.frozen
@@ -168,93 +128,136 @@ class EvidenceRecorder(StoreBase):
 
     # --- monthly reports and settlements (二(七), 三, 五(三)) --------------------------------
 
-    def close_month(self, year: int, month: int) -> MonthlyReport:
-        """Write the month's 话务量 report with the digest of the events it counts.
+    def write_report(self, month: ServiceMonth, *, at: dt.datetime) -> MonthlyReport:
+        """Write the month's 话务量 report with the digest of the cases it counts.
 
         The digest covers ``(case id, 1, hash of CaseOpened)`` for every case opened in
-        the month; the report's own hash chains it to the previous report, so a changed,
-        removed or reordered report is found by ``movecar audit verify`` (五(三)).
+        the month; the report's own hash chains it to the previous report
+        (:func:`movecar_core.reports.next_report`), so a changed, removed or reordered
+        report is found by ``movecar audit verify`` (五(三)). The chain's head is kept
+        apart from the reports, so deleting the latest report shows too.
         """
-        start, end = month_bounds(year, month)
-        label = f"{year:04d}-{month:02d}"
+        if not isinstance(month, ServiceMonth):
+            raise StorageInputError("month", month, "must be a ServiceMonth")
+        start, end = month.bounds()
+        r = t.monthly_reports
 
         def fn(conn: sa.Connection) -> MonthlyReport:
             head = conn.execute(
                 self._lock(sa.select(t.meta.c.value).where(t.meta.c.name == "report_head"))
             ).scalar()
-            previous_month, previous_hash = (None, GENESIS) if head is None else head.split(":")
-            if previous_month is not None and label <= previous_month:
-                raise StorageInputError("month", label, f"reports exist up to {previous_month}")
-            # 三 "乙方每月 5 日前 ... 提供上月 ... 报表": one report a month, none skipped, so a
-            # deleted report leaves a gap the audit can name.
-            if previous_month is not None and label != next_month(previous_month):
-                raise StorageInputError(
-                    "month", label, f"the next report due is {next_month(previous_month)}"
-                )
+            previous = None
+            if head is not None:
+                label = head.partition(":")[0]
+                row = conn.execute(sa.select(r).where(r.c.month == label)).one_or_none()
+                if row is None:
+                    raise StorageError(
+                        f"the report chain's head names {label}, which is missing: "
+                        "run `movecar audit verify`"
+                    )
+                previous = _report(row)
             items = conn.execute(
                 sa.select(t.cases.c.case_id, t.cases.c.opened_hash).where(
                     t.cases.c.opened_at >= start, t.cases.c.opened_at < end
                 )
             ).all()
-            digest = report_digest((r.case_id, 1, r.opened_hash) for r in items)
-            count = len(items)
-            h = report_hash(previous_hash, label, count, count, digest)
+            report = next_report(previous, month, ((x.case_id, x.opened_hash) for x in items))
             conn.execute(
-                t.monthly_reports.insert(),
+                r.insert(),
                 {
-                    "month": label,
-                    "inbound_calls": count,
-                    "billable_calls": count,
-                    "digest": digest,
-                    "previous_hash": previous_hash,
-                    "hash": h,
-                    "created_at": self.clock.now(),
+                    "month": str(month),
+                    "inbound_calls": report.inbound_calls,
+                    "billable_calls": report.billable_calls,
+                    "digest": report.digest,
+                    "previous_hash": report.previous_hash,
+                    "hash": report.hash,
+                    "created_at": at,
                 },
             )
-            value = f"{label}:{h}"
+            value = f"{month}:{report.hash}"
             if head is None:
                 conn.execute(t.meta.insert(), {"name": "report_head", "value": value})
             else:
                 conn.execute(
                     t.meta.update().where(t.meta.c.name == "report_head").values(value=value)
                 )
-            return MonthlyReport(label, count, count, digest, previous_hash, h)
+            return report
 
         return self._write(fn)
+
+    def report(self, month: ServiceMonth) -> MonthlyReport | None:
+        r = t.monthly_reports
+        with self._read() as conn:
+            row = conn.execute(sa.select(r).where(r.c.month == str(month))).one_or_none()
+        return None if row is None else _report(row)
 
     def reports(self) -> list[MonthlyReport]:
         r = t.monthly_reports
         with self._read() as conn:
             rows = conn.execute(sa.select(r).order_by(r.c.month)).all()
-        return [
-            MonthlyReport(
-                x.month, x.inbound_calls, x.billable_calls, x.digest, x.previous_hash, x.hash
-            )
-            for x in rows
-        ]
+        return [_report(x) for x in rows]
 
-    def record_settlement(self, month: str, *, unit_price: Decimal, fee: Decimal) -> None:
+    def write_settlement(self, settlement: RecordedSettlement) -> None:
         """三: the fee billed for a reported month, tied to that report's digest."""
-        for name, value in (("unit_price", unit_price), ("fee", fee)):
-            if not isinstance(value, Decimal) or value < 0:
+        if not isinstance(settlement, RecordedSettlement):
+            raise StorageInputError("settlement", settlement, "must be a RecordedSettlement")
+        for name, value in (("unit_price", settlement.unit_price), ("fee", settlement.fee)):
+            if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
                 raise StorageInputError(name, value, "must be a non-negative Decimal")
+        month = str(settlement.month)
 
         def fn(conn: sa.Connection) -> None:
             report = conn.execute(
                 sa.select(t.monthly_reports).where(t.monthly_reports.c.month == month)
             ).one_or_none()
             if report is None:
-                raise StorageInputError("month", month, "has no report")
+                raise SettlementError(f"month={month}: no report to settle")
+            if (report.digest, report.billable_calls) != (
+                settlement.report_digest,
+                settlement.billable_calls,
+            ):
+                raise SettlementError(f"month={month}: does not match its report")
+            exists = conn.execute(
+                sa.select(t.settlements.c.month).where(t.settlements.c.month == month)
+            ).first()
+            if exists is not None:
+                raise MonthAlreadyReported(month, "settled before")
             conn.execute(
                 t.settlements.insert(),
                 {
                     "month": month,
-                    "billable_calls": report.billable_calls,
-                    "unit_price": unit_price,
-                    "fee": fee,
-                    "report_digest": report.digest,
-                    "created_at": self.clock.now(),
+                    "billable_calls": settlement.billable_calls,
+                    "unit_price": settlement.unit_price,
+                    "fee": settlement.fee,
+                    "report_digest": settlement.report_digest,
+                    "created_at": settlement.recorded_at,
                 },
             )
 
         self._write(fn)
+
+    def settlement(self, month: ServiceMonth) -> RecordedSettlement | None:
+        s = t.settlements
+        with self._read() as conn:
+            row = conn.execute(sa.select(s).where(s.c.month == str(month))).one_or_none()
+        if row is None:
+            return None
+        return RecordedSettlement(
+            ServiceMonth.parse(row.month),
+            row.billable_calls,
+            Decimal(row.unit_price),
+            Decimal(row.fee),
+            row.report_digest,
+            row.created_at,
+        )
+
+
+def _report(row: Any) -> MonthlyReport:
+    return MonthlyReport(
+        ServiceMonth.parse(row.month),
+        row.inbound_calls,
+        row.billable_calls,
+        row.digest,
+        row.previous_hash,
+        row.hash,
+    )

@@ -28,15 +28,7 @@ from movecar_adapters.sql.base import CASE_ID, StoreBase, check_case_id
 from movecar_adapters.sql.effects import EffectRecorder
 from movecar_adapters.sql.engine import make_engine
 from movecar_adapters.sql.events import PII_FIELDS, EventRecorder, Prepared
-from movecar_adapters.sql.evidence import (
-    EvidenceRecorder,
-    MonthlyReport,
-    Recording,
-    month_bounds,
-    next_month,
-    previous_month,
-    report_hash,
-)
+from movecar_adapters.sql.evidence import EvidenceRecorder, Recording
 from movecar_adapters.sql.retention import PurgeResult, RetentionRecorder, add_years
 from movecar_core.case import Event
 from movecar_core.codec import UnknownEventType
@@ -68,7 +60,6 @@ def open_store(url: str, keys: KeyRing, *, upgrade_schema: bool = False, **kwarg
 __all__ = [
     "CASE_ID",
     "PII_FIELDS",
-    "MonthlyReport",
     "Prepared",
     "PurgeResult",
     "Recording",
@@ -77,9 +68,5 @@ __all__ = [
     "UnknownEventType",
     "add_years",
     "check_case_id",
-    "month_bounds",
-    "next_month",
     "open_store",
-    "previous_month",
-    "report_hash",
 ]

@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 from movecar_adapters.sql import SqlStore, verify
 from movecar_adapters.sql import schema as t
 from movecar_core.calendar import SHANGHAI
+from movecar_core.errors import MonthAlreadyReported, SettlementError
+from movecar_core.reports import RecordedSettlement
+from movecar_core.settlement import ServiceMonth
 from movecar_core.testing.contracts import sample_history
 
 FEB = dt.datetime(2025, 2, 10, 9, 0, tzinfo=SHANGHAI)
@@ -32,9 +35,14 @@ def populate(store: SqlStore) -> None:
         store.append(case_id, history[2:], expected_version=2)
     # one open case, opened in March, not yet closed
     store.append("mar-open", sample_history("mar-open", at=MAR)[:3], expected_version=0)
-    store.close_month(2025, 2)
-    store.close_month(2025, 3)
-    store.record_settlement("2025-02", unit_price=Decimal("1.90"), fee=Decimal("5.70"))
+    at = dt.datetime(2025, 4, 2, 9, 0, tzinfo=SHANGHAI)
+    feb = store.write_report(ServiceMonth(2025, 2), at=at)
+    store.write_report(ServiceMonth(2025, 3), at=at)
+    store.write_settlement(
+        RecordedSettlement(
+            ServiceMonth(2025, 2), 3, Decimal("1.90"), Decimal("5.70"), feb.digest, at
+        )
+    )
 
 
 def rows(store: SqlStore, table: sa.Table) -> list[dict[str, Any]]:
@@ -208,11 +216,14 @@ def test_expected_digest_from_party_a(fresh_store: SqlStore) -> None:
 def test_reports_count_billable_calls_by_month(fresh_store: SqlStore) -> None:
     populate(fresh_store)
     [feb, mar] = fresh_store.reports()
-    assert (feb.month, feb.billable_calls, mar.billable_calls) == ("2025-02", 3, 4)
-    assert fresh_store.billable_calls(2025, 3) == 4
+    assert (feb.month, feb.billable_calls, mar.billable_calls) == (ServiceMonth(2025, 2), 3, 4)
+    assert fresh_store.count_opened(*ServiceMonth(2025, 3).bounds()) == 4
     assert mar.previous_hash == feb.hash
-    with pytest.raises(ValueError, match="reports exist up to 2025-03"):
-        fresh_store.close_month(2025, 1)
+    at = dt.datetime(2025, 6, 1, tzinfo=SHANGHAI)
+    with pytest.raises(MonthAlreadyReported, match="reports exist up to 2025-03"):
+        fresh_store.write_report(ServiceMonth(2025, 1), at=at)
+    with pytest.raises(SettlementError, match="the next report due is 2025-04"):
+        fresh_store.write_report(ServiceMonth(2025, 5), at=at)
 
 
 def test_chain_hash_of_json_is_chain_hash() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 
 import pytest
@@ -12,6 +13,7 @@ from movecar_adapters.cli_storage import register
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore, current_revision, head_revision, make_engine
 from movecar_adapters.sql import schema as t
+from movecar_core.settlement import ServiceMonth
 from movecar_core.testing.contracts import sample_history
 
 
@@ -42,7 +44,7 @@ def test_audit_verify_names_the_tampered_case(
     store = SqlStore(make_engine(url), KeyRing([("k1", KEY_1)]))
     for case_id in ("clean", "dirty"):
         store.append(case_id, sample_history(case_id), expected_version=0)
-    store.close_month(2025, 3)
+    store.write_report(ServiceMonth(2025, 3), at=dt.datetime(2025, 4, 1, tzinfo=dt.UTC))
     [report] = store.reports()
     monkeypatch.delenv("MOVECAR_KEYS", raising=False)
     assert run("audit", "verify", "--db", url)[0] == 2  # no keys configured

@@ -10,6 +10,7 @@ from movecar_adapters.sql import SqlStore, add_years, verify
 from movecar_adapters.sql import schema as t
 from movecar_core.calendar import SHANGHAI
 from movecar_core.errors import ConcurrencyConflict
+from movecar_core.settlement import ServiceMonth
 from movecar_core.testing.contracts import sample_history
 
 OPENED = dt.datetime(2025, 3, 1, 8, 30, tzinfo=SHANGHAI)
@@ -33,7 +34,7 @@ def test_purge_takes_exactly_what_is_three_years_closed(fresh_store: SqlStore) -
         "old", "c1", location="s3://rec/old-c1.wav", checksum_sha256="c" * 64,
         duration_ms=30_000, recorded_at=OPENED,
     )  # fmt: skip
-    fresh_store.close_month(2025, 3)
+    fresh_store.write_report(ServiceMonth(2025, 3), at=add_years(CLOSED, 1))
     now = add_years(CLOSED, 3)
     assert now == dt.datetime(2028, 3, 1, 8, 33, tzinfo=SHANGHAI)
 

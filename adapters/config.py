@@ -1,0 +1,214 @@
+"""Settings of a deployment, from arguments, the environment and ``movecar.toml``.
+
+Each setting is taken from the first place that has it:
+
+1. the argument given to :func:`~movecar_adapters.connect` (or a CLI option);
+2. the environment: ``MOVECAR_DB_URL``, ``MOVECAR_KEYS``, ``MOVECAR_DISPATCH``;
+3. the configuration file: ``--config``/``config=``, else ``$MOVECAR_CONFIG``, else
+   ``./movecar.toml`` when it exists (read with the standard library's ``tomllib``);
+4. the default: the embedded SQLite file ``movecar.db``, inline dispatch, the contract's
+   effect timings.
+
+The file, all of it optional::
+
+    [database]
+    url = "postgresql+psycopg://movecar@db.internal/movecar"
+    upgrade = false            # run the migrations on connect (default: only for SQLite)
+
+    [keys]
+    file = "/etc/movecar/keys" # holds what MOVECAR_KEYS would: "k2=KEY,k1=KEY"
+
+    [engine]
+    dispatch = "outbox"        # "inline" (default) or "outbox" (a `movecar worker` delivers)
+    max_call_attempts = 3
+    call_outcome_timeout_s = 180
+    follow_up_after_s = 300    # 0 = no follow-up reminders
+
+Keys are never read from the file itself, only from a file it names (kept with the
+permissions of a secret). Unknown sections and keys are refused, so a typo is an error,
+not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from movecar_core.app import Dispatch
+from movecar_core.errors import MoveCarError
+
+ENV_URL = "MOVECAR_DB_URL"
+ENV_KEYS = "MOVECAR_KEYS"
+ENV_CONFIG = "MOVECAR_CONFIG"
+ENV_DISPATCH = "MOVECAR_DISPATCH"
+CONFIG_FILE = "movecar.toml"
+#: The embedded default: a SQLite file in the working directory, no server.
+DEFAULT_URL = "sqlite:///movecar.db"
+#: The in-memory adapters: nothing is kept after the process ends.
+MEMORY_URL = "memory://"
+
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "database": {"url": str, "upgrade": bool},
+    "keys": {"file": str},
+    "engine": {
+        "dispatch": str,
+        "max_call_attempts": int,
+        "call_outcome_timeout_s": int,
+        "follow_up_after_s": int,
+    },
+}
+
+
+class ConfigError(MoveCarError):
+    """A configuration file, variable or setting that is missing, unreadable or malformed
+    (an environment problem: the CLI exits with 3)."""
+
+
+@attrs.frozen
+class Settings:
+    """What :func:`load_settings` found, before any argument overrides it."""
+
+    url: str = DEFAULT_URL
+    upgrade: bool | None = None
+    keys_spec: str | None = attrs.field(default=None, repr=False)  # secret: never shown
+    keys_source: str | None = None
+    dispatch: Dispatch = Dispatch.INLINE
+    max_call_attempts: int | None = None
+    call_outcome_timeout: dt.timedelta | None = None
+    follow_up_after: dt.timedelta | None = None
+    no_follow_up: bool = False
+    source: str | None = None  # the configuration file read, if any
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"configuration file {path}: cannot read it ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path}: not valid TOML ({exc})") from None
+    for section, values in data.items():
+        known = _SCHEMA.get(section)
+        if known is None:
+            raise ConfigError(
+                f"configuration file {path}: unknown section [{section}] "
+                f"(known: {', '.join(sorted(_SCHEMA))})"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"configuration file {path}: [{section}] must be a table")
+        for key, value in values.items():
+            kind = known.get(key)
+            if kind is None:
+                raise ConfigError(
+                    f"configuration file {path}: unknown setting {section}.{key} "
+                    f"(known: {', '.join(sorted(known))})"
+                )
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ConfigError(
+                    f"configuration file {path}: {section}.{key} must be "
+                    f"{getattr(kind, '__name__', kind)}, not {type(value).__name__}"
+                )
+    return data
+
+
+def _dispatch(value: str, where: str) -> Dispatch:
+    try:
+        return Dispatch(value.strip().lower())
+    except ValueError:
+        raise ConfigError(f"{where}={value!r:.40}: must be 'inline' or 'outbox'") from None
+
+
+def _seconds(value: int, where: str, *, zero_ok: bool) -> dt.timedelta:
+    if value < (0 if zero_ok else 1) or value > 7 * 86400:
+        low = 0 if zero_ok else 1
+        raise ConfigError(f"{where}={value}: must be {low} to {7 * 86400} seconds")
+    return dt.timedelta(seconds=value)
+
+
+def config_path(config: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
+    """The configuration file to read: the one named, else ``$MOVECAR_CONFIG``, else
+    ``./movecar.toml`` if it exists; None when there is none to read."""
+    named = config if config is not None else environ.get(ENV_CONFIG) or None
+    if named is not None:
+        return Path(named)
+    local = Path(CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """The deployment's settings from the environment and the configuration file."""
+    env = os.environ if environ is None else environ
+    path = config_path(config, env)
+    data = _read_file(path) if path is not None else {}
+    where = str(path) if path is not None else "settings"
+    database, keys, engine = (data.get(s, {}) for s in ("database", "keys", "engine"))
+
+    url = env.get(ENV_URL) or database.get("url") or DEFAULT_URL
+    keys_spec = env.get(ENV_KEYS) or None
+    keys_source: str | None = ENV_KEYS
+    if keys_spec is None and "file" in keys:
+        key_file = Path(keys["file"])
+        if not key_file.is_absolute() and path is not None:
+            key_file = path.parent / key_file
+        try:
+            keys_spec = key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}: keys.file {key_file}: cannot read it ({exc.strerror})"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: keys.file {key_file}: not UTF-8 text") from None
+        keys_source = f"keys.file {key_file}"
+    if keys_spec is None:
+        keys_source = None
+
+    if env.get(ENV_DISPATCH):
+        dispatch = _dispatch(env[ENV_DISPATCH], ENV_DISPATCH)
+    elif "dispatch" in engine:
+        dispatch = _dispatch(engine["dispatch"], f"{where}: engine.dispatch")
+    else:
+        dispatch = Dispatch.INLINE
+    attempts = engine.get("max_call_attempts")
+    if attempts is not None and not 1 <= attempts <= 10:
+        raise ConfigError(f"{where}: engine.max_call_attempts={attempts}: must be 1 to 10")
+    timeout = engine.get("call_outcome_timeout_s")
+    follow = engine.get("follow_up_after_s")
+    return Settings(
+        url=url,
+        upgrade=database.get("upgrade"),
+        keys_spec=keys_spec,
+        keys_source=keys_source,
+        dispatch=dispatch,
+        max_call_attempts=attempts,
+        call_outcome_timeout=None
+        if timeout is None
+        else _seconds(timeout, f"{where}: engine.call_outcome_timeout_s", zero_ok=False),
+        follow_up_after=None
+        if not follow
+        else _seconds(follow, f"{where}: engine.follow_up_after_s", zero_ok=True),
+        no_follow_up=follow == 0,
+        source=None if path is None else str(path),
+    )

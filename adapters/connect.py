@@ -1,0 +1,213 @@
+"""The composition root: one call builds the engine and every part it needs, once.
+
+A host backend, the CLI, the worker, the simulator and the examples all start here::
+
+    from movecar_adapters import connect
+
+    with connect() as mc:                     # the embedded SQLite file, movecar.db
+        case_id = mc.open_case(plate="苏D12345", location="湖塘镇", requester_phone="...")
+
+    mc = connect("memory://")                 # the in-memory adapters
+    mc = connect("postgresql+psycopg://movecar@db/movecar", telephony=MySwitch(), ...)
+
+The contract, the clock and the key material are given once and handed to every part
+that needs them: the store gets the engine's clock (so events, state rows, the access
+log, outbox deadlines and the worker all see one time) and the engine's contract (so
+retention and settlement follow the same terms), and the engine plans effects with the
+store's policy. Settings not given as arguments come from the environment and
+``movecar.toml`` (:mod:`movecar_adapters.config`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from movecar_adapters.clock import SystemClock
+from movecar_adapters.config import (
+    MEMORY_URL,
+    ConfigError,
+    Settings,
+    load_settings,
+    mask_url,
+)
+from movecar_core.app import Dispatch, MoveCar
+from movecar_core.contract import WUJIN_114_2024, Contract
+from movecar_core.machine import CasePolicy
+from movecar_core.memory import (
+    InMemoryCaseStore,
+    InMemoryCommandCentre,
+    InMemoryNotifier,
+    InMemorySeatReminders,
+    InMemoryTelephony,
+    InMemoryVehicleRegistry,
+)
+from movecar_core.outbox import EffectPolicy
+from movecar_core.ports import (
+    CaseStore,
+    Clock,
+    CommandCentre,
+    RequesterNotifier,
+    SeatReminders,
+    Telephony,
+    VehicleRegistry,
+)
+from movecar_core.term import ContractTerm
+
+log = logging.getLogger("movecar")
+
+__all__ = ["ConfigError", "connect", "effect_policy"]
+
+
+def effect_policy(
+    settings: Settings, dispatch: Dispatch, given: EffectPolicy | None
+) -> EffectPolicy:
+    """The one effect policy of a deployment: ``dispatch`` decides who dials."""
+    base = given or EffectPolicy()
+    changes: dict[str, Any] = {"dispatch_calls": dispatch is Dispatch.OUTBOX}
+    if given is None:
+        if settings.call_outcome_timeout is not None:
+            changes["call_outcome_timeout"] = settings.call_outcome_timeout
+        if settings.follow_up_after is not None or settings.no_follow_up:
+            changes["follow_up_after"] = settings.follow_up_after
+    return attrs.evolve(base, **changes)
+
+
+def connect(
+    url: str | None = None,
+    *,
+    contract: Contract = WUJIN_114_2024,
+    clock: Clock | None = None,
+    keys: Any = None,
+    registry: VehicleRegistry | None = None,
+    telephony: Telephony | None = None,
+    notifier: RequesterNotifier | None = None,
+    command_centre: CommandCentre | None = None,
+    reminders: SeatReminders | None = None,
+    dispatch: Dispatch | str | None = None,
+    policy: CasePolicy | None = None,
+    effects: EffectPolicy | None = None,
+    term: ContractTerm | None = None,
+    upgrade: bool | None = None,
+    config: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> MoveCar:
+    """The engine of a deployment, wired from one configuration.
+
+    ``url``: ``None`` for the configured database (``$MOVECAR_DB_URL``, ``movecar.toml``)
+    or else the embedded SQLite file ``movecar.db``; ``"memory://"`` for the in-memory
+    adapters; or any SQLAlchemy URL of SQLite, PostgreSQL or MariaDB.
+
+    ``keys``: a :class:`~movecar_adapters.crypto.KeyRing` for phone numbers at rest;
+    default ``$MOVECAR_KEYS`` or the file ``movecar.toml`` names. A database needs keys
+    (:class:`~movecar_adapters.crypto.KeyConfigError` without them); memory does not.
+
+    ``clock`` defaults to the wall clock (:class:`~movecar_adapters.clock.SystemClock`).
+    Ports not given are the in-memory adapters (a warning is logged when a database is
+    used with an in-memory phone switch or registry: nothing rings, nobody is looked up).
+    ``dispatch`` (default ``inline``, or ``engine.dispatch``): who delivers effects;
+    with ``"outbox"`` a ``movecar worker`` process does. ``upgrade``: run the schema
+    migrations first (default: for SQLite files only; servers migrate with
+    ``movecar db upgrade``). ``term``: the contract term with the renewals granted so far
+    (default: the first service year of ``contract``).
+
+    Raises :class:`~movecar_adapters.config.ConfigError` for bad settings, and the SQL
+    adapter's typed errors when the database cannot be opened or is not migrated.
+    """
+    settings = load_settings(config, environ)
+    chosen = _dispatch(dispatch, settings)
+    the_clock: Clock = clock if clock is not None else SystemClock()
+    case_policy = policy or (
+        CasePolicy(max_call_attempts=settings.max_call_attempts)
+        if settings.max_call_attempts is not None
+        else CasePolicy()
+    )
+    rules = effect_policy(settings, chosen, effects)
+    target = url if url is not None else settings.url
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(f"url={target!r:.60}: give a database URL or 'memory://'")
+    if target == MEMORY_URL:
+        store: CaseStore = InMemoryCaseStore(effects=rules, clock=the_clock)
+    else:
+        store = _sql_store(
+            target, keys, settings, clock=the_clock, contract=contract, effects=rules,
+            upgrade=upgrade,
+        )  # fmt: skip
+        missing = [
+            name
+            for name, port in (("telephony", telephony), ("registry", registry))
+            if port is None
+        ]
+        if missing:
+            # INFO, not WARNING: simulations, imports and the CLI's storage commands run this
+            # way on purpose; "Running in production" says which ports a deployment passes.
+            log.info(
+                "%s on %s: in-memory %s (nothing rings, nobody is looked up)",
+                "connect",
+                mask_url(target),
+                " and ".join(missing),
+            )
+    engine = MoveCar(
+        store=store,
+        registry=registry if registry is not None else InMemoryVehicleRegistry(),
+        telephony=telephony if telephony is not None else InMemoryTelephony(),
+        clock=the_clock,
+        notifier=notifier if notifier is not None else InMemoryNotifier(),
+        command_centre=command_centre if command_centre is not None else InMemoryCommandCentre(),
+        reminders=reminders if reminders is not None else InMemorySeatReminders(),
+        contract=contract,
+        policy=case_policy,
+        dispatch=chosen,
+        term=term,
+    )
+    return engine
+
+
+def _dispatch(given: Dispatch | str | None, settings: Settings) -> Dispatch:
+    if given is None:
+        return settings.dispatch
+    if isinstance(given, Dispatch):
+        return given
+    try:
+        return Dispatch(str(given))
+    except ValueError:
+        raise ConfigError(f"dispatch={given!r:.40}: must be 'inline' or 'outbox'") from None
+
+
+def _sql_store(
+    url: str,
+    keys: Any,
+    settings: Settings,
+    *,
+    clock: Clock,
+    contract: Contract,
+    effects: EffectPolicy,
+    upgrade: bool | None,
+) -> CaseStore:
+    try:
+        from movecar_adapters.crypto import KeyConfigError, KeyRing
+        from movecar_adapters.sql import SqlStore, open_engine
+    except ModuleNotFoundError as exc:  # the [sql] extra is not installed
+        raise ConfigError(
+            f"{mask_url(url)} needs the SQL adapter: pip install 'movecar[sql]' ({exc.name})"
+        ) from None
+    if keys is None:
+        if settings.keys_spec is None:
+            raise KeyConfigError(
+                "no encryption keys for phone numbers at rest: set MOVECAR_KEYS "
+                "('id=KEY', from `movecar keys new`) or keys.file in movecar.toml"
+            )
+        keys = KeyRing.from_config(settings.keys_spec, source=settings.keys_source or "keys")
+    if not isinstance(keys, KeyRing):
+        raise ConfigError(f"keys={type(keys).__name__}: must be a KeyRing")
+    migrate = upgrade if upgrade is not None else settings.upgrade
+    engine = open_engine(url, migrate=migrate)
+    try:
+        return SqlStore(engine, keys, clock=clock, contract=contract, effects=effects)
+    except BaseException:
+        engine.dispose()
+        raise
