@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import hashlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -51,6 +52,7 @@ from movecar_core.errors import (
     UnknownCall,
     UnknownCase,
 )
+from movecar_core.integrity import canonical_json
 from movecar_core.machine import CasePolicy, check, fold
 from movecar_core.outbox import (
     CALL_OUTCOME_DUE,
@@ -300,9 +302,14 @@ class MoveCar:
         agent = _text("agent_id", agent_id, required=True, limit=100)
         cid = _command_id(command_id)
         case_id = uuid.uuid5(CASE_ID_NAMESPACE, cid).hex if cid else uuid.uuid4().hex
+        # The requester's phone is not in the fingerprint (a hash of a phone number is
+        # easily reversed); a repeat is compared with the stored event's phone instead.
+        fingerprint = fingerprint_of(
+            "open_case", cid, plate=canonical_plate, location=place, agent_id=agent
+        )
         existing = self.store.load(case_id)
         if existing:
-            self._first_result(existing, cid, "open_case", CaseOpened)
+            self._repeat_of_open(existing, cid, fingerprint, phone)
             return case_id
         opened = CaseOpened(
             case_id=case_id,
@@ -312,6 +319,7 @@ class MoveCar:
             location=place,
             requester_phone=phone,
             agent_id=agent,
+            command_fingerprint=fingerprint,
         )
         try:
             self.store.append(case_id, [opened], expected_version=0)
@@ -319,7 +327,7 @@ class MoveCar:
             # The same open_case command ran concurrently and won: same result.
             if cid is None:
                 raise
-            self._first_result(self.store.load(case_id), cid, "open_case", CaseOpened)
+            self._repeat_of_open(self.store.load(case_id), cid, fingerprint, phone)
             return case_id
         self._deliver(case_id, [opened], 1, None, CaseState.RECEIVED)
         return case_id
@@ -346,7 +354,7 @@ class MoveCar:
                 )
             ]
 
-        return self._run(case_id, command_id, "locate_owner", OwnerLookedUp, decide)
+        return self._run(case_id, command_id, "locate_owner", OwnerLookedUp, decide, agent_id=agent)
 
     def call_owner(
         self, case_id: str, *, agent_id: str, command_id: str | None = None
@@ -379,7 +387,9 @@ class MoveCar:
                 )
             ]
 
-        events, ran = self._execute(case_id, command_id, "call_owner", OwnerCallPlaced, decide)
+        events, ran = self._execute(
+            case_id, command_id, "call_owner", OwnerCallPlaced, decide, agent_id=agent
+        )
         call = _call_of(events)
         if ran and self.dispatch is Dispatch.INLINE:
             self._dial(call, agent, callee[0])
@@ -700,7 +710,15 @@ class MoveCar:
                 )
             return events
 
-        return self._run(case_id, command_id, "record_call_outcome", CallOutcomeRecorded, decide)
+        return self._run(
+            case_id,
+            command_id,
+            "record_call_outcome",
+            CallOutcomeRecorded,
+            decide,
+            call_id=call_id,
+            outcome=result.value,
+        )
 
     def confirm_moved(
         self, case_id: str, *, note: str | None = None, command_id: str | None = None
@@ -760,7 +778,9 @@ class MoveCar:
                 )
             ]
 
-        return self._run(case_id, command_id, "escalate", EscalatedTo110, decide)
+        return self._run(
+            case_id, command_id, "escalate", EscalatedTo110, decide, reason=why.value, note=text
+        )
 
     # --- machinery ----------------------------------------------------------------------
 
@@ -778,21 +798,45 @@ class MoveCar:
             check(case, event.trigger, self.policy)
             return [event]
 
-        return self._run(case_id, command_id, name, kind, decide)
+        return self._run(case_id, command_id, name, kind, decide, **fields)
 
     def _first_result(
-        self, events: Sequence[Event], command_id: str | None, name: str, kind: type[Any]
+        self,
+        events: Sequence[Event],
+        command_id: str | None,
+        name: str,
+        kind: type[Any],
+        fingerprint: str | None,
     ) -> Sequence[Event] | None:
-        """The history up to the end of an earlier run of ``command_id``, if any."""
+        """The history up to the end of an earlier run of ``command_id``, if any.
+
+        Raises :class:`CommandIdReused` when the id was used for another command, or for
+        this one with other arguments (its stored fingerprint differs): a repeat returns
+        the first result only when it asks for the same thing.
+        """
         if command_id is None:
             return None
         last = None
         for i, event in enumerate(events):
             if event.command_id == command_id:
-                if last is None and type(event) is not kind:
-                    raise CommandIdReused(command_id, type(event).__name__, name)
+                if last is None:
+                    if type(event) is not kind:
+                        raise CommandIdReused(command_id, type(event).__name__, name)
+                    stored = event.command_fingerprint
+                    if stored is not None and stored != fingerprint:
+                        raise CommandIdReused(command_id, name, name, "with other arguments")
                 last = i
         return None if last is None else events[: last + 1]
+
+    def _repeat_of_open(
+        self, events: Sequence[Event], command_id: str | None, fingerprint: str | None, phone: str
+    ) -> None:
+        first = self._first_result(events, command_id, "open_case", CaseOpened, fingerprint)
+        if first is None:  # pragma: no cover - a case id derived from this command id
+            raise CommandIdReused(str(command_id), "another case", "open_case")
+        opened = first[0]
+        if isinstance(opened, CaseOpened) and opened.requester_phone != phone:
+            raise CommandIdReused(str(command_id), "open_case", "open_case", "with other arguments")
 
     def _run(
         self,
@@ -801,8 +845,9 @@ class MoveCar:
         name: str,
         kind: type[Any],
         decide: Decide,
+        **arguments: Any,
     ) -> CaseView:
-        events, _ = self._execute(case_id, command_id, name, kind, decide)
+        events, _ = self._execute(case_id, command_id, name, kind, decide, **arguments)
         return CaseView.of(fold(events))
 
     def _execute(
@@ -812,22 +857,29 @@ class MoveCar:
         name: str,
         kind: type[Any],
         decide: Decide,
+        **arguments: Any,
     ) -> tuple[Sequence[Event], bool]:
         """Run a command: the history after it, and whether it ran now (False: a repeat).
 
+        ``arguments`` are the command's arguments in canonical form: their fingerprint is
+        stored with the events and compared when the ``command_id`` comes again (before
+        any state check, so a changed repeat on a closed case is :class:`CommandIdReused`).
         A version conflict (another writer appended first) re-reads the case and decides
         again, at most ``max_retries`` times; the guards then see the other writer's work.
         """
         cid = _command_id(command_id)
+        fingerprint = fingerprint_of(name, cid, **arguments)
         for attempt in range(self.max_retries + 1):
             events = self.store.load(case_id)
             if not events:
                 raise UnknownCase(case_id)
-            earlier = self._first_result(events, cid, name, kind)
+            earlier = self._first_result(events, cid, name, kind, fingerprint)
             if earlier is not None:
                 return earlier, False
             case = fold(events)
             new = decide(case, self._now(), cid)
+            if fingerprint is not None:
+                new = [attrs.evolve(e, command_fingerprint=fingerprint) for e in new]
             try:
                 self.store.append(case_id, new, expected_version=len(events))
             except ConcurrencyConflict:
@@ -838,6 +890,18 @@ class MoveCar:
             self._deliver(case_id, new, len(events) + 1, case.state, fold(after).state)
             return after, True
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fingerprint_of(command: str, command_id: str | None, **arguments: Any) -> str | None:
+    """The digest of a command's canonical arguments (None without a command id).
+
+    Stored with the command's events; the same id with the same arguments (in canonical
+    form: ``苏D·12345`` and ``苏D12345`` are one plate) is a repeat, with others a misuse.
+    """
+    if command_id is None:
+        return None
+    body = canonical_json([command, arguments])
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]
 
 
 def _call_of(events: Sequence[Event]) -> OutboundCall:

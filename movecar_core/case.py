@@ -77,7 +77,10 @@ class UnresolvedReason(enum.StrEnum):
 # --- events --------------------------------------------------------------------------------
 #
 # Every event names its case, the time it happened and the id of the command that caused it
-# (None when the caller gave none; the id is what makes a repeated command a no-op).
+# (None when the caller gave none; the id is what makes a repeated command a no-op). The
+# last field, ``command_fingerprint``, is a digest of that command's arguments, so the same
+# id with other arguments is refused rather than answered with the first result. It is the
+# last field and defaults to None, so events stored before it existed still read.
 
 
 @attrs.frozen(slots=True)
@@ -90,6 +93,7 @@ class CaseOpened:
     location: str
     requester_phone: str
     agent_id: str
+    command_fingerprint: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -103,6 +107,7 @@ class OwnerLookedUp:
     found: bool
     owner_phone: str | None
     source: str
+    command_fingerprint: str | None = None
 
     @property
     def trigger(self) -> str:
@@ -123,6 +128,7 @@ class OwnerCallPlaced:
     caller_id: str
     greeting: str
     greeting_version: str
+    command_fingerprint: str | None = None
 
 
 _OUTCOME_TRIGGERS = {
@@ -142,6 +148,7 @@ class CallOutcomeRecorded:
     command_id: str | None
     call_id: str
     outcome: CallOutcome
+    command_fingerprint: str | None = None
 
     @property
     def trigger(self) -> str:
@@ -155,6 +162,7 @@ class MoveConfirmed:
     at: dt.datetime
     command_id: str | None
     note: str
+    command_fingerprint: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -164,6 +172,7 @@ class DisputeRaised:
     at: dt.datetime
     command_id: str | None
     note: str
+    command_fingerprint: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -175,6 +184,7 @@ class EscalatedTo110:
     reason: EscalationReason
     note: str | None
     transfer_number: str
+    command_fingerprint: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -184,6 +194,7 @@ class CaseCancelled:
     at: dt.datetime
     command_id: str | None
     note: str
+    command_fingerprint: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -195,6 +206,7 @@ class CaseUnresolved:
     at: dt.datetime
     command_id: str | None
     reason: UnresolvedReason
+    command_fingerprint: str | None = None
 
 
 Event = (

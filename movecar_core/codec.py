@@ -116,6 +116,19 @@ def _fields(cls: type[Any]) -> dict[str, tuple[Convert, Convert]]:
     return found
 
 
+_OPTIONAL: dict[type[Any], frozenset[str]] = {}
+
+
+def _optional(cls: type[Any]) -> frozenset[str]:
+    """Fields added to a stored event class after its first release: they have a default,
+    and a payload stored before them may lack them (it reads as the default)."""
+    found = _OPTIONAL.get(cls)
+    if found is None:
+        found = frozenset(a.name for a in attrs.fields(cls) if a.default is not attrs.NOTHING)
+        _OPTIONAL[cls] = found
+    return found
+
+
 def encode(event: Event) -> tuple[str, dict[str, Any]]:
     """``(type name, payload)`` for ``event``.
 
@@ -151,9 +164,11 @@ def decode(case_id: str, type_name: str, payload: dict[str, Any]) -> Event:
             f"case {case_id}: {type_name} payload must be an object, not {type(payload).__name__}"
         )
     fields = _fields(cls)
-    if payload.keys() != fields.keys():
+    if payload.keys() != fields.keys() and not (
+        payload.keys() <= fields.keys() and fields.keys() - payload.keys() <= _optional(cls)
+    ):
         raise MalformedEvent(
-            f"case {case_id}: {type_name} payload has fields {sorted(payload)}, "
+            f"case {case_id}: {type_name} payload has fields {sorted(payload)!r:.200}, "
             f"expected {sorted(fields)}"
         )
     kwargs: dict[str, Any] = {}

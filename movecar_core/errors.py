@@ -107,13 +107,17 @@ class UnknownCall(CommandRejected):
 
 
 class CommandIdReused(CaseError):
-    """A command id was used before for a different command."""
+    """A command id was used before on the case for a different command, or for the same
+    command with other arguments: a repeat must ask for exactly the same thing."""
 
-    def __init__(self, command_id: str, first: str, now: str) -> None:
+    def __init__(self, command_id: str, first: str, now: str, how: str = "") -> None:
         self.command_id = command_id
-        super().__init__(
-            f"command_id={command_id!r} was used for {first}; it cannot be reused for {now}"
-        )
+        shown = f"{command_id!r:.80}"
+        if how:
+            message = f"command_id={shown} was used for {first} {how}; it cannot be reused"
+        else:
+            message = f"command_id={shown} was used for {first}; it cannot be reused for {now}"
+        super().__init__(message)
 
 
 class ConcurrencyConflict(CaseError):
