@@ -8,9 +8,103 @@ never writes anything.
 
 from __future__ import annotations
 
+import re
+
+#: Longest message an error gives: a 1 MB argument must not make a 1 MB log line.
+MAX_MESSAGE = 800
+#: Longest excerpt of a refused value quoted in a message.
+MAX_EXCERPT = 60
+
+#: What may stand between the digit groups of a written phone number (ASCII, full width).
+_SEPARATORS = frozenset(" -.()+\u3000（）－．＋\u00a0")
+_PHONE = re.compile(
+    r"(?:0086|86)(?:1[3-9][0-9]{9}|0?[1-9][0-9]{8,10})|1[3-9][0-9]{9}|0[1-9][0-9]{8,10}"
+)
+
+
+def _letter(c: str) -> bool:
+    return c.isascii() and c.isalpha()
+
+
+def redact(text: str) -> str:
+    """``text`` with every mainland phone number in it masked.
+
+    A phone is a sequence of digit groups (decimal digits of any script: full width too)
+    joined by separators, not touching an ASCII letter (so hex case ids stay whole), whose
+    digits are an 11-digit mobile or a fixed line with its area code, with or without
+    +86/0086. Each keeps its first 3 and last 2 digits (``139******78``). Dates, times,
+    amounts and ids are left alone.
+    """
+    chars = list(text)
+    groups: list[list[int]] = []  # positions of the digits of each group, in order
+    n, i = len(text), 0
+    while i <= n:
+        if i < n and text[i].isdecimal():
+            j = i
+            while j < n and text[j].isdecimal():
+                j += 1
+            touches = (i > 0 and _letter(text[i - 1])) or (j < n and _letter(text[j]))
+            if touches:
+                _mask_runs(text, chars, groups)
+                groups = []
+            else:
+                groups.append(list(range(i, j)))
+            i = j
+            continue
+        if i == n or text[i] not in _SEPARATORS:
+            _mask_runs(text, chars, groups)
+            groups = []
+        i += 1
+    return "".join(chars)
+
+
+def _mask_runs(text: str, chars: list[str], groups: list[list[int]]) -> None:
+    """Mask each phone made of consecutive ``groups`` (the longest from each start)."""
+    start = 0
+    while start < len(groups):
+        best = None
+        where: list[int] = []
+        for end in range(start, len(groups)):
+            where = where + groups[end]
+            if len(where) > 16:
+                break
+            if _PHONE.fullmatch("".join(str(int(text[k])) for k in where)):
+                best = (end, where)
+        if best is None:
+            start += 1
+            continue
+        end, where = best
+        for k in where[3:-2]:
+            chars[k] = "*"
+        start = end + 1
+
+
+def excerpt(value: object, limit: int = MAX_EXCERPT) -> str:
+    """A short, redacted ``repr`` of a refused value, for an error message."""
+    try:
+        shown = repr(value)
+    except Exception:  # a hostile __repr__ must not hide the real error
+        shown = f"<{type(value).__name__}>"
+    if len(shown) > limit:
+        shown = shown[: limit - 1] + "…"
+    return redact(shown)
+
+
+def bounded(message: str) -> str:
+    """A message as every library error shows it: phones masked, at most MAX_MESSAGE."""
+    text = redact(message)
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
 
 class MoveCarError(Exception):
-    """Base of every error the library raises on purpose."""
+    """Base of every error the library raises on purpose.
+
+    Its message never holds a full phone number (:func:`redact`) and is at most
+    :data:`MAX_MESSAGE` characters, whatever the input was.
+    """
+
+    def __str__(self) -> str:
+        return bounded(super().__str__())
 
 
 # --- bad input -------------------------------------------------------------------------
@@ -26,7 +120,23 @@ class InvalidPlate(InvalidInput):
     def __init__(self, text: object, why: str) -> None:
         self.text = text
         self.why = why
-        super().__init__(f"invalid plate {text!r}: {why}")
+        super().__init__(f"invalid plate {excerpt(text)}: {why}")
+
+
+def _masked_phone(text: object) -> str:
+    """A refused phone number with all but its first 3 and last 2 digits masked: even a
+    malformed number is somebody's number."""
+    if not isinstance(text, str):
+        return excerpt(text)
+    total = sum(c.isdecimal() for c in text)
+    seen, out = 0, []
+    for c in text[:MAX_EXCERPT]:
+        if c.isdecimal():
+            seen += 1
+            out.append(c if seen <= 3 or seen > total - 2 else "*")
+        else:
+            out.append(c)
+    return repr("".join(out)) + ("…" if len(text) > MAX_EXCERPT else "")
 
 
 class InvalidPhone(InvalidInput):
@@ -35,7 +145,7 @@ class InvalidPhone(InvalidInput):
     def __init__(self, text: object, why: str) -> None:
         self.text = text
         self.why = why
-        super().__init__(f"invalid phone {text!r}: {why}")
+        super().__init__(f"invalid phone {_masked_phone(text)}: {why}")
 
 
 class InvalidContract(InvalidInput):
@@ -48,7 +158,7 @@ class InvalidCommand(InvalidInput):
     def __init__(self, field: str, value: object, why: str) -> None:
         self.field = field
         self.value = value
-        super().__init__(f"{field}={value!r}: {why}")
+        super().__init__(f"{field}={excerpt(value)}: {why}")
 
 
 # --- refused by the case's rules ---------------------------------------------------------
@@ -61,10 +171,10 @@ class CaseError(MoveCarError):
 class UnknownCase(CaseError, KeyError):
     def __init__(self, case_id: str) -> None:
         self.case_id = case_id
-        super().__init__(f"no case with case_id={case_id!r}")
+        super().__init__(f"no case with case_id={excerpt(case_id)}")
 
     def __str__(self) -> str:  # KeyError would quote the message again
-        return str(self.args[0])
+        return bounded(str(self.args[0]))
 
 
 class CommandRejected(CaseError):
@@ -162,7 +272,7 @@ class CalendarYearNotCovered(MoveCarError, LookupError):
         )
 
     def __str__(self) -> str:  # LookupError would not quote, but keep the message as-is
-        return str(self.args[0])
+        return bounded(str(self.args[0]))
 
 
 class SettlementError(MoveCarError):
@@ -215,4 +325,4 @@ class OutsideContractTerm(TermError, LookupError):
     """A date outside every service year granted so far."""
 
     def __str__(self) -> str:
-        return str(self.args[0])
+        return bounded(str(self.args[0]))

@@ -136,5 +136,5 @@ def _fixed(text: str, digits: str) -> Phone:
             raise InvalidPhone(
                 text, f"a local number after area code {area} has 7 or 8 digits, got {len(local)}"
             )
-        raise InvalidPhone(text, f"a local number does not start with 0 or 1, got {local!r}")
+        raise InvalidPhone(text, f"a local number does not start with 0 or 1, got {local[0]!r}")
     return Phone(f"{area}-{local}", PhoneKind.FIXED, area + local)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from movecar_core.errors import InvalidInput, PortError
+from movecar_core.errors import InvalidInput, PortError, excerpt
 
 
 class StorageError(PortError):
@@ -27,10 +27,7 @@ class StorageInputError(InvalidInput):
     def __init__(self, field: str, value: object, why: str) -> None:
         self.field = field
         self.value = value
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        super().__init__(f"{field}={shown}: {why}")
+        super().__init__(f"{field}={excerpt(value, 80)}: {why}")
 
 
 class LegalHoldActive(StorageError):
