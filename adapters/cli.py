@@ -1,13 +1,25 @@
-"""The ``movecar`` command line: a driving adapter over the core and the other adapters."""
+"""The ``movecar`` command line: a driving adapter over the core and the other adapters.
+
+Every sub-command builds the engine through :func:`movecar_adapters.connect` (global
+``--db URL`` and ``--config FILE`` override the environment and ``movecar.toml``) and
+reports failures as one line with the exit codes of :mod:`movecar_adapters.cli_common`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import importlib
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
+from movecar_adapters.cli_common import CliError, Exit, fail_line, say
+from movecar_adapters.config import MEMORY_URL, ConfigError, load_settings
+from movecar_adapters.connect import connect
 from movecar_core import CallOutcome, EscalationReason, MoveCar, __version__, parse_phone
 from movecar_core.calendar import SHANGHAI
 from movecar_core.case import (
@@ -23,14 +35,22 @@ from movecar_core.case import (
     OwnerLookedUp,
 )
 from movecar_core.clock import ManualClock
+from movecar_core.errors import (
+    CalendarYearNotCovered,
+    MoveCarError,
+    PortError,
+)
 from movecar_core.machine import mermaid
-from movecar_core.memory import InMemoryNotifier, InMemoryTelephony, InMemoryVehicleRegistry
+from movecar_core.memory import InMemoryVehicleRegistry
 from movecar_core.plates import parse_plate
-from movecar_core.ports import CaseStore
 
 #: Modules that add sub-commands with ``register(subparsers)``; one is skipped only when
 #: an optional extra it needs (``movecar[sql]``) is not installed.
-_PLUGINS = ("movecar_adapters.cli_money", "movecar_adapters.cli_storage")
+_PLUGINS = (
+    "movecar_adapters.cli_money",
+    "movecar_adapters.cli_storage",
+    "movecar_adapters.cli_worker",
+)
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
 
 
@@ -75,25 +95,29 @@ DEMO_OWNERS = {
     "苏D8Q7K2": "0519-86601234",
     "苏AB7780": "15850001122",
 }
+DEMO_START = dt.datetime(2025, 3, 14, 8, 5, tzinfo=SHANGHAI)
 
 
-def run_demo(out: Callable[[str], object] = print, store: CaseStore | None = None) -> MoveCar:
-    """Five realistic cases, end to end, through the in-memory adapters.
+def demo_engine(url: str = MEMORY_URL, **kwargs: Any) -> MoveCar:
+    """The demo's engine, through the composition root: the demo's owners and a manual
+    clock at 08:05 on 14 March 2025 (the demo moves it as the calls go)."""
+    return connect(
+        url,
+        clock=ManualClock(DEMO_START),
+        registry=InMemoryVehicleRegistry(DEMO_OWNERS),
+        **kwargs,
+    )
 
-    With ``store``, the cases are kept there instead (e.g. the SQL store); the registry,
-    the phone switch and the notifier stay in memory, as there is no real switch to ring.
+
+def run_demo(out: Callable[[str], object] = print, mc: MoveCar | None = None) -> MoveCar:
+    """Five realistic cases, end to end, on ``mc`` (default: :func:`demo_engine`).
+
+    The engine's clock must be a :class:`ManualClock` (the demo advances it).
     """
-    clock = ManualClock(dt.datetime(2025, 3, 14, 8, 5, tzinfo=SHANGHAI))
-    if store is None:
-        mc = MoveCar.in_memory(owners=DEMO_OWNERS, clock=clock)
-    else:
-        mc = MoveCar(
-            store=store,
-            registry=InMemoryVehicleRegistry(DEMO_OWNERS),
-            telephony=InMemoryTelephony(),
-            clock=clock,
-            notifier=InMemoryNotifier(),
-        )
+    mc = mc or demo_engine(environ={})
+    clock = mc.clock
+    if not isinstance(clock, ManualClock):
+        raise ConfigError("the demo needs an engine on a ManualClock")
 
     def step(minutes: float = 1) -> None:
         clock.advance(minutes=minutes)
@@ -152,54 +176,66 @@ def _demo(args: argparse.Namespace) -> int:
     url = getattr(args, "db", None)
     if url is None and not args.sqlite:
         run_demo()
-        return 0
-    # The embedded default: SQLite in a file, no server (or the database named).
-    import tempfile
+        return Exit.OK
+    settings = load_settings(args.config)
+    target = url or settings.url
+    if target == MEMORY_URL:
+        run_demo(mc=demo_engine(config=args.config))
+        return Exit.OK
+    if settings.keys_spec is not None or url is not None:
+        # Lasting keys, or a database named on purpose: keys are required.
+        return _demo_on(target, args.config)
+    # The embedded default without keys: a one-off key and a database of its own, removed
+    # afterwards, so the demo never leaves rows nobody can decrypt (nor a temp folder).
+    from movecar_adapters.crypto import KeyRing
 
-    from movecar_adapters.crypto import KeyConfigError, KeyRing
-    from movecar_adapters.sql import SqlStore, database_url, make_engine, upgrade, verify
+    with tempfile.TemporaryDirectory(prefix="movecar-demo-") as folder:
+        temporary = f"sqlite:///{folder}/movecar.db"
+        say(None, f"note: MOVECAR_KEYS is not set; a one-off key and {temporary} (removed after)")
+        return _demo_on(temporary, args.config, keys=KeyRing([("demo", KeyRing.generate())]))
 
-    try:
-        keys = KeyRing.from_env()
-    except KeyConfigError:
-        if url is not None:
-            print(f"--db {url}: set MOVECAR_KEYS first (`movecar keys new`)", file=sys.stderr)
-            return 2
-        # Without lasting keys, a one-off key and a database of its own, so the demo never
-        # leaves rows behind in a shared database that nobody can decrypt later.
-        keys = KeyRing([("demo", KeyRing.generate())])
-        folder = tempfile.mkdtemp(prefix="movecar-demo-")
-        url = f"sqlite:///{folder}/movecar.db"
-        print(f"note: MOVECAR_KEYS is not set; using a one-off key and {url}")
-    url = database_url(url)
-    engine = make_engine(url)
-    try:
-        upgrade(engine)
-        store = SqlStore(engine, keys)
-        run_demo(store=store)
+
+def _demo_on(url: str, config: str | None, **kwargs: Any) -> int:
+    from movecar_adapters.config import mask_url
+    from movecar_adapters.sql import SqlStore, verify
+
+    with demo_engine(url, config=config, **kwargs) as mc:
+        store = mc.store
+        assert isinstance(store, SqlStore)
+        run_demo(mc=mc)
         audit = verify(store)
-    finally:
-        engine.dispose()
     verdict = "all verify" if audit.ok else f"{len(audit.findings)} findings"
-    print(f"stored in {url}: {audit.cases} cases, {audit.events} events; audit: {verdict}")
-    return 0 if audit.ok else 1
+    say(
+        None,
+        f"stored in {mask_url(url)}: {audit.cases} cases, {audit.events} events; audit: {verdict}",
+    )
+    return Exit.OK if audit.ok else Exit.FINDINGS
 
 
 def _diagram(args: argparse.Namespace) -> int:
-    print(mermaid())
-    return 0
+    say(None, mermaid())
+    return Exit.OK
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 (never the usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see {self.prog} --help)", Exit.BAD_INPUT)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="movecar", description="The 114 move-car (114 挪车) service engine."
-    )
+    parser = Parser(prog="movecar", description="The 114 move-car (114 挪车) service engine.")
     parser.add_argument("--version", action="version", version=f"movecar {__version__}")
     parser.add_argument(
         "--db",
         metavar="URL",
-        help="database URL for the storage commands "
-        "(default: $MOVECAR_DB_URL or sqlite:///movecar.db)",
+        help="database URL (default: $MOVECAR_DB_URL, movecar.toml, or sqlite:///movecar.db)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration file (default: $MOVECAR_CONFIG, or ./movecar.toml if present)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="run five realistic cases and print their histories")
@@ -224,10 +260,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(args: argparse.Namespace | None) -> str:
+    if args is None:
+        return ""
+    parts = [getattr(args, "command", None)]
+    parts += [v for k, v in vars(args).items() if k.endswith("_command") and k != "command"]
+    return " ".join(p for p in parts if isinstance(p, str))
+
+
+def exit_code(exc: BaseException) -> Exit:
+    """The exit code an error maps to (the table in :mod:`movecar_adapters.cli_common`)."""
+    if isinstance(exc, CliError):
+        return exc.code
+    name = type(exc).__module__.split(".")[0]
+    if isinstance(exc, ConfigError | PortError | OSError | CalendarYearNotCovered):
+        return Exit.ENVIRONMENT
+    if name == "sqlalchemy" or type(exc).__name__ in ("KeyConfigError", "DecryptionFailed"):
+        return Exit.ENVIRONMENT
+    if isinstance(exc, MoveCarError | ValueError):
+        return Exit.BAD_INPUT
+    return Exit.INTERNAL
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
-    return result
+    """Run ``movecar``; returns the exit code (never raises, never prints a traceback)."""
+    args: argparse.Namespace | None = None
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `movecar ... | head`: the reader has what it wanted; end quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return Exit.OK
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # every error ends as one line and an exit code
+        code = exit_code(exc)
+        message = str(exc) or type(exc).__name__
+        if code is Exit.INTERNAL:
+            message = f"internal error ({type(exc).__name__}): {message}"
+        if os.environ.get("MOVECAR_DEBUG"):
+            traceback.print_exc()
+        print(fail_line(_command(args), message), file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,150 +1,171 @@
 """Storage sub-commands of the ``movecar`` console script.
 
-``movecar_adapters.cli`` calls :func:`register` with its sub-parsers; this adds
+* ``movecar db upgrade``                          migrate the schema (Alembic) to head
+* ``movecar audit verify [--expect-report M=D] [--json]``  recompute every hash; name
+  what changed
+* ``movecar retention purge [--dry-run] [--now T] [--actor A]``  二(四): remove what
+  closed at least 3 years ago (never under legal hold)
+* ``movecar keys new [--id ID]``                  print a new encryption key
+* ``movecar keys rotate``                         re-encrypt phone numbers under the newest key
 
-* ``movecar db upgrade``                       migrate the schema (Alembic) to head
-* ``movecar audit verify [--expect-report M=D]`` recompute every hash; name what changed
-* ``movecar retention purge [--dry-run]``       二(四): remove what closed >= 3 years ago
-* ``movecar keys new``                          print a new encryption key
-* ``movecar keys rotate``                       re-encrypt phone numbers under the newest key
-
-The database is ``--db URL``, else ``$MOVECAR_DB_URL``, else ``sqlite:///movecar.db``.
-Keys come from ``$MOVECAR_KEYS`` ("newest_id=KEY,older_id=KEY"), never from the database.
-Exit status: 0 fine, 1 the audit found tampering, 2 configuration or schema problem.
+The database is ``--db URL``, else ``$MOVECAR_DB_URL``, else ``movecar.toml``, else
+``sqlite:///movecar.db``. Keys come from ``$MOVECAR_KEYS`` (or the file ``movecar.toml``
+names), never from the database. Exit codes: :mod:`movecar_adapters.cli_common`.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
-from typing import Any, TextIO
+from typing import Any
 
+from movecar_adapters.cli_common import CliError, Exit, fail_line, say
+from movecar_adapters.config import load_settings, mask_url
+from movecar_adapters.connect import connect
 from movecar_adapters.crypto import KeyConfigError, KeyRing
-from movecar_adapters.sql.audit import verify
-from movecar_adapters.sql.engine import current_revision, database_url, make_engine, upgrade
-from movecar_adapters.sql.errors import SchemaNotReady, StorageError
+from movecar_adapters.sql.audit import AuditResult, verify
+from movecar_adapters.sql.engine import current_revision, open_engine
+from movecar_adapters.sql.errors import DatabaseUnavailable
 from movecar_adapters.sql.store import SqlStore
-
-OK, TAMPERED, CONFIG = 0, 1, 2
+from movecar_core.app import MoveCar
 
 
 def _url(args: argparse.Namespace) -> str:
-    return database_url(getattr(args, "db", None))
+    given = getattr(args, "db", None)
+    return given if given is not None else load_settings(args.config).url
 
 
-def _out(args: argparse.Namespace) -> TextIO:
-    stream: TextIO = getattr(args, "stdout", None) or sys.stdout
-    return stream
+def _engine(args: argparse.Namespace, **kwargs: Any) -> MoveCar:
+    url = _url(args)
+    if url == "memory://":
+        raise CliError("storage commands need a database, not memory://")
+    return connect(url, config=args.config, upgrade=False, **kwargs)
 
 
-def _err(args: argparse.Namespace) -> TextIO:
-    stream: TextIO = getattr(args, "stderr", None) or sys.stderr
-    return stream
-
-
-def _store(args: argparse.Namespace, keys: KeyRing) -> SqlStore:
-    return SqlStore(make_engine(_url(args)), keys)
+def _store(mc: MoveCar) -> SqlStore:
+    assert isinstance(mc.store, SqlStore)  # connect() gives a SqlStore for a database URL
+    return mc.store
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    engine = make_engine(_url(args))
+    url = _url(args)
+    if url == "memory://":
+        raise CliError("db upgrade needs a database, not memory://")
     try:
-        before = current_revision(engine)
-        after = upgrade(engine)
+        engine = open_engine(url, migrate=False)
+    except DatabaseUnavailable:
+        before = None  # a SQLite file not yet made: the upgrade makes it
+    else:
+        try:
+            before = current_revision(engine)
+        finally:
+            engine.dispose()
+    engine = open_engine(url, migrate=True)
+    try:
+        after = current_revision(engine)
     finally:
         engine.dispose()
-    print(f"database {_url(args)}: schema {before or 'empty'} -> {after}", file=_out(args))
-    return OK
+    say(None, f"database {mask_url(url)}: schema {before or 'empty'} -> {after}")
+    return Exit.OK
+
+
+def _expected(items: list[str] | None) -> dict[str, str]:
+    expect: dict[str, str] = {}
+    for item in items or ():
+        month, sep, digest = item.partition("=")
+        if not sep or len(month) != 7 or len(digest) != 64:
+            raise CliError(f"--expect-report {item[:40]!r}: expected YYYY-MM=<64 hex digits>")
+        expect[month] = digest
+    return expect
+
+
+def audit_json(result: AuditResult) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "cases": result.cases,
+        "events": result.events,
+        "reports": result.reports,
+        "findings": [{"kind": f.kind, "subject": f.subject, "why": f.why} for f in result.findings],
+        "cannot_verify": list(result.unverifiable),
+    }
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    expect: dict[str, str] = {}
-    for item in args.expect_report or ():
-        month, sep, digest = item.partition("=")
-        if not sep or len(month) != 7:
-            print(f"--expect-report {item!r}: expected MONTH=DIGEST", file=_err(args))
-            return CONFIG
-        expect[month] = digest
-    try:
-        store = _store(args, KeyRing.from_env())
-    except (KeyConfigError, SchemaNotReady) as exc:
-        print(f"audit verify: {exc}", file=_err(args))
-        return CONFIG
-    try:
-        result = verify(store, expect_reports=expect)
-    finally:
-        store.engine.dispose()
-    out = _out(args)
+    """Exit 0 clean, 1 findings (tampering), 3 cannot verify (keys missing or wrong)."""
+    expect = _expected(args.expect_report)
+    with _engine(args) as mc:
+        result = verify(_store(mc), expect_reports=expect)
+    code = Exit.FINDINGS if result.findings else Exit.ENVIRONMENT if result.unverifiable else 0
+    if code is Exit.ENVIRONMENT:
+        print(fail_line("audit verify", result.unverifiable[0]), file=sys.stderr)
+    if args.json:
+        say(None, json.dumps(audit_json(result), ensure_ascii=False, indent=2))
+        return code
     for finding in result.findings:
-        print(f"TAMPERED {finding}", file=out)
-    print(
+        say(None, f"TAMPERED {finding}")
+    for why in result.unverifiable:
+        say(None, f"CANNOT VERIFY {why}")
+    if result.ok:
+        verdict = "all verify"
+    else:
+        parts = [f"{len(result.findings)} findings"] if result.findings else []
+        if result.unverifiable:
+            parts.append("some data cannot be verified with these keys")
+        verdict = "; ".join(parts)
+    say(
+        None,
         f"checked {result.cases} cases, {result.events} events, {result.reports} reports: "
-        + ("all verify" if result.ok else f"{len(result.findings)} findings"),
-        file=out,
+        + verdict,
     )
-    return OK if result.ok else TAMPERED
+    return code
 
 
 def cmd_retention_purge(args: argparse.Namespace) -> int:
-    # The purge neither encrypts nor decrypts: without MOVECAR_KEYS it runs on a
-    # throwaway key, so retention never depends on the key holder.
-    try:
-        keys = KeyRing.from_env()
-    except KeyConfigError:
-        keys = KeyRing([("purge-only", KeyRing.generate())])
-    try:
-        store = _store(args, keys)
-    except SchemaNotReady as exc:
-        print(f"retention purge: {exc}", file=_err(args))
-        return CONFIG
     now = None
     if args.now:
-        now = dt.datetime.fromisoformat(args.now)
-        if now.tzinfo is None:
-            print(f"--now {args.now!r}: give an offset, e.g. +08:00", file=_err(args))
-            return CONFIG
-    try:
-        result = store.purge(now=now, dry_run=args.dry_run, actor=args.actor)
-    finally:
-        store.engine.dispose()
-    out = _out(args)
+        try:
+            now = dt.datetime.fromisoformat(args.now)
+        except ValueError:
+            raise CliError(f"--now {args.now[:40]!r}: not an ISO 8601 time") from None
+        if now.utcoffset() is None:
+            raise CliError(f"--now {args.now!r}: give an offset, e.g. +08:00")
+    # The purge neither encrypts nor decrypts: it runs on a throwaway key, so retention
+    # never depends on the key holder (nor on MOVECAR_KEYS being well formed).
+    with _engine(args, keys=KeyRing([("purge-only", KeyRing.generate())])) as mc:
+        result = _store(mc).purge(now=now, dry_run=args.dry_run, actor=args.actor)
     verb = "would purge" if result.dry_run else "purged"
     for case_id in result.cases:
-        print(f"{verb} {case_id}", file=out)
+        say(None, f"{verb} {case_id}")
     for case_id in result.held:
-        print(f"kept {case_id} (legal hold)", file=out)
+        say(None, f"kept {case_id} (legal hold)")
     for location in result.recordings:
-        print(f"delete audio {location}", file=out)
-    print(f"{verb} {len(result.cases)} cases {result.cutoff_note}", file=out)
-    return OK
+        say(None, f"delete audio {location}")
+    say(None, f"{verb} {len(result.cases)} cases {result.cutoff_note}")
+    return Exit.OK
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
     key_id = args.id or dt.datetime.now(dt.UTC).strftime("k%Y%m%d")
-    print(f"{key_id}={KeyRing.generate()}", file=_out(args))
+    try:
+        KeyRing([(key_id, KeyRing.generate())], source="--id")  # checks the id's form
+    except KeyConfigError as exc:
+        raise CliError(str(exc)) from None
+    say(None, f"{key_id}={KeyRing.generate()}")
     print(
         "put it first in MOVECAR_KEYS (keep the old keys after it), then run `movecar keys rotate`",
-        file=_err(args),
+        file=sys.stderr,
     )
-    return OK
+    return Exit.OK
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    try:
-        store = _store(args, KeyRing.from_env())
-    except (KeyConfigError, SchemaNotReady) as exc:
-        print(f"keys rotate: {exc}", file=_err(args))
-        return CONFIG
-    try:
+    with _engine(args) as mc:
+        store = _store(mc)
         changed = store.rotate_keys()
-    except StorageError as exc:
-        print(f"keys rotate: {exc}", file=_err(args))
-        return CONFIG
-    finally:
-        store.engine.dispose()
-    print(f"re-encrypted {changed} events under key {store.keys.current_id!r}", file=_out(args))
-    return OK
+    say(None, f"re-encrypted {changed} events under key {store.keys.current_id!r}")
+    return Exit.OK
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
@@ -153,7 +174,7 @@ def _db_option(parser: argparse.ArgumentParser) -> None:
         "--db",
         default=argparse.SUPPRESS,
         metavar="URL",
-        help="database URL (default: $MOVECAR_DB_URL or sqlite:///movecar.db)",
+        help="database URL (default: $MOVECAR_DB_URL, movecar.toml, or sqlite:///movecar.db)",
     )
 
 
@@ -177,6 +198,7 @@ def register(subparsers: Any) -> None:
         metavar="MONTH=DIGEST",
         help="a digest Party A received for a month's report (repeatable)",
     )
+    ver.add_argument("--json", action="store_true", help="print JSON instead of lines")
     ver.set_defaults(func=cmd_audit_verify)
 
     retention = subparsers.add_parser("retention", help="二(四) 3-year retention")

@@ -3,14 +3,90 @@
 Run one or several (threads or processes) against the same database: the store's claim
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL and MariaDB, the write lock on SQLite) hands each
 effect to one worker at a time, and a worker marks it done only after it ran. Time is the
-engine's clock, the same one the commands and the store use.
+engine's clock, the same one the commands and the store use. ``movecar worker`` is this
+module behind the command line; a host with its own wiring calls :func:`run` itself.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
+
+import attrs
+
 from movecar_core.app import EffectRun, MoveCar
+
+log = logging.getLogger("movecar.worker")
 
 
 def drain(engine: MoveCar, worker: str, *, batch: int = 50) -> list[EffectRun]:
     """Run every effect due by the engine's clock, once (see :meth:`MoveCar.run_due`)."""
     return engine.run_due(worker=worker, batch=batch)
+
+
+def describe(run: EffectRun) -> str:
+    """One log line for an effect: no personal data (a case id prefix, the kind, the
+    outcome; port errors are library errors, whose messages are redacted)."""
+    state = "ok" if run.ok else "FAILED"
+    detail = run.outcome if run.ok else f"{run.outcome}: {run.error}"
+    return f"{run.kind} case {run.case_id[:8]} {state}: {detail}"
+
+
+@attrs.define
+class WorkerStats:
+    """What a worker did: effects run and effects whose port failed (still pending)."""
+
+    ran: int = 0
+    failed: int = 0
+
+
+def run(
+    engine: MoveCar,
+    *,
+    name: str = "worker",
+    concurrency: int = 1,
+    poll_seconds: float = 1.0,
+    once: bool = False,
+    stop: threading.Event | None = None,
+    report: Callable[[str], None] | None = None,
+) -> WorkerStats:
+    """Deliver due effects until ``stop`` is set (or, with ``once``, until none is due).
+
+    ``concurrency`` threads share the engine, each claiming as ``<name>-<i>``; between
+    empty rounds each waits ``poll_seconds`` (or until ``stop``). An effect whose port
+    fails stays pending under its lease and is retried after it; each effect gives one
+    line to ``report`` (default: the ``movecar.worker`` logger at INFO).
+    """
+    if type(concurrency) is not int or not 1 <= concurrency <= 64:
+        raise ValueError(f"concurrency={concurrency!r}: must be 1 to 64")
+    if not 0 < poll_seconds <= 3600:
+        raise ValueError(f"poll_seconds={poll_seconds!r}: must be more than 0, at most 3600")
+    halt = stop or threading.Event()
+    say = report or log.info
+    stats = WorkerStats()
+    lock = threading.Lock()
+
+    def loop(index: int) -> None:
+        worker = f"{name}-{index}"
+        while not halt.is_set():
+            runs = engine.run_due(worker=worker, batch=10)
+            for item in runs:
+                say(f"{worker} {describe(item)}")
+            with lock:
+                stats.ran += sum(r.ok for r in runs)
+                stats.failed += sum(not r.ok for r in runs)
+            if once and not runs:
+                return
+            if not runs or all(not r.ok for r in runs):
+                halt.wait(poll_seconds)
+
+    threads = [
+        threading.Thread(target=loop, args=(i,), name=f"{name}-{i}", daemon=True)
+        for i in range(concurrency)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return stats

@@ -40,6 +40,10 @@ FEN = Decimal("0.01")
 _ZERO = Decimal("0.00")
 #: The months of one service year ("有效期一年", 一(三)).
 MONTHS_PER_YEAR = 12
+#: The most calls one service year can hold: about three a second, day and night, all year,
+#: twenty times the top tier's threshold (三 "300 万单以上"). Larger is a typo (a zero too
+#: many), refused rather than priced.
+MAX_ANNUAL_VOLUME = 100_000_000
 
 
 def to_fen(amount: Decimal) -> Decimal:
@@ -81,6 +85,10 @@ def _volume(field: str, value: object) -> int:
         raise InvalidInput(f"{field}={value!r} must be an integer number of calls")
     if value < 0:
         raise InvalidInput(f"{field}={value!r} must not be negative")
+    if value > MAX_ANNUAL_VOLUME:
+        raise InvalidInput(
+            f"{field}={value:,} is more than a service year can hold ({MAX_ANNUAL_VOLUME:,})"
+        )
     return value
 
 

@@ -22,8 +22,8 @@ database: they go to Party A with each monthly report (三), and ``audit verify
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -48,6 +48,9 @@ class Finding:
     kind: str
     subject: str
     why: str
+    #: The key a value could not be decrypted under, when that is the problem: if no value
+    #: under that key opens, the key is wrong or missing (cannot verify), not the data.
+    key_id: str | None = attrs.field(default=None, eq=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.kind} {self.subject}: {self.why}"
@@ -55,14 +58,19 @@ class Finding:
 
 @attrs.frozen
 class AuditResult:
+    """What ``verify`` found. ``unverifiable`` names keys that open none of the values
+    stored under them (a wrong or missing key): the data could not be checked, which is
+    not the same as tampering (``movecar audit verify`` exits 3, not 1)."""
+
     findings: tuple[Finding, ...]
     cases: int
     events: int
     reports: int
+    unverifiable: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not self.findings
+        return not self.findings and not self.unverifiable
 
     @property
     def tampered_cases(self) -> frozenset[str]:
@@ -73,21 +81,74 @@ class AuditResult:
         return frozenset(f.subject for f in self.findings if f.kind in ("report", "settlement"))
 
 
+class _Keys:
+    """Counts, per key id, the stored values that opened and those that did not."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.opened: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+
+    def decrypt(self, value: str) -> str:
+        key_id = self.store.keys.key_id_of(value)
+        try:
+            plain = self.store.keys.decrypt(value)
+        except DecryptionFailed as exc:
+            self.refused[key_id] += 1
+            raise _KeyFailure(key_id, str(exc)) from None
+        self.opened[key_id] += 1
+        return plain
+
+    def unverifiable(self) -> dict[str, str]:
+        """Key ids none of whose values opened, with why."""
+        configured = set(self.store.keys.key_ids)
+        out = {}
+        for key_id, n in self.refused.items():
+            if self.opened[key_id]:
+                continue
+            if key_id in configured:
+                out[key_id] = (
+                    f"none of the {n} values stored under key {key_id!r} opens with the "
+                    "configured key: a wrong key (cannot verify)"
+                )
+            else:
+                out[key_id] = (
+                    f"{n} values are stored under key {key_id!r}, which the configured keys "
+                    "do not include (cannot verify)"
+                )
+        return out
+
+
+class _KeyFailure(Exception):
+    def __init__(self, key_id: str, why: str) -> None:
+        super().__init__(why)
+        self.key_id = key_id
+
+
 def verify(
     store: SqlStore, *, page: int = 1000, expect_reports: Mapping[str, str] | None = None
 ) -> AuditResult:
     """Check every case, report and settlement in the store (see the module docstring).
 
     ``expect_reports`` maps a month ("2025-03") to the digest Party A received for it.
+    A row the database cannot even hand back (a malformed time, say) is a finding naming
+    it, and the audit goes on with the rest.
     """
     findings: list[Finding] = []
+    keys = _Keys(store)
     n_cases = n_events = 0
-    for rows, stored, purges in _pages(store, page):
+    for rows, stored, purges, broken in _pages(store, page):
+        findings.extend(broken)
         for row in rows:
             n_cases += 1
             evs = stored.get(row.case_id, [])
             n_events += len(evs)
-            findings.extend(_check_case(store, row, evs, purges.get(row.case_id)))
+            try:
+                findings.extend(_check_case(store, keys, row, evs, purges.get(row.case_id)))
+            except Exception as exc:  # one bad row is one finding; the audit goes on
+                findings.append(
+                    Finding("case", str(row.case_id), f"row unreadable ({type(exc).__name__})")
+                )
     with store._read() as conn:
         orphans = conn.execute(
             sa.select(t.events.c.case_id)
@@ -103,33 +164,75 @@ def verify(
         findings.extend(Finding("case", cid, "purged case's tombstone deleted") for cid in lost)
     report_findings, n_reports = _check_reports(store, expect_reports or {})
     findings.extend(report_findings)
-    return AuditResult(tuple(findings), n_cases, n_events, n_reports)
+    blocked = keys.unverifiable()
+    kept = tuple(f for f in findings if f.key_id is None or f.key_id not in blocked)
+    return AuditResult(kept, n_cases, n_events, n_reports, tuple(blocked.values()))
 
 
-def _pages(
-    store: SqlStore, page: int
-) -> Iterator[tuple[Sequence[Any], dict[str, list[Any]], dict[str, Any]]]:
+Page = tuple[list[Any], dict[str, list[Any]], dict[str, Any], list[Finding]]
+
+
+def _pages(store: SqlStore, page: int) -> Iterator[Page]:
+    """Pages of state rows with their events and purge-log rows, and findings for rows
+    that cannot be read (each read again alone, so one bad row spoils only itself)."""
     last = -1
     c, e, p = t.cases, t.events, t.purge_log
     while True:
         with store._read() as conn:
-            rows = conn.execute(
-                sa.select(c).where(c.c.seq > last).order_by(c.c.seq).limit(page)
+            keys = conn.execute(
+                sa.select(c.c.seq, c.c.case_id).where(c.c.seq > last).order_by(c.c.seq).limit(page)
             ).all()
-            if not rows:
+            if not keys:
                 return
+            broken: list[Finding] = []
+            rows = _each_or_all(
+                conn,
+                sa.select(c).where(c.c.seq.in_([k.seq for k in keys])).order_by(c.c.seq),
+                [(str(k.case_id), sa.select(c).where(c.c.seq == k.seq)) for k in keys],
+                broken,
+                "state row unreadable",
+            )
             ids = [r.case_id for r in rows]
             stored: dict[str, list[Any]] = defaultdict(list)
-            for ev in conn.execute(
-                sa.select(e).where(e.c.case_id.in_(ids)).order_by(e.c.case_id, e.c.version)
+            for ev in _each_or_all(
+                conn,
+                sa.select(e).where(e.c.case_id.in_(ids)).order_by(e.c.case_id, e.c.version),
+                [
+                    (cid, sa.select(e).where(e.c.case_id == cid).order_by(e.c.version))
+                    for cid in ids
+                ],
+                broken,
+                "events unreadable",
             ):
                 stored[ev.case_id].append(ev)
+            spoiled = {f.subject for f in broken}
             purges = {x.case_id: x for x in conn.execute(sa.select(p).where(p.c.case_id.in_(ids)))}
-        yield rows, stored, purges
-        last = rows[-1].seq
+        yield [r for r in rows if r.case_id not in spoiled], stored, purges, broken
+        last = keys[-1].seq
 
 
-def _check_case(store: SqlStore, row: Any, evs: list[Any], purge: Any) -> list[Finding]:
+def _each_or_all(
+    conn: sa.Connection,
+    whole: sa.Select[Any],
+    parts: list[tuple[str, sa.Select[Any]]],
+    broken: list[Finding],
+    why: str,
+) -> list[Any]:
+    try:
+        return list(conn.execute(whole).all())
+    except (ValueError, TypeError, ArithmeticError, sa.exc.StatementError):
+        rows: list[Any] = []
+        for subject, query in parts:
+            try:
+                rows.extend(conn.execute(query).all())
+            except (ValueError, TypeError, ArithmeticError, sa.exc.StatementError) as exc:
+                broken.append(Finding("case", subject, f"{why} ({type(exc).__name__})"))
+        return rows
+
+
+def _check_case(
+    store: SqlStore, keys: _Keys, row: Any, evs: list[Any], purge: Any
+) -> list[Finding]:
     cid = row.case_id
 
     def bad(why: str) -> list[Finding]:
@@ -160,7 +263,9 @@ def _check_case(store: SqlStore, row: Any, evs: list[Any], purge: Any) -> list[F
                 raise ValueError("not an object")
             for key in PII_FIELDS.get(ev.type_name, ()):
                 if isinstance(payload.get(key), str):
-                    payload[key] = store.keys.decrypt(payload[key])
+                    payload[key] = keys.decrypt(payload[key])
+        except _KeyFailure as exc:
+            return [Finding("case", cid, f"event v{ev.version} unreadable: {exc}", exc.key_id)]
         except (ValueError, DecryptionFailed) as exc:
             return bad(f"event v{ev.version} unreadable: {exc}")
         links.append(StoredLink(ev.version, ev.type_name, payload, ev.hash))

@@ -159,6 +159,11 @@ def open_engine(url: str, *, migrate: bool | None = None) -> sa.Engine:
         engine = make_engine(url)
     except (ValueError, sa.exc.ArgumentError, ImportError) as exc:
         raise DatabaseUnavailable(f"database {shown}: {_first_line(exc)}") from None
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if migrate is False and path and not Path(path).is_file():
+        # Opening would create an empty file: a typo in a path must not become a database.
+        engine.dispose()
+        raise DatabaseUnavailable(f"database {shown}: no such file (run `movecar db upgrade`)")
     try:
         if migrate or (migrate is None and engine.dialect.name == "sqlite"):
             upgrade(engine)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import datetime as dt
 import io
 
 import pytest
 from sqlsupport import KEY_1, KEY_2, Databases
 
-from movecar_adapters.cli_storage import register
+from movecar_adapters.cli import main
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore, current_revision, head_revision, make_engine
 from movecar_adapters.sql import schema as t
@@ -18,13 +18,10 @@ from movecar_core.testing.contracts import sample_history
 
 
 def run(*argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="movecar")
-    parser.add_argument("--db")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    args.stdout, args.stderr = io.StringIO(), io.StringIO()
-    code = args.func(args)
-    return code, args.stdout.getvalue(), args.stderr.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
 
 
 def test_db_upgrade_builds_the_schema(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,7 +44,7 @@ def test_audit_verify_names_the_tampered_case(
     store.write_report(ServiceMonth(2025, 3), at=dt.datetime(2025, 4, 1, tzinfo=dt.UTC))
     [report] = store.reports()
     monkeypatch.delenv("MOVECAR_KEYS", raising=False)
-    assert run("audit", "verify", "--db", url)[0] == 2  # no keys configured
+    assert run("audit", "verify", "--db", url)[0] == 3  # no keys configured: cannot verify
     monkeypatch.setenv("MOVECAR_KEYS", f"k1={KEY_1}")
     code, out, _ = run(
         "--db", url, "audit", "verify", "--expect-report", f"2025-03={report.digest}"
@@ -79,6 +76,8 @@ def test_retention_purge_and_dry_run(databases: Databases, monkeypatch: pytest.M
     code, out, _ = run("--db", url, "retention", "purge", "--now", later)
     assert code == 0 and "purged old" in out and list(store.load("old")) == []
     assert run("--db", url, "retention", "purge", "--now", "2028-03-02T00:00")[0] == 2
+    monkeypatch.setenv("MOVECAR_KEYS", "garbage")  # purging needs no key, so it is not read
+    assert run("--db", url, "retention", "purge", "--dry-run", "--now", later)[0] == 0
     store.engine.dispose()
 
 

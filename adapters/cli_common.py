@@ -1,0 +1,64 @@
+"""What every ``movecar`` sub-command shares: exit codes, one-line errors, output.
+
+The exit status is a contract with the operator's scripts:
+
+====  ===========================================================================
+0     success
+1     the audit found tampering or inconsistencies (``audit verify`` only)
+2     bad input or usage: an argument, a CSV row, a month, a volume out of bounds
+3     environment: the database cannot be opened or is not migrated, a file cannot be
+      read, key material is missing or malformed (or cannot open what it must verify),
+      a port is down (``worker --once``)
+4     internal error: a bug in movecar (the one line names the exception type)
+====  ===========================================================================
+
+Every failure is one line on stderr, ``movecar <command>: <what and where>``, at most
+1,000 characters, with passwords in URLs and phone numbers masked; never a traceback
+(``MOVECAR_DEBUG=1`` shows one, for a developer).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import sys
+from typing import TextIO
+
+from movecar_adapters.config import mask_url
+from movecar_core.errors import redact
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    FINDINGS = 1
+    BAD_INPUT = 2
+    ENVIRONMENT = 3
+    INTERNAL = 4
+
+
+class CliError(Exception):
+    """A failure a sub-command reports as one line, with its exit code."""
+
+    def __init__(self, message: str, code: Exit = Exit.BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+MAX_LINE = 1000
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def scrub(text: str) -> str:
+    """One safe line: URLs' passwords and phone numbers masked, no newlines, bounded."""
+    line = " ".join(text.split())
+    line = redact(_URL.sub(lambda m: mask_url(m.group()), line))
+    return line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…"
+
+
+def say(stream: TextIO | None, text: str) -> None:
+    """Print a line of normal output (already free of secrets by construction)."""
+    print(text, file=stream or sys.stdout)
+
+
+def fail_line(command: str, message: str) -> str:
+    return scrub(f"movecar {command}: {message}" if command else f"movecar: {message}")
