@@ -16,21 +16,23 @@ from collections.abc import Mapping
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from movecar_adapters import connect
 from movecar_core import MoveCar
 from movecar_core.clock import ManualClock
-from movecar_core.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
+from movecar_core.memory import InMemoryVehicleRegistry
 from movecar_core.testing.stateful import MoveCarStateMachine, RecordingNotifier
 
 
 class HostMachine(MoveCarStateMachine):
     def make_engine(self, owners: Mapping[str, str], notifier: RecordingNotifier) -> MoveCar:
-        # A real host would build its production wiring here (its SQL store, its switch).
-        return MoveCar(
-            store=InMemoryCaseStore(),
-            registry=InMemoryVehicleRegistry(owners),
-            telephony=InMemoryTelephony(),
+        # A real host builds its own wiring here, through the same composition root
+        # (its database URL, its switch); the machine moves the ManualClock.
+        return connect(
+            "memory://",
             clock=ManualClock(),
+            registry=InMemoryVehicleRegistry(owners),
             notifier=notifier,
+            environ={},
         )
 
 

@@ -1,7 +1,8 @@
 """Plugging your own adapters into the engine: ports are plain Protocols.
 
 A host backend implements the ports it owns (here a vehicle registry that answers from a
-local table and a phone switch that prints) and keeps the in-memory store. Any object
+local table and a phone switch that prints) and hands them to ``connect``, which wires the
+rest (here the in-memory store; a database URL for a real one). Any object
 with the right methods fits; nothing to inherit.
 
 Run: python examples/own_adapters.py
@@ -9,15 +10,13 @@ Run: python examples/own_adapters.py
 
 from __future__ import annotations
 
-from movecar_adapters.clock import SystemClock
+from movecar_adapters import connect
 from movecar_core import (
     EscalationReason,
-    MoveCar,
     OutboundCallRequest,
     OwnerContact,
     RegistryUnavailable,
 )
-from movecar_core.memory import InMemoryCaseStore
 
 
 class TableRegistry:
@@ -43,11 +42,9 @@ class PrintingSwitch:
         print(f"  transfer case {case_id[:8]} to {number} ({reason})")
 
 
-mc = MoveCar(
-    store=InMemoryCaseStore(),
-    registry=TableRegistry({"苏DF36988": "13605190001"}),
-    telephony=PrintingSwitch(),
-    clock=SystemClock(),
+# The composition root wires the rest (store, clock, 110 desk) around the host's ports.
+mc = connect(
+    "memory://", registry=TableRegistry({"苏DF36988": "13605190001"}), telephony=PrintingSwitch()
 )
 case_id = mc.open_case(plate="苏DF36988", location="常武中路地库", requester_phone="13700002222")
 mc.locate_owner(case_id, agent_id="seat-05")

@@ -8,7 +8,13 @@ from hypothesis import settings
 
 from movecar_core import CasePolicy, MoveCar
 from movecar_core.clock import ManualClock
-from movecar_core.memory import InMemoryCaseStore, InMemoryTelephony, InMemoryVehicleRegistry
+from movecar_core.memory import (
+    InMemoryCaseStore,
+    InMemoryCommandCentre,
+    InMemorySeatReminders,
+    InMemoryTelephony,
+    InMemoryVehicleRegistry,
+)
 from movecar_core.testing.stateful import MoveCarStateMachine, RecordingNotifier
 
 
@@ -20,6 +26,8 @@ class InMemoryMachine(MoveCarStateMachine):
             telephony=InMemoryTelephony(),
             clock=ManualClock(),
             notifier=notifier,
+            command_centre=InMemoryCommandCentre(),
+            reminders=InMemorySeatReminders(),
             policy=CasePolicy(max_call_attempts=2),
         )
 

@@ -16,7 +16,9 @@ Invariants checked after every step, for every case:
 * a terminal state absorbs: once moved/escalated/cancelled/unresolved, always so;
 * outbound call attempts never exceed the policy's limit, and at most one is in flight;
 * no owner phone number reaches anything the requester side sees (views, notifications);
-* a command that raises appends nothing (a typed error, never half a command).
+* a command that raises appends nothing (a typed error, never half a command);
+* when time passes (a :class:`~movecar_core.clock.ManualClock`), what fell due runs, each
+  effect once and without error, and a closed case keeps no pending timer.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ from hypothesis.stateful import (
 
 from movecar_core.app import MoveCar
 from movecar_core.case import TERMINAL_STATES, CallOutcome, CaseState, EscalationReason
+from movecar_core.clock import ManualClock
 from movecar_core.errors import MoveCarError
 from movecar_core.machine import fold
+from movecar_core.outbox import TIMERS
 from movecar_core.phones import parse_phone
 from movecar_core.testing.strategies import canonical_mobile_phones, canonical_plates, plates
 
@@ -177,7 +181,29 @@ class MoveCarStateMachine(RuleBasedStateMachine):
             raise AssertionError(f"open_case accepted plate {bad!r}")
         assert sum(1 for _ in self.mc.store.case_ids()) == before
 
+    @rule(minutes=st.integers(0, 12))
+    def time_passes(self, minutes: int) -> None:
+        """The clock moves (a :class:`ManualClock`), and whatever fell due runs: overdue
+        outcomes are recorded as failed, follow-ups remind the seat, notices go out."""
+        clock = self.mc.clock
+        if isinstance(clock, ManualClock):
+            clock.advance(minutes=minutes)
+        if self.mc.outbox is None:
+            return
+        runs = self.mc.run_due()
+        assert all(run.ok for run in runs), [run for run in runs if not run.ok]
+        assert len({run.key for run in runs}) == len(runs), "an effect ran twice"
+
     # --- invariants -------------------------------------------------------------------
+
+    @invariant()
+    def closed_cases_keep_no_timers(self) -> None:
+        if self.engine is None or self.mc.outbox is None:
+            return
+        for case_id in self.opened:
+            if fold(self.mc.history(case_id)).state in TERMINAL_STATES:
+                timers = [e for e in self.mc.outbox.pending(case_id) if e.kind in TIMERS]
+                assert timers == [], f"a closed case keeps timers {timers}"
 
     @invariant()
     def every_case_keeps_the_rules(self) -> None:

@@ -14,7 +14,11 @@ from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore, make_engine, verify
 from movecar_core import CasePolicy, MoveCar, fold
 from movecar_core.clock import ManualClock
-from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
+from movecar_core.memory import (
+    InMemoryCommandCentre,
+    InMemoryTelephony,
+    InMemoryVehicleRegistry,
+)
 from movecar_core.testing.stateful import MoveCarStateMachine, RecordingNotifier
 
 
@@ -29,12 +33,16 @@ def shared_store(request: pytest.FixtureRequest, databases: Databases) -> Iterat
 def test_random_command_sequences_on_sql(shared_store: SqlStore) -> None:
     class SqlMachine(MoveCarStateMachine):
         def make_engine(self, owners: Mapping[str, str], notifier: RecordingNotifier) -> MoveCar:
+            # One clock for the engine and its store (as connect() wires them); the
+            # database is shared by every example.
+            clock = ManualClock()
             return MoveCar(
-                store=shared_store,
+                store=SqlStore(shared_store.engine, shared_store.keys, clock=clock),
                 registry=InMemoryVehicleRegistry(owners),
                 telephony=InMemoryTelephony(),
-                clock=ManualClock(),
+                clock=clock,
                 notifier=notifier,
+                command_centre=InMemoryCommandCentre(),
                 policy=CasePolicy(max_call_attempts=2),
             )
 
