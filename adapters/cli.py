@@ -268,6 +268,13 @@ def _command(args: argparse.Namespace | None) -> str:
     return " ".join(p for p in parts if isinstance(p, str))
 
 
+#: Errors about what the database or the key material holds, not about what was typed:
+#: keys missing or malformed, a stored value that does not decrypt or decode.
+_ENVIRONMENT = frozenset(
+    {"KeyConfigError", "DecryptionFailed", "MalformedEvent", "UnknownEventType", "CorruptHistory"}
+)
+
+
 def exit_code(exc: BaseException) -> Exit:
     """The exit code an error maps to (the table in :mod:`movecar_adapters.cli_common`)."""
     if isinstance(exc, CliError):
@@ -275,7 +282,7 @@ def exit_code(exc: BaseException) -> Exit:
     name = type(exc).__module__.split(".")[0]
     if isinstance(exc, ConfigError | PortError | OSError | CalendarYearNotCovered):
         return Exit.ENVIRONMENT
-    if name == "sqlalchemy" or type(exc).__name__ in ("KeyConfigError", "DecryptionFailed"):
+    if name == "sqlalchemy" or type(exc).__name__ in _ENVIRONMENT:
         return Exit.ENVIRONMENT
     if isinstance(exc, MoveCarError | ValueError):
         return Exit.BAD_INPUT

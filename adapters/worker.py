@@ -70,7 +70,16 @@ def run(
     def loop(index: int) -> None:
         worker = f"{name}-{index}"
         while not halt.is_set():
-            runs = engine.run_due(worker=worker, batch=10)
+            try:
+                runs = engine.run_due(worker=worker, batch=10)
+            except Exception as exc:  # the database is down, say: wait and try again
+                say(f"{worker} round failed ({type(exc).__name__}): {exc}")
+                with lock:
+                    stats.failed += 1
+                if once:
+                    return
+                halt.wait(poll_seconds)
+                continue
             for item in runs:
                 say(f"{worker} {describe(item)}")
             with lock:

@@ -157,8 +157,16 @@ def _command_id(value: object) -> str | None:
 class MoveCar:
     """The 114 move-car engine: every command a seat application needs.
 
-    Build it with the ports of your deployment, or :meth:`in_memory` for tests, demos and
-    simulations.
+    Commands (each writes events or nothing; a repeated ``command_id`` returns the first
+    result): :meth:`open_case`, :meth:`locate_owner`, :meth:`call_owner`,
+    :meth:`record_call_outcome`, :meth:`confirm_moved`, :meth:`dispute`, :meth:`cancel`,
+    :meth:`escalate`. Queries: :meth:`case`, :meth:`requester_view`, :meth:`history`,
+    :meth:`record`. Time and money: :meth:`run_due` (timers, retries) and
+    :meth:`settle_month` (三, the month's fee from the store's events).
+
+    Build it with ``movecar_adapters.connect()`` (the composition root: one configuration,
+    one clock, one contract), :meth:`in_memory` for tests and demos, or by hand with every
+    port of your deployment.
     """
 
     def __init__(

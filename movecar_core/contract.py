@@ -97,9 +97,13 @@ class Greeting:
         return self.template.replace(PLATE_PLACEHOLDER, plate)
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Contract:
     """The terms of one 114 move-car service contract."""
+
+    def __repr__(self) -> str:
+        # Short on purpose: it is the default of many signatures (help(MoveCar) shows it).
+        return f"Contract({self.name!r}, effective_from={self.effective_from.isoformat()})"
 
     name: str
     party_a: str

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 _SKIP = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis",
-    "site", "*.db", "*.db-wal", "*.db-shm",
+    "site", "*.db", "*.db-wal", "*.db-shm", "node_modules",
 )  # fmt: skip
 
 
