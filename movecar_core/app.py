@@ -65,6 +65,7 @@ from movecar_core.outbox import (
     Effect,
     EffectPolicy,
     OutboxStore,
+    inline_token,
     plan,
 )
 from movecar_core.phones import parse_phone
@@ -577,10 +578,12 @@ class MoveCar:
     ) -> None:
         """With ``Dispatch.INLINE``: deliver now what this command asked to send.
 
-        The store wrote the effects with the events; here the ones due now are claimed by
-        key (the cost does not grow with the outbox) and run. One that fails stays in the
-        outbox for :meth:`run_due` or a worker: the command itself has succeeded. A store
-        without an outbox gets its send effects run directly, once, without a retry.
+        The store wrote the sends with the events, already leased to this engine
+        (:func:`~movecar_core.outbox.born_claimed`): here they are run and marked done,
+        one write each, whatever the size of the outbox. One that fails stays leased and is
+        delivered by :meth:`run_due` or a worker once its lease runs out: the command
+        itself has succeeded. A store without an outbox gets its sends run directly, once,
+        without a retry.
         """
         if self.dispatch is not Dispatch.INLINE:
             return
@@ -594,9 +597,7 @@ class MoveCar:
                 with contextlib.suppress(MoveCarError):
                     self.run_effect(effect)
             return
-        claimed = self.outbox.claim(
-            "inline", limit=len(sends), now=now, keys=[e.key for e in sends]
-        )
+        claimed = [Claimed(0, inline_token(e.key), e, 1, e.due_at) for e in sends]
         self._run_claimed(self.outbox, claimed)
 
     def run_effect(self, effect: Effect) -> str:

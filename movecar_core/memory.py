@@ -29,7 +29,14 @@ from movecar_core.errors import (
 )
 from movecar_core.integrity import GENESIS, chain_of_json
 from movecar_core.machine import CorruptHistory, apply, fold
-from movecar_core.outbox import Claimed, Effect, EffectPolicy, plan
+from movecar_core.outbox import (
+    Claimed,
+    Effect,
+    EffectPolicy,
+    born_claimed,
+    inline_token,
+    plan,
+)
 from movecar_core.plates import parse_plate
 from movecar_core.ports import Clock, FollowUpReminder, OutboundCallRequest, OwnerContact
 from movecar_core.reports import MonthlyReport, RecordedSettlement, next_report
@@ -131,7 +138,12 @@ class InMemoryCaseStore:
                     self._drop(key)
             for effect in todo.schedule:
                 self._next_id += 1
-                self._pending[effect.key] = _OutboxRow(self._next_id, effect)
+                row = _OutboxRow(self._next_id, effect)
+                if born_claimed(effect, self.effects):
+                    row.token = inline_token(effect.key)
+                    row.lease_until = effect.due_at + self.lease
+                    row.attempts = 1
+                self._pending[effect.key] = row
                 self._by_case.setdefault(case_id, set()).add(effect.key)
                 heapq.heappush(self._due, (effect.due_at, self._next_id, effect.key))
             return len(stream)

@@ -97,6 +97,28 @@ def effect_key(case_id: str, version: int, kind: str) -> str:
     return f"{case_id}:{version}:{kind}"
 
 
+#: Who holds a send the engine delivers itself (``Dispatch.INLINE``).
+INLINE_WORKER = "inline"
+
+
+def inline_token(key: str) -> str:
+    """The lease token of a send born claimed by the engine that wrote it (see
+    :func:`born_claimed`): the engine completes it without a claim of its own."""
+    return f"{INLINE_WORKER}:{key}"
+
+
+def born_claimed(effect: Effect, policy: EffectPolicy) -> bool:
+    """Whether the store writes ``effect`` already leased to the writing engine.
+
+    With inline delivery (``not policy.dispatch_calls``) the engine sends what a command
+    caused right after the command, so the store writes those sends leased to it, under
+    :func:`inline_token`, until ``due_at + lease``: no worker takes them meanwhile, the
+    engine marks them done with one write, and if the process dies first the lease runs
+    out and a worker (or ``run_due``) delivers them.
+    """
+    return effect.kind in SENDS and not policy.dispatch_calls
+
+
 def plan(
     events: Sequence[Event],
     first_version: int,
@@ -203,6 +225,8 @@ class OutboxStore(Protocol):
     """
 
     #: The policy the store plans effects with; the engine reads it, so both agree.
+    #: With inline delivery, sends are written already leased to the engine
+    #: (:func:`born_claimed`, :func:`inline_token`).
     effects: EffectPolicy
 
     def claim(
@@ -221,7 +245,8 @@ class OutboxStore(Protocol):
         ...
 
     def complete(self, claimed: Claimed) -> bool:
-        """Mark a claimed effect done; False when the lease was lost to another worker."""
+        """Mark a claimed effect done (found by its key and lease token); False when the
+        lease was lost to another worker or the effect is done already."""
         ...
 
     def pending(self, case_id: str | None = None) -> Iterator[Effect]:

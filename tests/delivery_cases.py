@@ -16,7 +16,7 @@ from movecar_core.memory import (
     InMemoryTelephony,
     InMemoryVehicleRegistry,
 )
-from movecar_core.outbox import CALL_OUTCOME_DUE, FOLLOW_UP_CALL, NOTIFY_110
+from movecar_core.outbox import CALL_OUTCOME_DUE, FOLLOW_UP_CALL, NOTIFY_110, EffectPolicy
 from movecar_core.ports import CaseStore
 
 OWNER = "13912345678"
@@ -114,6 +114,20 @@ class DeliveryCases:
         assert len(telephony.calls) == 1  # the engine never dials a follow-up itself
         assert mc.run_due() == []
 
+    def test_a_crash_before_inline_delivery_is_made_good_by_run_due(
+        self, store: CaseStore, clock: ManualClock
+    ) -> None:
+        """The send is written leased to the engine that wrote it; if that engine dies
+        before delivering, the lease runs out and run_due (any engine) delivers it."""
+        writer = engine_on(store, clock, command_centre=None)  # "dies": cannot deliver
+        case_id = self.opened(writer)
+        writer.escalate(case_id, EscalationReason.EMERGENCY_LANE_BLOCKED)
+        other = engine_on(store, clock)
+        assert [r for r in other.run_due() if r.kind == NOTIFY_110] == []  # still leased
+        clock.advance(minutes=3)  # the store's lease: 2 minutes
+        [run] = [r for r in other.run_due() if r.kind == NOTIFY_110]
+        assert (run.ok, run.outcome) == (True, "notice sent to 110")
+
     def test_a_port_that_is_down_leaves_the_effect_pending_until_it_is_back(
         self, store: CaseStore, clock: ManualClock
     ) -> None:
@@ -138,8 +152,8 @@ class DeliveryCases:
     def test_outbox_dispatch_leaves_the_work_to_run_due(
         self, store: CaseStore, clock: ManualClock
     ) -> None:
-        mc = engine_on(store, clock)
-        mc.dispatch = Dispatch.OUTBOX  # as a worker process sees it: nothing inline
+        store.effects = EffectPolicy(dispatch_calls=True)  # type: ignore[attr-defined]
+        mc = engine_on(store, clock, dispatch=Dispatch.OUTBOX)  # as connect(dispatch="outbox")
         case_id = self.opened(mc)
         mc.escalate(case_id, EscalationReason.EMERGENCY_HELP)
         desk = mc.command_centre

@@ -18,9 +18,21 @@ from movecar_core.case import CaseRecord, CaseState, Event
 from movecar_core.integrity import (
     canonical_json,
 )
-from movecar_core.outbox import Claimed, Effect, EffectPolicy, plan
+from movecar_core.outbox import (
+    INLINE_WORKER,
+    Claimed,
+    Effect,
+    EffectPolicy,
+    born_claimed,
+    inline_token,
+    plan,
+)
 
-OUTBOX_COLUMNS = ("effect_key", "case_id", "kind", "due_at", "payload", "status", "attempts")
+#: In the table's column order (the compiled INSERT's positional order).
+OUTBOX_COLUMNS = (
+    "effect_key", "case_id", "kind", "due_at", "payload", "status",
+    "claimed_by", "claim_token", "lease_until", "attempts",
+)  # fmt: skip
 
 
 def write_effects(
@@ -32,6 +44,7 @@ def write_effects(
     before: CaseState | None,
     record: CaseRecord,
     now: dt.datetime,
+    lease: dt.timedelta,
 ) -> None:
     """In the events' own transaction: schedule the effects ``new`` events cause
     (:func:`movecar_core.outbox.plan`) and cancel the timers they make moot."""
@@ -46,15 +59,22 @@ def write_effects(
             )
             .values(status="cancelled", done_at=now)
         )
-    insert_rows(conn, t.outbox, OUTBOX_COLUMNS, effect_rows(todo.schedule))
+    insert_rows(conn, t.outbox, OUTBOX_COLUMNS, effect_rows(todo.schedule, policy, lease))
 
 
-def effect_rows(effects: Iterable[Effect]) -> list[Row]:
-    """Outbox rows (:data:`OUTBOX_COLUMNS`) of newly scheduled effects."""
-    return [
-        (e.key, e.case_id, e.kind, e.due_at, canonical_json(dict(e.payload)), "pending", 0)
-        for e in effects
-    ]
+def effect_rows(effects: Iterable[Effect], policy: EffectPolicy, lease: dt.timedelta) -> list[Row]:
+    """Outbox rows (:data:`OUTBOX_COLUMNS`) of newly scheduled effects; the sends an engine
+    delivers inline are written leased to it (:func:`movecar_core.outbox.born_claimed`)."""
+    rows: list[Row] = []
+    for e in effects:
+        payload = canonical_json(dict(e.payload))
+        claim: tuple[str | None, str | None, dt.datetime | None, int]
+        if born_claimed(e, policy):
+            claim = (INLINE_WORKER, inline_token(e.key), e.due_at + lease, 1)
+        else:
+            claim = (None, None, None, 0)
+        rows.append((e.key, e.case_id, e.kind, e.due_at, payload, "pending", *claim))
+    return rows
 
 
 class EffectRecorder(StoreBase):
@@ -137,7 +157,7 @@ class EffectRecorder(StoreBase):
             done = conn.execute(
                 o.update()
                 .where(
-                    o.c.id == claimed.id,
+                    o.c.effect_key == claimed.effect.key,
                     o.c.claim_token == claimed.token,
                     o.c.status == "pending",
                 )

@@ -253,6 +253,7 @@ class EventRecorder(StoreBase):
             before=before,
             record=record,
             now=self.clock.now(),
+            lease=self.lease,
         )
         return record.version
 
@@ -397,7 +398,7 @@ class EventRecorder(StoreBase):
                 if with_effects:
                     # A new case has no pending effects to cancel: only the scheduling.
                     todo = plan(history, 1, self.effects, before=None, after=record.state)
-                    outbox_rows.extend(effect_rows(todo.schedule))
+                    outbox_rows.extend(effect_rows(todo.schedule, self.effects, self.lease))
                 n_cases += 1
                 n_events += len(hashes)
                 if len(case_rows) >= chunk_cases:

@@ -35,7 +35,14 @@ from movecar_core.case import (
 )
 from movecar_core.errors import ConcurrencyConflict, RegistryUnavailable
 from movecar_core.machine import fold
-from movecar_core.outbox import CALL_OUTCOME_DUE, FOLLOW_UP_CALL, NOTIFY_110, NOTIFY_REQUESTER
+from movecar_core.outbox import (
+    CALL_OUTCOME_DUE,
+    FOLLOW_UP_CALL,
+    NOTIFY_110,
+    NOTIFY_REQUESTER,
+    Claimed,
+    inline_token,
+)
 from movecar_core.ports import CaseStore, Clock, OutboundCallRequest, Telephony, VehicleRegistry
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -291,9 +298,24 @@ class OutboxStoreContract:
         later = self.NOW + dt.timedelta(minutes=1)
         assert outbox_store.claim("w2", now=later, keys=[key]) == []
         [again] = outbox_store.claim("w2", now=self.NOW + dt.timedelta(hours=1), keys=[key])
-        assert (again.effect.key, again.attempts) == (key, 2)
+        assert (again.effect.key, again.attempts) == (key, first.attempts + 1)
         assert not outbox_store.complete(first)  # its lease was lost
         assert outbox_store.complete(again)
+
+    def test_inline_sends_are_born_leased_to_their_writer(self, outbox_store: Any) -> None:
+        """With inline delivery (the default policy) a send is written leased to the
+        engine that wrote it: no worker takes it before the lease runs out, and the
+        writer completes it by its key with :func:`inline_token`."""
+        case_id = _new_id()
+        history = sample_history(case_id)
+        outbox_store.append(case_id, history, expected_version=0)
+        [notice] = [e for e in outbox_store.pending(case_id) if e.kind == NOTIFY_110]
+        soon = notice.due_at + outbox_store.lease - dt.timedelta(seconds=1)
+        assert outbox_store.claim("w", now=soon, keys=[notice.key]) == []
+        held = Claimed(0, inline_token(notice.key), notice, 1, notice.due_at)
+        assert outbox_store.complete(held)
+        assert notice.key not in {e.key for e in outbox_store.pending(case_id)}
+        assert not outbox_store.complete(held)
 
     def test_nothing_is_claimed_before_it_is_due(self, outbox_store: Any) -> None:
         case_id = _new_id()

@@ -98,19 +98,6 @@ def test_a_failed_append_writes_no_effect(fresh_store: SqlStore) -> None:
     assert list(fresh_store.pending(case_id)) == []
 
 
-def test_an_expired_lease_is_claimed_again(fresh_store: SqlStore) -> None:
-    case_id = "case-lease"
-    fresh_store.append(case_id, sample_history(case_id), expected_version=0)  # escalated
-    now = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
-    key = f"{case_id}:5:{NOTIFY_110}"
-    [first] = fresh_store.claim("crashed-worker", now=now, keys=[key])
-    assert fresh_store.claim("w2", now=now + dt.timedelta(minutes=1), keys=[key]) == []
-    [again] = fresh_store.claim("w2", now=now + dt.timedelta(minutes=3), keys=[key])
-    assert (again.effect.key, again.attempts) == (first.effect.key, 2)
-    assert not fresh_store.complete(first)  # the lease was lost
-    assert fresh_store.complete(again)
-
-
 @pytest.mark.parametrize("backend", ["sqlite", *SERVERS], indirect=True)
 def test_every_effect_runs_exactly_once_with_four_worker_processes(
     fresh_store: SqlStore, fresh_url: str
