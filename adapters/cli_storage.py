@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 from typing import Any
 
@@ -30,6 +31,8 @@ from movecar_adapters.sql.engine import current_revision, open_engine
 from movecar_adapters.sql.errors import DatabaseUnavailable
 from movecar_adapters.sql.store import SqlStore
 from movecar_core.app import MoveCar
+from movecar_core.errors import MoveCarError
+from movecar_core.settlement import ServiceMonth
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -71,13 +74,17 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-def _expected(items: list[str] | None) -> dict[str, str]:
-    expect: dict[str, str] = {}
+def _expected(items: list[str] | None) -> dict[ServiceMonth, str]:
+    expect: dict[ServiceMonth, str] = {}
     for item in items or ():
         month, sep, digest = item.partition("=")
-        if not sep or len(month) != 7 or len(digest) != 64:
+        try:
+            parsed = ServiceMonth.parse(month)
+        except MoveCarError:
+            parsed = None
+        if not sep or parsed is None or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise CliError(f"--expect-report {item[:40]!r}: expected YYYY-MM=<64 hex digits>")
-        expect[month] = digest
+        expect[parsed] = digest
     return expect
 
 

@@ -5,7 +5,7 @@ the engine needs, and the contract's terms as data. Adapters (in-memory, SQL, te
 live in the separate ``adapters`` package.
 """
 
-from movecar_core.app import Dispatch, MoveCar, OutboundCall
+from movecar_core.app import Dispatch, EffectRun, MoveCar, OutboundCall
 from movecar_core.calendar import CN_CALENDAR, DeadlineShift, WorkingDayCalendar
 from movecar_core.case import (
     CallOutcome,
@@ -43,6 +43,8 @@ from movecar_core.errors import (
     InvalidInput,
     InvalidPhone,
     InvalidPlate,
+    MonthAlreadyReported,
+    MonthNotOver,
     MoveCarError,
     NoCallInFlight,
     OutsideContractTerm,
@@ -72,13 +74,16 @@ from movecar_core.ports import (
     CaseStore,
     Clock,
     CommandCentre,
+    FollowUpReminder,
     OutboundCallRequest,
     OwnerContact,
     RequesterNotifier,
+    SeatReminders,
     Telephony,
     VehicleRegistry,
 )
 from movecar_core.pricing import (
+    MAX_ANNUAL_VOLUME,
     BillableCallPolicy,
     Cliff,
     TierMode,
@@ -88,6 +93,7 @@ from movecar_core.pricing import (
     settle_year,
     unit_price,
 )
+from movecar_core.reports import MonthlyReport, MonthSettlement, RecordedSettlement, ReportStore
 from movecar_core.settlement import (
     ServiceMonth,
     SettlementRecord,
@@ -104,6 +110,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CN_CALENDAR",
+    "MAX_ANNUAL_VOLUME",
     "WUJIN_114_2024",
     "Assessment",
     "BillableCallPolicy",
@@ -138,9 +145,11 @@ __all__ = [
     "DisputeRaised",
     "Effect",
     "EffectPolicy",
+    "EffectRun",
     "EscalatedTo110",
     "EscalationReason",
     "Event",
+    "FollowUpReminder",
     "Greeting",
     "IllegalSettlementTransition",
     "IllegalTransition",
@@ -152,7 +161,11 @@ __all__ = [
     "InvalidPlate",
     "MalformedEvent",
     "ManualClock",
+    "MonthAlreadyReported",
+    "MonthNotOver",
     "MonthPayable",
+    "MonthSettlement",
+    "MonthlyReport",
     "MoveCar",
     "MoveCarError",
     "MoveConfirmed",
@@ -171,10 +184,13 @@ __all__ = [
     "Plate",
     "PlateKind",
     "PortError",
+    "RecordedSettlement",
     "RegistryUnavailable",
     "RenewalRefused",
+    "ReportStore",
     "RequesterNotifier",
     "RequesterView",
+    "SeatReminders",
     "ServiceMonth",
     "ServiceYear",
     "SettlementError",

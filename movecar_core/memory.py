@@ -22,9 +22,7 @@ from movecar_core.codec import CanonicalEncoder
 from movecar_core.errors import (
     ConcurrencyConflict,
     InvalidInput,
-    MonthAlreadyReported,
     RegistryUnavailable,
-    SettlementError,
     TelephonyError,
 )
 from movecar_core.integrity import GENESIS, chain_of_json
@@ -39,7 +37,12 @@ from movecar_core.outbox import (
 )
 from movecar_core.plates import parse_plate
 from movecar_core.ports import Clock, FollowUpReminder, OutboundCallRequest, OwnerContact
-from movecar_core.reports import MonthlyReport, RecordedSettlement, next_report
+from movecar_core.reports import (
+    MonthlyReport,
+    RecordedSettlement,
+    check_settlement,
+    next_report,
+)
 from movecar_core.settlement import ServiceMonth
 
 __all__ = [
@@ -252,15 +255,8 @@ class InMemoryCaseStore:
     def write_settlement(self, settlement: RecordedSettlement) -> None:
         with self._lock:
             report = next((r for r in self._reports if r.month == settlement.month), None)
-            if report is None:
-                raise SettlementError(f"month={settlement.month}: no report to settle")
-            if (report.digest, report.billable_calls) != (
-                settlement.report_digest,
-                settlement.billable_calls,
-            ):
-                raise SettlementError(f"month={settlement.month}: does not match its report")
-            if settlement.month in self._settlements:
-                raise MonthAlreadyReported(str(settlement.month), "settled before")
+            settled = settlement.month in self._settlements
+            check_settlement(settlement, report, settled_before=settled)
             self._settlements[settlement.month] = settlement
 
     def settlement(self, month: ServiceMonth) -> RecordedSettlement | None:

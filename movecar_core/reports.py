@@ -97,6 +97,24 @@ class RecordedSettlement:
     recorded_at: dt.datetime
 
 
+def check_settlement(
+    settlement: RecordedSettlement, report: MonthlyReport | None, *, settled_before: bool
+) -> None:
+    """The rule every store applies before keeping a settlement: 三 bills a reported month,
+    so the month's report must exist with the same digest and count (五(三)), and a month
+    is settled once."""
+    month = settlement.month
+    if report is None:
+        raise SettlementError(f"month={month}: no report to settle")
+    if (report.digest, report.billable_calls) != (
+        settlement.report_digest,
+        settlement.billable_calls,
+    ):
+        raise SettlementError(f"month={month}: does not match its report")
+    if settled_before:
+        raise MonthAlreadyReported(str(month), "settled before")
+
+
 @attrs.frozen
 class MonthSettlement:
     """The month's money, from the store's events (:meth:`MoveCar.settle_month`).

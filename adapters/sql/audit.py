@@ -126,11 +126,15 @@ class _KeyFailure(Exception):
 
 
 def verify(
-    store: SqlStore, *, page: int = 1000, expect_reports: Mapping[str, str] | None = None
+    store: SqlStore,
+    *,
+    page: int = 1000,
+    expect_reports: Mapping[ServiceMonth, str] | None = None,
 ) -> AuditResult:
     """Check every case, report and settlement in the store (see the module docstring).
 
-    ``expect_reports`` maps a month ("2025-03") to the digest Party A received for it.
+    ``expect_reports`` maps a month (``ServiceMonth(2025, 3)``) to the digest Party A
+    received for it.
     A row the database cannot even hand back (a malformed time, say) is a finding naming
     it, and the audit goes on with the rest.
     """
@@ -162,7 +166,8 @@ def verify(
             )
         ).scalars()
         findings.extend(Finding("case", cid, "purged case's tombstone deleted") for cid in lost)
-    report_findings, n_reports = _check_reports(store, expect_reports or {})
+    expected = {str(month): digest for month, digest in (expect_reports or {}).items()}
+    report_findings, n_reports = _check_reports(store, expected)
     findings.extend(report_findings)
     blocked = keys.unverifiable()
     kept = tuple(f for f in findings if f.key_id is None or f.key_id not in blocked)

@@ -14,8 +14,12 @@ import sqlalchemy as sa
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import StoreBase, check_case_id, check_text
 from movecar_adapters.sql.errors import StorageError, StorageInputError
-from movecar_core.errors import MonthAlreadyReported, SettlementError
-from movecar_core.reports import MonthlyReport, RecordedSettlement, next_report
+from movecar_core.reports import (
+    MonthlyReport,
+    RecordedSettlement,
+    check_settlement,
+    next_report,
+)
 from movecar_core.settlement import ServiceMonth
 
 
@@ -207,21 +211,14 @@ class EvidenceRecorder(StoreBase):
         month = str(settlement.month)
 
         def fn(conn: sa.Connection) -> None:
-            report = conn.execute(
+            row = conn.execute(
                 sa.select(t.monthly_reports).where(t.monthly_reports.c.month == month)
             ).one_or_none()
-            if report is None:
-                raise SettlementError(f"month={month}: no report to settle")
-            if (report.digest, report.billable_calls) != (
-                settlement.report_digest,
-                settlement.billable_calls,
-            ):
-                raise SettlementError(f"month={month}: does not match its report")
             exists = conn.execute(
                 sa.select(t.settlements.c.month).where(t.settlements.c.month == month)
             ).first()
-            if exists is not None:
-                raise MonthAlreadyReported(month, "settled before")
+            report = None if row is None else _report(row)
+            check_settlement(settlement, report, settled_before=exists is not None)
             conn.execute(
                 t.settlements.insert(),
                 {

@@ -208,8 +208,11 @@ def test_audit_detects_every_tampering(fresh_store: SqlStore, backend: str) -> N
 def test_expected_digest_from_party_a(fresh_store: SqlStore) -> None:
     populate(fresh_store)
     [feb, mar] = fresh_store.reports()
-    assert verify(fresh_store, expect_reports={"2025-02": feb.digest}).ok
-    bad = verify(fresh_store, expect_reports={"2025-03": feb.digest, "2025-04": mar.digest})
+    assert verify(fresh_store, expect_reports={ServiceMonth(2025, 2): feb.digest}).ok
+    bad = verify(
+        fresh_store,
+        expect_reports={ServiceMonth(2025, 3): feb.digest, ServiceMonth(2025, 4): mar.digest},
+    )
     assert bad.tampered_reports == {"2025-03", "2025-04"}
 
 
