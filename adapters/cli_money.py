@@ -188,7 +188,9 @@ def _settle_month(args: argparse.Namespace) -> int:
     from movecar_core.term import ContractTerm
 
     term = ContractTerm.start(WUJIN_114_2024, carried_in=args.carried_in)
-    with connect(args.db, term=term, config=args.config) as mc:
+    # upgrade=False: a mistyped SQLite path must not become a new, empty database that
+    # then reports a month of zero calls.
+    with connect(args.db, term=term, config=args.config, upgrade=False) as mc:
         result = mc.settle_month(args.month, mode=TierMode(args.mode))
     if args.json:
         _json(month_json(result))

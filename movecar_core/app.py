@@ -515,7 +515,8 @@ class MoveCar:
                 f"now give {mine.fee} yuan for {mine.billable_calls} calls "
                 f"(mode {mode.value})",
             )
-        return attrs.evolve(settlement, recorded_at=kept.recorded_at)
+        # The store may hand the time back in UTC: the same instant, in the engine's zone.
+        return attrs.evolve(settlement, recorded_at=kept.recorded_at.astimezone(now.tzinfo))
 
     def _require_reports(self) -> ReportStore:
         if not isinstance(self.store, ReportStore):

@@ -73,6 +73,7 @@ def cases(db: Path, tmp: Path) -> list[tuple[str, list[str], dict[str, str], int
         ("settle: both", ["settle", str(bad_csv), "--month", "2024-05"], {}, 2, "not both"),
         ("settle: dead db", ["settle", "--month", "2024-05", "--db", DEAD_SERVER], keys, 3, "cannot open"),
         ("settle: no keys", ["settle", "--month", "2024-05", "--db", url], {}, 3, "MOVECAR_KEYS"),
+        ("settle: no such file", ["settle", "--month", "2024-05", "--db", f"sqlite:///{tmp}/typo.db"], keys, 3, "no such file"),
         ("settle: month not over", ["settle", "--month", "2099-05", "--db", url], keys, 2, "not over"),
         ("settle: outside term", ["settle", "--month", "2020-05", "--db", url], keys, 2, "outside"),
         ("audit: no keys", ["audit", "verify", "--db", url], {}, 3, "MOVECAR_KEYS"),

@@ -94,3 +94,33 @@ def test_keys_new_and_rotate(databases: Databases, monkeypatch: pytest.MonkeyPat
     assert code == 0 and "re-encrypted 2 events under key 'k2'" in out
     assert list(SqlStore(store.engine, KeyRing([("k2", KEY_2)])).load("c")) == sample_history("c")
     store.engine.dispose()
+
+
+def test_settle_a_month_from_the_database(
+    databases: Databases, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from movecar_adapters import connect
+    from movecar_core.calendar import SHANGHAI
+    from movecar_core.clock import ManualClock
+
+    url = databases.new(backend)
+    clock = ManualClock(dt.datetime(2024, 5, 20, 9, 0, tzinfo=SHANGHAI))
+    with connect(url, keys=KeyRing([("k1", KEY_1)]), clock=clock, environ={}) as mc:
+        for i in range(2):
+            mc.open_case(plate="苏D12345", location=f"湖塘 {i}", requester_phone="13800001111")
+    monkeypatch.setenv("MOVECAR_KEYS", f"k1={KEY_1}")
+    code, out, err = run("settle", "--month", "2024-05", "--db", url, "--json")
+    assert code == 0, err
+    first = json.loads(out)
+    assert (first["billable_calls"], first["unit_price"], first["provisional_fee"]) == (
+        2,
+        "1.90",
+        "3.80",
+    )
+    assert first["deadlines"]["report_due"] == "2024-06-05"
+    code, out, _ = run("settle", "--month", "2024-05", "--db", url, "--json")
+    assert code == 0 and json.loads(out) == first  # recorded once; a repeat returns it
+    code, out, err = run("settle", "--month", "2024-07", "--db", url)
+    assert code == 2 and "next report due is 2024-06" in err
