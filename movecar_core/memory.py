@@ -91,7 +91,9 @@ class InMemoryCaseStore:
         self._streams: dict[str, list[Event]] = {}
         self._records: dict[str, CaseRecord] = {}
         self._pending: dict[str, _OutboxRow] = {}  # by effect key
-        self._by_case: dict[str, set[str]] = {}  # case id -> keys of its pending effects
+        # case id -> keys of its pending effects (a list: a case has one or two, and a set
+        # costs three times the memory of a short list per open case)
+        self._by_case: dict[str, list[str]] = {}
         self._due: list[tuple[dt.datetime, int, str]] = []  # heap; stale entries skipped
         self._next_id = 0
         self._reports: list[MonthlyReport] = []
@@ -147,7 +149,7 @@ class InMemoryCaseStore:
                     row.lease_until = effect.due_at + self.lease
                     row.attempts = 1
                 self._pending[effect.key] = row
-                self._by_case.setdefault(case_id, set()).add(effect.key)
+                self._by_case.setdefault(case_id, []).append(effect.key)
                 heapq.heappush(self._due, (effect.due_at, self._next_id, effect.key))
             return len(stream)
 
@@ -217,7 +219,7 @@ class InMemoryCaseStore:
     def _drop(self, key: str) -> None:
         row = self._pending.pop(key)
         keys = self._by_case[row.effect.case_id]
-        keys.discard(key)
+        keys.remove(key)
         if not keys:
             del self._by_case[row.effect.case_id]
 
