@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import re
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from movecar_adapters.config import mask_url
 from movecar_core.errors import redact
@@ -58,6 +58,18 @@ def scrub(text: str) -> str:
 def say(stream: TextIO | None, text: str) -> None:
     """Print a line of normal output (already free of secrets by construction)."""
     print(text, file=stream or sys.stdout)
+
+
+def database_of(args: Any, what: str) -> str:
+    """The database a command works on: ``--db``, else the settings (environment,
+    ``movecar.toml``, the embedded default). ``memory://`` is refused: ``what`` needs a
+    database that outlives this process."""
+    from movecar_adapters.config import MEMORY_URL, load_settings
+
+    url: str = getattr(args, "db", None) or load_settings(args.config).url
+    if url == MEMORY_URL:
+        raise CliError(f"{what} needs a database; {MEMORY_URL} lives in one process only")
+    return url
 
 
 def fail_line(command: str, message: str) -> str:

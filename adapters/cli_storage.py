@@ -22,8 +22,8 @@ import re
 import sys
 from typing import Any
 
-from movecar_adapters.cli_common import CliError, Exit, fail_line, say
-from movecar_adapters.config import load_settings, mask_url
+from movecar_adapters.cli_common import CliError, Exit, database_of, fail_line, say
+from movecar_adapters.config import mask_url
 from movecar_adapters.connect import connect
 from movecar_adapters.crypto import KeyConfigError, KeyRing
 from movecar_adapters.sql.audit import AuditResult, verify
@@ -35,15 +35,8 @@ from movecar_core.errors import MoveCarError
 from movecar_core.settlement import ServiceMonth
 
 
-def _url(args: argparse.Namespace) -> str:
-    given = getattr(args, "db", None)
-    return given if given is not None else load_settings(args.config).url
-
-
 def _engine(args: argparse.Namespace, **kwargs: Any) -> MoveCar:
-    url = _url(args)
-    if url == "memory://":
-        raise CliError("storage commands need a database, not memory://")
+    url = database_of(args, f"movecar {args.command}")
     return connect(url, config=args.config, upgrade=False, **kwargs)
 
 
@@ -53,9 +46,7 @@ def _store(mc: MoveCar) -> SqlStore:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    url = _url(args)
-    if url == "memory://":
-        raise CliError("db upgrade needs a database, not memory://")
+    url = database_of(args, "db upgrade")
     try:
         engine = open_engine(url, migrate=False)
     except DatabaseUnavailable:

@@ -23,8 +23,8 @@ import threading
 from types import FrameType
 from typing import Any
 
-from movecar_adapters.cli_common import CliError, Exit, scrub
-from movecar_adapters.config import MEMORY_URL, load_settings, mask_url
+from movecar_adapters.cli_common import CliError, Exit, database_of, scrub
+from movecar_adapters.config import mask_url
 from movecar_adapters.connect import connect
 from movecar_adapters.worker import run
 from movecar_core.app import MoveCar
@@ -58,9 +58,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.factory:
         engine = _factory(args.factory)
     else:
-        url = getattr(args, "db", None) or load_settings(args.config).url
-        if url == MEMORY_URL:
-            raise CliError("the worker needs a database: memory:// lives in one process only")
+        url = database_of(args, "the worker")
         engine = connect(url, config=args.config, upgrade=False)
     stop = threading.Event()
 

@@ -53,7 +53,7 @@ from movecar_core.errors import (
     UnknownCase,
 )
 from movecar_core.integrity import canonical_json
-from movecar_core.machine import CasePolicy, check, fold
+from movecar_core.machine import CasePolicy, apply, check, fold
 from movecar_core.outbox import (
     CALL_OUTCOME_DUE,
     FOLLOW_UP_CALL,
@@ -396,7 +396,7 @@ class MoveCar:
                 )
             ]
 
-        events, ran = self._execute(
+        events, ran, _ = self._execute(
             case_id, command_id, "call_owner", OwnerCallPlaced, decide, agent_id=agent
         )
         call = _call_of(events)
@@ -503,12 +503,7 @@ class MoveCar:
             store.write_settlement(settlement.recorded())
             return settlement
         mine = settlement.recorded()
-        if (kept.billable_calls, kept.unit_price, kept.fee, kept.report_digest) != (
-            mine.billable_calls,
-            mine.unit_price,
-            mine.fee,
-            mine.report_digest,
-        ):
+        if attrs.evolve(mine, recorded_at=kept.recorded_at) != kept:
             raise MonthAlreadyReported(
                 str(month),
                 f"settled at {kept.fee} yuan for {kept.billable_calls} calls; the figures "
@@ -857,8 +852,7 @@ class MoveCar:
         decide: Decide,
         **arguments: Any,
     ) -> CaseView:
-        events, _ = self._execute(case_id, command_id, name, kind, decide, **arguments)
-        return CaseView.of(fold(events))
+        return CaseView.of(self._execute(case_id, command_id, name, kind, decide, **arguments)[2])
 
     def _execute(
         self,
@@ -868,8 +862,9 @@ class MoveCar:
         kind: type[Any],
         decide: Decide,
         **arguments: Any,
-    ) -> tuple[Sequence[Event], bool]:
-        """Run a command: the history after it, and whether it ran now (False: a repeat).
+    ) -> tuple[Sequence[Event], bool, CaseRecord]:
+        """Run a command: the history after it, whether it ran now (False: a repeat), and
+        the case's record after it.
 
         ``arguments`` are the command's arguments in canonical form: their fingerprint is
         stored with the events and compared when the ``command_id`` comes again (before
@@ -885,7 +880,7 @@ class MoveCar:
                 raise UnknownCase(case_id)
             earlier = self._first_result(events, cid, name, kind, fingerprint)
             if earlier is not None:
-                return earlier, False
+                return earlier, False, fold(earlier)
             case = fold(events)
             new = decide(case, self._now(), cid)
             if fingerprint is not None:
@@ -896,9 +891,13 @@ class MoveCar:
                 if attempt == self.max_retries:
                     raise
                 continue
-            after = [*events, *new]
-            self._deliver(case_id, new, len(events) + 1, case.state, fold(after).state)
-            return after, True
+            # The record after the command: the one decided on, advanced by the new events
+            # only (a copy: ``case`` may be needed again after a conflict).
+            record = attrs.evolve(case)
+            for event in new:
+                apply(record, event)
+            self._deliver(case_id, new, len(events) + 1, case.state, record.state)
+            return [*events, *new], True, record
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from movecar_adapters.config import DEFAULT_URL, ENV_URL
 from movecar_adapters.sql.engine import (
     current_revision,
-    database_url,
     head_revision,
     make_engine,
     open_engine,
@@ -86,7 +85,6 @@ __all__ = [
     "StorageInputError",
     "add_years",
     "current_revision",
-    "database_url",
     "head_revision",
     "make_engine",
     "open_engine",

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,18 +23,13 @@ if TYPE_CHECKING:
 
 # Alembic is imported where it is used: the bulk writer process needs only make_engine.
 
-from movecar_adapters.config import DEFAULT_URL, ENV_URL, mask_url
+from movecar_adapters.config import mask_url
 from movecar_adapters.sql.errors import DatabaseUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 #: Execution option: open a read-only transaction (plain ``BEGIN`` on SQLite).
 READ_ONLY = "movecar_read_only"
-
-
-def database_url(explicit: str | None = None) -> str:
-    """``explicit``, else ``$MOVECAR_DB_URL``, else the embedded SQLite default."""
-    return explicit or os.environ.get(ENV_URL) or DEFAULT_URL
 
 
 def make_engine(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlsupport import KEY_1
@@ -58,18 +59,25 @@ def test_worker_threads_deliver_each_effect_once(fresh_url: str) -> None:
     mc.close()
 
 
-def test_worker_once_from_the_command_line(tmp_path: Path) -> None:
+def worker_once_after(tmp_path: Path, escalations: int, **env: str) -> tuple[str, Any]:
+    """A database with ``escalations`` escalated cases (outbox dispatch), then
+    ``movecar worker --once`` with the host's factory; returns (url, the finished run)."""
     url = f"sqlite:///{tmp_path}/w.db"
     with connect(url, keys=KeyRing([("k1", KEY_1)]), dispatch="outbox", environ={}) as mc:
-        escalated(mc, 3)
+        escalated(mc, escalations)
     done = subprocess.run(
         [MOVECAR, "worker", "--once", "--factory", "worker_factory:build"],
-        env=env_for(url, PYTHONPATH=str(HERE)),
+        env=env_for(url, PYTHONPATH=str(HERE), **env),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+    return url, done
+
+
+def test_worker_once_from_the_command_line(tmp_path: Path) -> None:
+    _, done = worker_once_after(tmp_path, 3)
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert lines[0].startswith("worker worker: started on sqlite:///")
@@ -79,17 +87,7 @@ def test_worker_once_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_worker_once_with_a_port_down_exits_3_and_keeps_the_effects(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/w.db"
-    with connect(url, keys=KeyRing([("k1", KEY_1)]), dispatch="outbox", environ={}) as mc:
-        escalated(mc, 2)
-    done = subprocess.run(
-        [MOVECAR, "worker", "--once", "--factory", "worker_factory:build"],
-        env=env_for(url, PYTHONPATH=str(HERE), DESK_DOWN="1"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    url, done = worker_once_after(tmp_path, 2, DESK_DOWN="1")
     assert done.returncode == 3, done.stderr
     assert done.stderr.count("FAILED: ") == 2 and "refused the connection" in done.stderr
     with connect(url, keys=KeyRing([("k1", KEY_1)]), environ={}) as mc:
