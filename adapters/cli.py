@@ -49,6 +49,7 @@ from movecar_core.plates import parse_plate
 _PLUGINS = (
     "movecar_adapters.cli_money",
     "movecar_adapters.cli_storage",
+    "movecar_adapters.cli_ledger",
     "movecar_adapters.cli_worker",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
@@ -271,7 +272,14 @@ def _command(args: argparse.Namespace | None) -> str:
 #: Errors about what the database or the key material holds, not about what was typed:
 #: keys missing or malformed, a stored value that does not decrypt or decode.
 _ENVIRONMENT = frozenset(
-    {"KeyConfigError", "DecryptionFailed", "MalformedEvent", "UnknownEventType", "CorruptHistory"}
+    {
+        "KeyConfigError",
+        "DecryptionFailed",
+        "MalformedEvent",
+        "UnknownEventType",
+        "CorruptHistory",
+        "SigningKeyError",
+    }
 )
 
 

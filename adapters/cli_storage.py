@@ -1,8 +1,9 @@
 """Storage sub-commands of the ``movecar`` console script.
 
 * ``movecar db upgrade``                          migrate the schema (Alembic) to head
-* ``movecar audit verify [--expect-report M=D] [--json]``  recompute every hash; name
-  what changed
+* ``movecar audit verify [--checkpoint FILE]... [--public-key PATH.pub]
+  [--expect-report M=D] [--json]``  recompute every hash, the ledger and its signed
+  checkpoints; name what changed
 * ``movecar retention purge [--dry-run] [--now T] [--actor A]``  二(四): remove what
   closed at least 3 years ago (never under legal hold)
 * ``movecar keys new [--id ID]``                  print a new encryption key
@@ -20,12 +21,15 @@ import datetime as dt
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from movecar_adapters.cli_common import CliError, Exit, database_of, fail_line, say
+from movecar_adapters.cli_ledger import read_checkpoint
 from movecar_adapters.config import mask_url
 from movecar_adapters.connect import connect
 from movecar_adapters.crypto import KeyConfigError, KeyRing
+from movecar_adapters.signing import PublicKey
 from movecar_adapters.sql.audit import AuditResult, verify
 from movecar_adapters.sql.engine import current_revision, open_engine
 from movecar_adapters.sql.errors import DatabaseUnavailable
@@ -91,10 +95,19 @@ def audit_json(result: AuditResult) -> dict[str, Any]:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    """Exit 0 clean, 1 findings (tampering), 3 cannot verify (keys missing or wrong)."""
+    """Exit 0 clean, 1 findings (tampering), 2 bad input (a checkpoint file that is not
+    one, ``--checkpoint`` without ``--public-key``), 3 cannot verify (database, a key file
+    that is not a key, data-encryption keys missing or wrong)."""
     expect = _expected(args.expect_report)
+    given = args.checkpoint or []
+    if given and not args.public_key:
+        raise CliError("--checkpoint needs --public-key (the key the checkpoints were signed with)")
+    checkpoints = [(Path(path).name, read_checkpoint(path)) for path in given]
+    public_key = PublicKey.load(args.public_key) if args.public_key else None
     with _engine(args) as mc:
-        result = verify(_store(mc), expect_reports=expect)
+        result = verify(
+            _store(mc), expect_reports=expect, checkpoints=checkpoints, public_key=public_key
+        )
     code = Exit.FINDINGS if result.findings else Exit.ENVIRONMENT if result.unverifiable else 0
     if code is Exit.ENVIRONMENT:
         print(fail_line("audit verify", result.unverifiable[0]), file=sys.stderr)
@@ -195,6 +208,17 @@ def register(subparsers: Any) -> None:
         action="append",
         metavar="MONTH=DIGEST",
         help="a digest Party A received for a month's report (repeatable)",
+    )
+    ver.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="FILE",
+        help="a signed checkpoint Party A holds (repeatable; needs --public-key)",
+    )
+    ver.add_argument(
+        "--public-key",
+        metavar="PATH.pub",
+        help="the ledger's public key: checks the given and the stored checkpoints' signatures",
     )
     ver.add_argument("--json", action="store_true", help="print JSON instead of lines")
     ver.set_defaults(func=cmd_audit_verify)

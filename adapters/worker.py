@@ -12,12 +12,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from movecar_core.app import EffectRun, MoveCar
 
 log = logging.getLogger("movecar.worker")
+
+
+@runtime_checkable
+class Sequencer(Protocol):
+    """A store with an evidence ledger (the SQL store): pending leaves to sequence."""
+
+    def sequence(self) -> Any: ...
 
 
 def drain(engine: MoveCar, worker: str, *, batch: int = 50) -> list[EffectRun]:
@@ -67,10 +75,16 @@ def run(
     stats = WorkerStats()
     lock = threading.Lock()
 
+    # The first thread also sequences the evidence ledger's pending leaves, so that a
+    # checkpoint finds little left to do (see docs/ledger.md).
+    sequencer = engine.store if isinstance(engine.store, Sequencer) else None
+
     def loop(index: int) -> None:
         worker = f"{name}-{index}"
         while not halt.is_set():
             try:
+                if index == 0 and sequencer is not None:
+                    sequencer.sequence()
                 runs = engine.run_due(worker=worker, batch=10)
             except Exception as exc:  # the database is down, say: wait and try again
                 say(f"{worker} round failed ({type(exc).__name__}): {exc}")

@@ -23,22 +23,31 @@ import attrs
 
 from movecar_core.errors import MonthAlreadyReported, SettlementError
 from movecar_core.integrity import GENESIS, chain_hash, report_digest
+from movecar_core.ledger import TreeHead
 from movecar_core.pricing import TierMode
 from movecar_core.settlement import MonthlyDeadlines, ServiceMonth
 from movecar_core.term import ServiceYear
 
 
 def report_hash(
-    previous: str, month: ServiceMonth, inbound: int, billable: int, digest: str
+    previous: str,
+    month: ServiceMonth,
+    inbound: int,
+    billable: int,
+    digest: str,
+    *,
+    tree: TreeHead | None = None,
 ) -> str:
-    """A monthly report's hash, chained to the previous report's (stored: never change)."""
-    return chain_hash(
-        previous,
-        "report",
-        0,
-        str(month),
-        {"inbound": inbound, "billable": billable, "digest": digest},
-    )
+    """A monthly report's hash, chained to the previous report's (stored: never change).
+
+    With a ``tree`` (the evidence ledger's head when the report was written, which covers
+    every record of the month) the hash covers it too; a report from a store without a
+    ledger hashes as reports always did.
+    """
+    body: dict[str, object] = {"inbound": inbound, "billable": billable, "digest": digest}
+    if tree is not None:
+        body.update(tree_size=tree.size, tree_root=tree.root)
+    return chain_hash(previous, "report", 0, str(month), body)
 
 
 @attrs.frozen
@@ -56,10 +65,15 @@ class MonthlyReport:
     digest: str
     previous_hash: str
     hash: str
+    #: The evidence ledger's tree head when it was written (None: a store without one).
+    tree: TreeHead | None = None
 
 
 def next_report(
-    previous: MonthlyReport | None, month: ServiceMonth, opened: Iterable[tuple[str, str]]
+    previous: MonthlyReport | None,
+    month: ServiceMonth,
+    opened: Iterable[tuple[str, str]],
+    tree: TreeHead | None = None,
 ) -> MonthlyReport:
     """The report of ``month`` after ``previous`` (None: the first), from the ``(case id,
     hash of its CaseOpened)`` of every case opened in the month.
@@ -81,7 +95,13 @@ def next_report(
     count = len(items)
     before = GENESIS if previous is None else previous.hash
     return MonthlyReport(
-        month, count, count, digest, before, report_hash(before, month, count, count, digest)
+        month,
+        count,
+        count,
+        digest,
+        before,
+        report_hash(before, month, count, count, digest, tree=tree),
+        tree,
     )
 
 

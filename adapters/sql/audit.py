@@ -21,21 +21,36 @@ database: they go to Party A with each monthly report (三), and ``audit verify
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 import sqlalchemy as sa
 
 from movecar_adapters.crypto import DecryptionFailed
+from movecar_adapters.signing import PublicKey
 from movecar_adapters.sql import schema as t
+from movecar_adapters.sql.ledger_audit import (
+    Anchor,
+    LeafMatcher,
+    Problem,
+    check_holds,
+    check_orphans,
+    check_records,
+    check_tree,
+    given_checkpoints,
+    stored_checkpoints,
+)
 from movecar_adapters.sql.store import PII_FIELDS, SqlStore
 from movecar_core.case import Event
 from movecar_core.codec import decode
-from movecar_core.errors import MoveCarError
+from movecar_core.errors import InvalidInput, MoveCarError
 from movecar_core.integrity import GENESIS, StoredLink, report_digest, verify_chain
+from movecar_core.ledger import Checkpoint, Leaf, LeafKind, TreeHead, event_leaf
 from movecar_core.machine import fold
 from movecar_core.reports import report_hash
 from movecar_core.settlement import ServiceMonth
@@ -130,16 +145,24 @@ def verify(
     *,
     page: int = 1000,
     expect_reports: Mapping[ServiceMonth, str] | None = None,
+    checkpoints: Sequence[tuple[str, Checkpoint]] = (),
+    public_key: PublicKey | None = None,
 ) -> AuditResult:
-    """Check every case, report and settlement in the store (see the module docstring).
+    """Check every case, report, settlement and ledger leaf in the store (see the module
+    docstring and :mod:`movecar_adapters.sql.ledger_audit`).
 
     ``expect_reports`` maps a month (``ServiceMonth(2025, 3)``) to the digest Party A
-    received for it.
+    received for it. ``checkpoints`` are ``(label, checkpoint)`` pairs Party A holds; they
+    need the ``public_key`` they were signed with, which also checks the checkpoints kept
+    in the database.
     A row the database cannot even hand back (a malformed time, say) is a finding naming
     it, and the audit goes on with the rest.
     """
+    if checkpoints and public_key is None:
+        raise InvalidInput("checkpoints can only be verified with the public key")
     findings: list[Finding] = []
     keys = _Keys(store)
+    matcher = LeafMatcher(store)
     n_cases = n_events = 0
     for rows, stored, purges, broken in _pages(store, page):
         findings.extend(broken)
@@ -147,12 +170,19 @@ def verify(
             n_cases += 1
             evs = stored.get(row.case_id, [])
             n_events += len(evs)
+            leaves: list[Leaf] = []
             try:
-                findings.extend(_check_case(store, keys, row, evs, purges.get(row.case_id)))
+                findings.extend(
+                    _check_case(store, keys, row, evs, purges.get(row.case_id), leaves=leaves)
+                )
             except Exception as exc:  # one bad row is one finding; the audit goes on
                 findings.append(
                     Finding("case", str(row.case_id), f"row unreadable ({type(exc).__name__})")
                 )
+            for item in leaves:
+                matcher.expect(item)
+    matcher.flush()
+    findings.extend(_ledger_findings(store, matcher, checkpoints, public_key))
     with store._read() as conn:
         orphans = conn.execute(
             sa.select(t.events.c.case_id)
@@ -235,25 +265,66 @@ def _each_or_all(
         return rows
 
 
-def _check_case(
-    store: SqlStore, keys: _Keys, row: Any, evs: list[Any], purge: Any
+def _ledger_findings(
+    store: SqlStore,
+    matcher: LeafMatcher,
+    checkpoints: Sequence[tuple[str, Checkpoint]],
+    public_key: PublicKey | None,
 ) -> list[Finding]:
+    """The ledger's checks (:mod:`movecar_adapters.sql.ledger_audit`), each run so that a
+    row it cannot read is one finding and the others still run."""
+    problems: list[Problem] = []
+    anchors: list[Anchor] = []
+
+    def safely(what: str, check: Callable[[], list[Problem] | None]) -> None:
+        try:
+            problems.extend(check() or ())
+        except (MoveCarError, ValueError, TypeError, ArithmeticError, sa.exc.StatementError) as e:
+            problems.append(("ledger", what, f"unreadable ({type(e).__name__})"))
+
+    def cps() -> list[Problem]:
+        stored, out = stored_checkpoints(store, public_key)
+        given, more = given_checkpoints(checkpoints, public_key)
+        anchors.extend([*stored, *given, *_report_anchors(store)])
+        return [*out, *more]
+
+    safely("records", lambda: check_records(store, matcher))
+    problems.extend(matcher.problems)
+    safely("leaves", lambda: check_orphans(store, matcher))
+    safely("checkpoints", cps)
+    safely("tree", lambda: check_tree(store, anchors))
+    safely("legal holds", lambda: check_holds(store))
+    out = []
+    for kind, subject, why in problems:
+        if kind == LeafKind.EVENT.value:
+            case_id, _, version = subject.rpartition("/")
+            out.append(Finding("case", case_id, f"event v{version} {why}"))
+        else:
+            out.append(Finding(kind, subject, why))
+    return out
+
+
+def _report_anchors(store: SqlStore) -> list[Anchor]:
+    r = t.monthly_reports
+    with store._read() as conn:
+        rows = conn.execute(
+            sa.select(r.c.month, r.c.tree_size, r.c.tree_root).where(r.c.tree_size.is_not(None))
+        ).all()
+    return [Anchor(f"{x.month} tree head", int(x.tree_size), x.tree_root, None) for x in rows]
+
+
+def _check_case(
+    store: SqlStore, keys: _Keys, row: Any, evs: list[Any], purge: Any, *, leaves: list[Leaf]
+) -> list[Finding]:
+    """The case's findings; ``leaves`` gets the ledger leaf each stored event must have
+    (from its stored hash: a rewritten event whose hash was recomputed differs from it)."""
     cid = row.case_id
 
     def bad(why: str) -> list[Finding]:
         return [Finding("case", cid, why)]
 
     if row.purged_at is not None:
-        out: list[Finding] = []
-        if evs:
-            out += bad(f"{len(evs)} events remain after the purge")
-        if purge is None:
-            out += bad("purged without a purge-log entry")
-        elif (purge.anchor_version, purge.anchor_hash) != (row.version, row.head_hash):
-            out += bad("tombstone does not match the purge log's anchor")
-        if row.closed_at is None or not store.retention_due(row.closed_at, row.purged_at):
-            out += bad("purged before the retention period (二(四): 3 years) ended")
-        return out
+        return _check_purged(store, row, evs, purge)
     if purge is not None:
         return bad("listed in the purge log but not purged")
     if not evs:
@@ -261,11 +332,24 @@ def _check_case(
     links: list[StoredLink] = []
     events: list[Event] = []
     unreadable: list[Finding] = []
+    # The leaves first, for every event that parses: they need no key (the time is in
+    # clear, the hash is stored), so a wrong key leaves the ledger checks intact.
+    payloads: list[dict[str, Any] | str] = []
     for ev in evs:
         try:
-            payload = json.loads(ev.payload)
-            if not isinstance(payload, dict):
-                raise ValueError("not an object")
+            parsed = json.loads(ev.payload)
+        except (ValueError, RecursionError) as exc:
+            payloads.append(f"{type(exc).__name__}")
+            continue
+        if not isinstance(parsed, dict):
+            payloads.append("not an object")
+            continue
+        _expect_event_leaf(cid, ev, parsed, leaves)
+        payloads.append(parsed)
+    for ev, payload in zip(evs, payloads, strict=True):
+        if isinstance(payload, str):
+            return bad(f"event v{ev.version} unreadable: {payload}")
+        try:
             for key in PII_FIELDS.get(ev.type_name, ()):
                 if isinstance(payload.get(key), str):
                     payload[key] = keys.decrypt(payload[key])
@@ -301,6 +385,30 @@ def _check_case(
     return out
 
 
+def _expect_event_leaf(case_id: str, ev: Any, payload: dict[str, Any], leaves: list[Leaf]) -> None:
+    at = payload.get("at")
+    with contextlib.suppress(TypeError, ValueError, MoveCarError):
+        when = dt.datetime.fromisoformat(at if isinstance(at, str) else "")
+        leaves.append(event_leaf(case_id, ev.version, when, ev.hash))
+
+
+def _check_purged(store: SqlStore, row: Any, evs: list[Any], purge: Any) -> list[Finding]:
+    """A purged case: only its tombstone left, matching the purge log, and purged lawfully."""
+    out: list[Finding] = []
+    cid = row.case_id
+    if evs:
+        out.append(Finding("case", cid, f"{len(evs)} events remain after the purge"))
+    if purge is None:
+        out.append(Finding("case", cid, "purged without a purge-log entry"))
+    elif (purge.anchor_version, purge.anchor_hash) != (row.version, row.head_hash):
+        out.append(Finding("case", cid, "tombstone does not match the purge log's anchor"))
+    if row.closed_at is None or not store.retention_due(row.closed_at, row.purged_at):
+        out.append(
+            Finding("case", cid, "purged before the retention period (二(四): 3 years) ended")
+        )
+    return out
+
+
 def _check_reports(store: SqlStore, expect: Mapping[str, str]) -> tuple[list[Finding], int]:
     out: list[Finding] = []
     r, c, s = t.monthly_reports, t.cases, t.settlements
@@ -333,8 +441,14 @@ def _check_reports(store: SqlStore, expect: Mapping[str, str]) -> tuple[list[Fin
                     )
                     gap = gap.previous()
             seen.add(rep.month)
+            tree = None if rep.tree_size is None else TreeHead(int(rep.tree_size), rep.tree_root)
             if rep.hash != report_hash(
-                rep.previous_hash, month, rep.inbound_calls, rep.billable_calls, rep.digest
+                rep.previous_hash,
+                month,
+                rep.inbound_calls,
+                rep.billable_calls,
+                rep.digest,
+                tree=tree,
             ):
                 out.append(Finding("report", rep.month, "stored report does not match its hash"))
             if digest != rep.digest:

@@ -66,6 +66,7 @@ class StoreBase:
         effects: EffectPolicy | None = None,
         lease: dt.timedelta = dt.timedelta(minutes=2),
         check_schema: bool = True,
+        ledger: bool = True,
     ) -> None:
         self.engine = make_engine(engine) if isinstance(engine, str) else engine
         self.keys = keys
@@ -74,6 +75,9 @@ class StoreBase:
         self.effects = effects or EffectPolicy()
         self.lease = lease
         self.dialect = self.engine.dialect.name
+        #: Write a ledger leaf with every evidentiary record (off only to measure its cost:
+        #: an audit of such a database finds every record without its leaf).
+        self.ledger = ledger
         if check_schema:
             have, want = current_revision(self.engine), head_revision()
             if have != want:

@@ -17,13 +17,13 @@ from movecar_adapters.sql.base import (
     MAX_PAYLOAD_BYTES,
     MAX_PLATE,
     MAX_SOURCE,
-    StoreBase,
     check_case_id,
     check_text,
 )
 from movecar_adapters.sql.bulk import InlineWriter, Part, ProcessWriter
 from movecar_adapters.sql.effects import OUTBOX_COLUMNS, effect_rows, write_effects
 from movecar_adapters.sql.errors import StorageError, StorageInputError
+from movecar_adapters.sql.ledger import LEAF_COLUMNS, LedgerRecorder, leaf_row
 from movecar_adapters.sql.writes import Row, insert_columns, insert_rows
 from movecar_core.case import CaseOpened, CaseRecord, CaseState, Event, OwnerLookedUp
 from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, decode, encode
@@ -32,6 +32,7 @@ from movecar_core.integrity import (
     GENESIS,
     chain_of_json,
 )
+from movecar_core.ledger import BackdatedRecord, Leaf, event_leaf, owner_lookup_leaf
 from movecar_core.machine import CorruptHistory, fold
 from movecar_core.outbox import plan
 
@@ -65,7 +66,7 @@ EVENT_COLUMNS = ("case_id", "version", "type_name", "payload", "hash")
 LOOKUP_COLUMNS = ("case_id", "version", "at", "agent_id", "plate", "found", "source")
 
 
-class EventRecorder(StoreBase):
+class EventRecorder(LedgerRecorder):
     """Event streams and their projections (state rows, the owner look-up log).
 
     One ``append`` is one transaction that
@@ -228,6 +229,7 @@ class EventRecorder(StoreBase):
             # The state row is a projection of these same events (the audit checks it),
             # and the lock above keeps it current.
             before = CaseState(row.state)
+        self._guard(conn, f"case {case_id}", (e.at for e in new))
         hashes = self._chain(prepared, expected + 1, previous_hash)
         head = hashes[-1]
         if expected == 0:
@@ -245,6 +247,8 @@ class EventRecorder(StoreBase):
         lookups = self._lookup_rows(record.plate, prepared, expected + 1)
         if lookups:
             insert_rows(conn, t.owner_lookups, LOOKUP_COLUMNS, lookups)
+        if self.ledger:
+            self._add_leaves(conn, self._leaves(prepared, expected + 1, hashes, lookups))
         write_effects(
             conn,
             self.effects,
@@ -309,6 +313,25 @@ class EventRecorder(StoreBase):
         )
 
     @staticmethod
+    def _leaves(
+        prepared: Prepared, first_version: int, hashes: list[str], lookups: list[Row]
+    ) -> list[Leaf]:
+        """The ledger leaves of the prepared events and of their look-up rows."""
+        case_id = prepared.case_id
+        versions = range(first_version, first_version + len(hashes))
+        out = [
+            event_leaf(case_id, version, e.at, h)
+            for version, e, h in zip(versions, prepared.events, hashes, strict=True)
+        ]
+        out.extend(
+            owner_lookup_leaf(
+                cid, version, at, agent_id=agent, plate=plate, found=found, source=source
+            )
+            for cid, version, at, agent, plate, found, source in lookups
+        )
+        return out
+
+    @staticmethod
     def _lookup_rows(plate: str, prepared: Prepared, first_version: int) -> list[Row]:
         """二(二)/四: look-up log rows (:data:`LOOKUP_COLUMNS`) of the look-ups in ``prepared``."""
         return [
@@ -359,6 +382,8 @@ class EventRecorder(StoreBase):
         event_columns: list[list[Any]] = [[] for _ in EVENT_COLUMNS]  # the bulk of the rows
         lookup_rows: list[Row] = []
         outbox_rows: list[Row] = []
+        leaf_rows: list[Row] = []
+        newest = self.newest_checkpoint_at() if self.ledger else None
 
         def flush() -> None:
             if case_rows:
@@ -369,12 +394,13 @@ class EventRecorder(StoreBase):
                         (t.cases, CASE_COLUMNS, case_rows),
                         (t.owner_lookups, LOOKUP_COLUMNS, lookup_rows),
                         (t.outbox, OUTBOX_COLUMNS, outbox_rows),
+                        (t.ledger_leaves, LEAF_COLUMNS, leaf_rows),
                     )
                     if rows
                 ]
                 parts.insert(1, (str(t.events.name), EVENT_COLUMNS, list(event_columns)))
                 out.write([r[0] for r in case_rows], parts)
-            for rows in (case_rows, lookup_rows, outbox_rows, *event_columns):
+            for rows in (case_rows, lookup_rows, outbox_rows, leaf_rows, *event_columns):
                 rows.clear()
 
         seen: set[str] = set()
@@ -394,7 +420,10 @@ class EventRecorder(StoreBase):
                     event_columns, self._event_columns(prepared, 1, hashes), strict=True
                 ):
                     column.extend(values)
-                lookup_rows.extend(self._lookup_rows(record.plate, prepared, 1))
+                lookups = self._lookup_rows(record.plate, prepared, 1)
+                lookup_rows.extend(lookups)
+                if self.ledger:
+                    leaf_rows.extend(self._bulk_leaves(prepared, hashes, lookups, newest))
                 if with_effects:
                     # A new case has no pending effects to cancel: only the scheduling.
                     todo = plan(history, 1, self.effects, before=None, after=record.state)
@@ -409,6 +438,16 @@ class EventRecorder(StoreBase):
             out.abandon()
             raise
         return n_cases, n_events
+
+    def _bulk_leaves(
+        self, prepared: Prepared, hashes: list[str], lookups: list[Row], newest: dt.datetime | None
+    ) -> Iterator[Row]:
+        """The ledger rows of a new case's history; refused if it reaches back before the
+        newest checkpoint (五(三): history older than a signed checkpoint cannot join it)."""
+        earliest = min(e.at for e in prepared.events)
+        if newest is not None and earliest < newest:
+            raise BackdatedRecord(f"case {prepared.case_id}", earliest, newest)
+        return map(leaf_row, self._leaves(prepared, 1, hashes, lookups))
 
     def _conflict_in(self, case_ids: Sequence[str], message: str) -> NoReturn:
         """A bulk chunk of ``case_ids`` broke a unique key: which case existed already?"""

@@ -12,8 +12,10 @@ import attrs
 import sqlalchemy as sa
 
 from movecar_adapters.sql import schema as t
-from movecar_adapters.sql.base import StoreBase, check_case_id, check_text
+from movecar_adapters.sql.base import check_case_id, check_text
 from movecar_adapters.sql.errors import StorageError, StorageInputError
+from movecar_adapters.sql.ledger import LedgerRecorder
+from movecar_core.ledger import TreeHead, recording_leaf, report_leaf, settlement_leaf
 from movecar_core.reports import (
     MonthlyReport,
     RecordedSettlement,
@@ -21,6 +23,8 @@ from movecar_core.reports import (
     next_report,
 )
 from movecar_core.settlement import ServiceMonth
+
+CENT = Decimal("0.01")
 
 
 @attrs.frozen
@@ -33,7 +37,7 @@ class Recording:
     recorded_at: dt.datetime
 
 
-class EvidenceRecorder(StoreBase):
+class EvidenceRecorder(LedgerRecorder):
     """Recordings, the owner look-up log's reader, the access log, reports, settlements."""
 
     # --- recordings, look-ups and the access log ------------------------------------------
@@ -69,6 +73,20 @@ class EvidenceRecorder(StoreBase):
             ).one_or_none()
             if exists is None:
                 raise StorageInputError("case_id", case_id, "no such case")
+            self._guard(conn, f"recording {call_id}", [recorded_at])
+            self._add_leaves(
+                conn,
+                [
+                    recording_leaf(
+                        case_id,
+                        call_id,
+                        recorded_at,
+                        location=location,
+                        checksum_sha256=checksum_sha256,
+                        duration_ms=duration_ms,
+                    )
+                ],
+            )
             conn.execute(
                 t.recordings.insert(),
                 {
@@ -113,14 +131,13 @@ class EvidenceRecorder(StoreBase):
                 raise StorageInputError(name, value, "must be a non-empty string")
             check_text(name, value, limit)
         check_text("detail", detail, 500)
-        row = {
-            "at": self.clock.now(),
-            "actor": actor,
-            "action": action,
-            "case_id": case_id,
-            "detail": detail,
-        }
-        self._write(lambda conn: conn.execute(t.access_log.insert(), row))
+        at = self.clock.now()
+
+        def fn(conn: sa.Connection) -> None:
+            self._guard(conn, f"access-log entry of {actor}", [at])
+            self._log(conn, at, actor=actor, action=action, case_id=case_id, detail=detail)
+
+        self._write(fn)
 
     def access_log(self, case_id: str | None = None) -> list[Mapping[str, Any]]:
         a = t.access_log
@@ -165,7 +182,13 @@ class EvidenceRecorder(StoreBase):
                     t.cases.c.opened_at >= start, t.cases.c.opened_at < end
                 )
             ).all()
-            report = next_report(previous, month, ((x.case_id, x.opened_hash) for x in items))
+            tree = None
+            if self.ledger:
+                # The tree head of everything sequenced so far, the month included: the
+                # report then commits Party A to the whole ledger, not just its digest.
+                self._guard(conn, f"report {month}", [at])
+                tree = self._sequence_all(conn)
+            report = next_report(previous, month, ((x.case_id, x.opened_hash) for x in items), tree)
             conn.execute(
                 r.insert(),
                 {
@@ -176,8 +199,11 @@ class EvidenceRecorder(StoreBase):
                     "previous_hash": report.previous_hash,
                     "hash": report.hash,
                     "created_at": at,
+                    "tree_size": None if tree is None else tree.size,
+                    "tree_root": None if tree is None else tree.root,
                 },
             )
+            self._add_leaves(conn, [report_leaf(str(month), at, report.hash)])
             value = f"{month}:{report.hash}"
             if head is None:
                 conn.execute(t.meta.insert(), {"name": "report_head", "value": value})
@@ -208,6 +234,8 @@ class EvidenceRecorder(StoreBase):
         for name, value in (("unit_price", settlement.unit_price), ("fee", settlement.fee)):
             if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
                 raise StorageInputError(name, value, "must be a non-negative Decimal")
+            if value != value.quantize(CENT):  # the columns keep cents: nothing rounded away
+                raise StorageInputError(name, value, "has more than two decimal places")
         month = str(settlement.month)
 
         def fn(conn: sa.Connection) -> None:
@@ -219,6 +247,20 @@ class EvidenceRecorder(StoreBase):
             ).first()
             report = None if row is None else _report(row)
             check_settlement(settlement, report, settled_before=exists is not None)
+            self._guard(conn, f"settlement {month}", [settlement.recorded_at])
+            self._add_leaves(
+                conn,
+                [
+                    settlement_leaf(
+                        month,
+                        settlement.recorded_at,
+                        billable_calls=settlement.billable_calls,
+                        unit_price=settlement.unit_price,
+                        fee=settlement.fee,
+                        report_digest=settlement.report_digest,
+                    )
+                ],
+            )
             conn.execute(
                 t.settlements.insert(),
                 {
@@ -250,6 +292,7 @@ class EvidenceRecorder(StoreBase):
 
 
 def _report(row: Any) -> MonthlyReport:
+    tree = None if row.tree_size is None else TreeHead(int(row.tree_size), row.tree_root)
     return MonthlyReport(
         ServiceMonth.parse(row.month),
         row.inbound_calls,
@@ -257,4 +300,5 @@ def _report(row: Any) -> MonthlyReport:
         row.digest,
         row.previous_hash,
         row.hash,
+        tree,
     )

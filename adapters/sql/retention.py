@@ -10,13 +10,15 @@ import attrs
 import sqlalchemy as sa
 
 from movecar_adapters.sql import schema as t
-from movecar_adapters.sql.base import StoreBase, check_case_id, check_text
+from movecar_adapters.sql.base import check_case_id, check_text
 from movecar_adapters.sql.errors import StorageInputError
 from movecar_adapters.sql.events import PII_FIELDS
+from movecar_adapters.sql.ledger import LedgerRecorder
 from movecar_core.calendar import SHANGHAI
 from movecar_core.integrity import (
     canonical_json,
 )
+from movecar_core.ledger import legal_hold_leaf, purge_leaf
 
 
 def add_years(when: dt.datetime, years: int) -> dt.datetime:
@@ -42,7 +44,7 @@ class PurgeResult:
     recordings: tuple[str, ...]  # audio locations whose files the operator must delete
 
 
-class RetentionRecorder(StoreBase):
+class RetentionRecorder(LedgerRecorder):
     """Key rotation (七(三)), legal holds and the 3-year retention purge (二(四))."""
 
     # --- key rotation (七(三)) ------------------------------------------------------------
@@ -107,6 +109,7 @@ class RetentionRecorder(StoreBase):
             check_text("reason", reason, 500)
 
         def fn(conn: sa.Connection) -> None:
+            at = self.clock.now()
             done = conn.execute(
                 t.cases.update()
                 .where(t.cases.c.case_id == case_id)
@@ -114,16 +117,16 @@ class RetentionRecorder(StoreBase):
             )
             if done.rowcount != 1:
                 raise StorageInputError("case_id", case_id, "no such case")
-            conn.execute(
-                t.access_log.insert(),
-                {
-                    "at": self.clock.now(),
-                    "actor": actor,
-                    "action": "legal_hold" if reason else "legal_hold_released",
-                    "case_id": case_id,
-                    "detail": reason,
-                },
-            )
+            self._guard(conn, f"legal hold on case {case_id}", [at])
+            # The hold is a record of its own (the state row's flag is its projection).
+            key = conn.execute(
+                t.legal_holds.insert().values(case_id=case_id, at=at, actor=actor, reason=reason)
+            ).inserted_primary_key
+            assert key is not None  # an INSERT always has one
+            hold = legal_hold_leaf(int(key[0]), at, case_id=case_id, actor=actor, reason=reason)
+            self._add_leaves(conn, [hold])
+            action = "legal_hold" if reason else "legal_hold_released"
+            self._log(conn, at, actor=actor, action=action, case_id=case_id, detail=reason)
 
         self._write(fn)
 
@@ -189,6 +192,7 @@ class RetentionRecorder(StoreBase):
                 sa.select(t.recordings.c.location).where(t.recordings.c.case_id == case_id)
             ).scalars()
         )
+        self._guard(conn, f"purge of case {case_id}", [at])
         removed = conn.execute(t.events.delete().where(t.events.c.case_id == case_id)).rowcount
         for table in (t.owner_lookups, t.recordings, t.outbox):
             conn.execute(table.delete().where(table.c.case_id == case_id))
@@ -204,14 +208,23 @@ class RetentionRecorder(StoreBase):
                 "events_removed": removed,
             },
         )
-        conn.execute(
-            t.access_log.insert(),
-            {
-                "at": at,
-                "actor": actor,
-                "action": "retention_purge",
-                "case_id": case_id,
-                "detail": f"{removed} events; anchor v{row.version} {row.head_hash}",
-            },
+        # The content goes; its leaves stay (old checkpoints still verify), and the purge
+        # itself is a leaf.
+        purge = purge_leaf(
+            case_id,
+            at,
+            closed_at=row.closed_at,
+            anchor_version=row.version,
+            anchor_hash=row.head_hash,
+            events_removed=removed,
+        )
+        self._add_leaves(conn, [purge])
+        self._log(
+            conn,
+            at,
+            actor=actor,
+            action="retention_purge",
+            case_id=case_id,
+            detail=f"{removed} events; anchor v{row.version} {row.head_hash}",
         )
         return locations

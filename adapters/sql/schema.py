@@ -190,6 +190,9 @@ monthly_reports = sa.Table(
     sa.Column("previous_hash", sa.String(HASH_LENGTH), nullable=False),
     sa.Column("hash", sa.String(HASH_LENGTH), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    #: the ledger's tree head when the report was written (covers every record of its month)
+    sa.Column("tree_size", sa.BigInteger, nullable=True),
+    sa.Column("tree_root", sa.String(HASH_LENGTH), nullable=True),
     **_MYSQL,
 )
 
@@ -245,5 +248,65 @@ meta = sa.Table(
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.String(200), nullable=False),
+    **_MYSQL,
+)
+
+#: Legal holds placed on cases and their release (reason NULL), in order: the hold flag
+#: on a state row is a projection of the latest one.
+legal_holds = sa.Table(
+    "mc_legal_holds",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    CaseId(nullable=False, index=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=True),
+    **_MYSQL,
+)
+
+#: The evidence ledger's leaves (:mod:`movecar_core.ledger`): one per evidentiary record,
+#: written in the record's own transaction without an index; the sequencer gives each a
+#: dense ``leaf_index`` later, so writers never wait on one global counter.
+ledger_leaves = sa.Table(
+    "mc_ledger_leaves",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("subject", sa.String(140), nullable=False),
+    sa.Column("record_at", UTCDateTime, nullable=False),
+    sa.Column("leaf_hash", sa.String(HASH_LENGTH), nullable=False),
+    #: the record's case, if any (an audit tells a lawfully purged case's leaves by it)
+    sa.Column("case_id", sa.String(CASE_ID_LENGTH), nullable=True),
+    sa.Column("leaf_index", sa.BigInteger, nullable=True),
+    sa.Column("sequenced_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("kind", "subject", name="uq_mc_ledger_leaves_record"),
+    sa.UniqueConstraint("leaf_index", name="uq_mc_ledger_leaves_index"),
+    **_MYSQL,
+)
+
+#: The sequencer's state, one row (id 1): the compact tree of the sequenced leaves, the
+#: time of the last sequencing, and the newest checkpoint (which writers read, sharing
+#: the row's lock, to refuse backdated records).
+ledger_state = sa.Table(
+    "mc_ledger_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("tree", sa.Text, nullable=False),
+    sa.Column("sequenced_at", UTCDateTime, nullable=True),
+    sa.Column("checkpoint_size", sa.BigInteger, nullable=True),
+    sa.Column("checkpoint_at", UTCDateTime, nullable=True),
+    **_MYSQL,
+)
+
+#: Signed tree heads, as issued (Party A holds copies; these are the operator's).
+checkpoints = sa.Table(
+    "mc_checkpoints",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("root", sa.String(HASH_LENGTH), nullable=False),
+    sa.Column("issued_at", UTCDateTime, nullable=False),
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("signature", sa.String(88), nullable=False),
     **_MYSQL,
 )

@@ -11,6 +11,7 @@ one sitting:
 :mod:`~movecar_adapters.sql.effects`       the outbox: effects and timers, claimed by workers
 :mod:`~movecar_adapters.sql.evidence`      recordings, access log, monthly reports, settlements
 :mod:`~movecar_adapters.sql.retention`     legal holds, the 3-year purge, key rotation
+:mod:`~movecar_adapters.sql.ledger`        the evidence ledger: leaves, sequencer, checkpoints
 :mod:`~movecar_adapters.sql.base`          configuration, transactions, input checks
 =========================================  ===============================================
 
@@ -34,7 +35,7 @@ from movecar_core.case import Event
 from movecar_core.codec import UnknownEventType
 
 
-class SqlStore(EventRecorder, EffectRecorder, EvidenceRecorder, RetentionRecorder, StoreBase):
+class SqlStore(EventRecorder, EffectRecorder, EvidenceRecorder, RetentionRecorder):
     """Cases, their outbox, reports and retention on one SQL database.
 
     ``SqlStore("sqlite:///movecar.db", keys=KeyRing.from_env())``; the schema must have
