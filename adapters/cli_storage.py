@@ -4,7 +4,9 @@
 * ``movecar audit verify [--expect-report M=D] [--json]``  recompute every hash; name
   what changed
 * ``movecar retention purge [--dry-run] [--now T] [--actor A]``  二(四): remove what
-  closed at least 3 years ago (never under legal hold)
+  closed at least 3 years ago (never under legal hold); a ``--now`` later than the wall
+  clock (beyond :data:`~movecar_core.retention.PURGE_CLOCK_SKEW`) or without an offset is
+  refused with exit 2, nothing purged
 * ``movecar keys new [--id ID]``                  print a new encryption key
 * ``movecar keys rotate``                         re-encrypt phone numbers under the newest key
 
@@ -206,7 +208,11 @@ def register(subparsers: Any) -> None:
     )
     _db_option(purge)
     purge.add_argument("--dry-run", action="store_true", help="list, delete nothing")
-    purge.add_argument("--now", help="ISO time with offset to purge as of (default: now)")
+    purge.add_argument(
+        "--now",
+        help="ISO time with offset to purge as of (default: now); "
+        "never later than the wall clock beyond a few minutes",
+    )
     purge.add_argument("--actor", default="retention", help="name in the access log")
     purge.set_defaults(func=cmd_retention_purge)
 
