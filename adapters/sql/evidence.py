@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import StoreBase, check_case_id, check_text
 from movecar_adapters.sql.errors import StorageError, StorageInputError
+from movecar_core.errors import CasePurged
 from movecar_core.reports import (
     MonthlyReport,
     RecordedSettlement,
@@ -69,6 +70,8 @@ class EvidenceRecorder(StoreBase):
             ).one_or_none()
             if exists is None:
                 raise StorageInputError("case_id", case_id, "no such case")
+            if exists.purged_at is not None:  # 二(四): nothing new is kept for a tombstone
+                raise CasePurged(case_id, exists.purged_at)
             conn.execute(
                 t.recordings.insert(),
                 {

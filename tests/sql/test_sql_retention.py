@@ -68,6 +68,11 @@ def test_purge_takes_exactly_what_is_three_years_closed(
         fresh_store.append("old", sample_history("old")[1:2], expected_version=5)
     with pytest.raises(CasePurged):
         fresh_store.load("old")
+    with pytest.raises(CasePurged):  # no new recording is kept for a tombstone
+        fresh_store.add_recording(
+            "old", "c2", location="s3://rec/old-c2.wav", checksum_sha256="d" * 64,
+            duration_ms=1_000, recorded_at=OPENED,
+        )  # fmt: skip
     # The chain of what remains, the purge anchors and the March report all still verify.
     result = verify(fresh_store)
     assert result.ok, result.findings
