@@ -5,7 +5,9 @@
   [--expect-report M=D] [--json]``  recompute every hash, the ledger and its signed
   checkpoints; name what changed
 * ``movecar retention purge [--dry-run] [--now T] [--actor A]``  二(四): remove what
-  closed at least 3 years ago (never under legal hold)
+  closed at least 3 years ago (never under legal hold); a ``--now`` later than the wall
+  clock (beyond :data:`~movecar_core.retention.PURGE_CLOCK_SKEW`) or without an offset is
+  refused with exit 2, nothing purged
 * ``movecar keys new [--id ID]``                  print a new encryption key
 * ``movecar keys rotate``                         re-encrypt phone numbers under the newest key
 
@@ -230,7 +232,11 @@ def register(subparsers: Any) -> None:
     )
     _db_option(purge)
     purge.add_argument("--dry-run", action="store_true", help="list, delete nothing")
-    purge.add_argument("--now", help="ISO time with offset to purge as of (default: now)")
+    purge.add_argument(
+        "--now",
+        help="ISO time with offset to purge as of (default: now); "
+        "never later than the wall clock beyond a few minutes",
+    )
     purge.add_argument("--actor", default="retention", help="name in the access log")
     purge.set_defaults(func=cmd_retention_purge)
 

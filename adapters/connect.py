@@ -131,7 +131,7 @@ def connect(
     if not isinstance(target, str) or not target.strip():
         raise ConfigError(f"url={target!r:.60}: give a database URL or 'memory://'")
     if target == MEMORY_URL:
-        store: CaseStore = InMemoryCaseStore(effects=rules, clock=the_clock)
+        store: CaseStore = InMemoryCaseStore(effects=rules, clock=the_clock, contract=contract)
     else:
         store = _sql_store(
             target, keys, settings, clock=the_clock, contract=contract, effects=rules,

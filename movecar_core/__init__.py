@@ -33,6 +33,7 @@ from movecar_core.errors import (
     CallInFlight,
     CaseClosed,
     CaseError,
+    CasePurged,
     CommandIdReused,
     CommandRejected,
     ConcurrencyConflict,
@@ -50,6 +51,7 @@ from movecar_core.errors import (
     OutsideContractTerm,
     OwnerNotLocated,
     PortError,
+    PurgeTimeRefused,
     RegistryUnavailable,
     RenewalRefused,
     SettlementError,
@@ -94,6 +96,13 @@ from movecar_core.pricing import (
     unit_price,
 )
 from movecar_core.reports import MonthlyReport, MonthSettlement, RecordedSettlement, ReportStore
+from movecar_core.retention import (
+    PURGE_CLOCK_SKEW,
+    RETENTION_CLAUSE,
+    add_years,
+    purge_time,
+    retention_due,
+)
 from movecar_core.settlement import (
     ServiceMonth,
     SettlementRecord,
@@ -111,6 +120,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CN_CALENDAR",
     "MAX_ANNUAL_VOLUME",
+    "PURGE_CLOCK_SKEW",
+    "RETENTION_CLAUSE",
     "WUJIN_114_2024",
     "Assessment",
     "BillableCallPolicy",
@@ -125,6 +136,7 @@ __all__ = [
     "CaseError",
     "CaseOpened",
     "CasePolicy",
+    "CasePurged",
     "CaseRecord",
     "CaseState",
     "CaseStore",
@@ -184,6 +196,7 @@ __all__ = [
     "Plate",
     "PlateKind",
     "PortError",
+    "PurgeTimeRefused",
     "RecordedSettlement",
     "RegistryUnavailable",
     "RenewalRefused",
@@ -211,6 +224,7 @@ __all__ = [
     "WrittenNotice",
     "YearSettlement",
     "__version__",
+    "add_years",
     "annual_fee",
     "breach_liability",
     "cliffs",
@@ -223,6 +237,8 @@ __all__ = [
     "parse_phone",
     "parse_plate",
     "plan",
+    "purge_time",
+    "retention_due",
     "service_gap_penalty",
     "settle_year",
     "unit_price",

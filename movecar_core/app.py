@@ -4,7 +4,9 @@ A command loads the case's events, folds them, asks the machine whether the comm
 allowed (:func:`movecar_core.machine.check`, which raises a typed error if not), builds the
 new events and appends them with the version it read. A command that is refused writes
 nothing. A command carrying a ``command_id`` that the case already holds is not run
-again: the first result is returned (telephony callbacks arrive twice in real life).
+again: the first result is returned (telephony callbacks arrive twice in real life),
+except once the case was purged under 二(四): then :class:`CasePurged`, never the purged
+case's id as if it still held anything.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from movecar_core.case import (
 from movecar_core.clock import ManualClock
 from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.errors import (
+    CasePurged,
     CommandIdReused,
     ConcurrencyConflict,
     InvalidCommand,
@@ -261,7 +264,7 @@ class MoveCar:
         """
         the_clock = clock or ManualClock()
         return cls(
-            store=memory.InMemoryCaseStore(clock=the_clock),
+            store=memory.InMemoryCaseStore(clock=the_clock, contract=contract),
             registry=memory.InMemoryVehicleRegistry(owners),
             telephony=memory.InMemoryTelephony(),
             clock=the_clock,
@@ -275,7 +278,11 @@ class MoveCar:
     # --- queries ------------------------------------------------------------------------
 
     def history(self, case_id: str) -> tuple[Event, ...]:
-        """Every event of the case, oldest first (the audit record; contains PII)."""
+        """Every event of the case, oldest first (the audit record; contains PII).
+
+        Raises :class:`UnknownCase`, or :class:`CasePurged` for a case purged under the
+        3-year retention of 二(四) (as every query and command on it does).
+        """
         events = tuple(self.store.load(case_id))
         if not events:
             raise UnknownCase(case_id)
@@ -316,7 +323,7 @@ class MoveCar:
         fingerprint = fingerprint_of(
             "open_case", cid, plate=canonical_plate, location=place, agent_id=agent
         )
-        existing = self.store.load(case_id)
+        existing = self._load_for_open(case_id, cid)
         if existing:
             self._repeat_of_open(existing, cid, fingerprint, phone)
             return case_id
@@ -336,7 +343,7 @@ class MoveCar:
             # The same open_case command ran concurrently and won: same result.
             if cid is None:
                 raise
-            self._repeat_of_open(self.store.load(case_id), cid, fingerprint, phone)
+            self._repeat_of_open(self._load_for_open(case_id, cid), cid, fingerprint, phone)
             return case_id
         self._deliver(case_id, [opened], 1, None, CaseState.RECEIVED)
         return case_id
@@ -832,6 +839,18 @@ class MoveCar:
                         raise CommandIdReused(command_id, name, name, "with other arguments")
                 last = i
         return None if last is None else events[: last + 1]
+
+    def _load_for_open(self, case_id: str, command_id: str | None) -> Sequence[Event]:
+        """The events of the case ``command_id`` opens (empty: none yet).
+
+        A case purged under 二(四) keeps a tombstone, so its ``command_id`` is refused with
+        :class:`CasePurged` naming that command id: answering with the purged case's id
+        would tell the caller a case exists that no longer holds anything.
+        """
+        try:
+            return self.store.load(case_id)
+        except CasePurged as exc:
+            raise CasePurged(case_id, exc.purged_at, command_id=command_id) from None
 
     def _repeat_of_open(
         self, events: Sequence[Event], command_id: str | None, fingerprint: str | None, phone: str

@@ -8,6 +8,7 @@ never writes anything.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 #: Longest message an error gives: a 1 MB argument must not make a 1 MB log line.
@@ -230,6 +231,39 @@ class CommandIdReused(CaseError):
         super().__init__(message)
 
 
+class CasePurged(CaseError):
+    """The case was purged under the 3-year retention rule (二(四)): only a tombstone
+    without personal data remains. Every command and query on it is refused, and so is an
+    ``open_case`` repeating the ``command_id`` that opened it (a new case needs a new
+    ``command_id``): the purged case's id is never handed out again as if it still existed.
+
+    The message names the case id, the purge date and the command id when there is one;
+    never the plate, a location or a phone number, which the purge deleted.
+    """
+
+    def __init__(
+        self,
+        case_id: str,
+        purged_at: dt.datetime | None = None,
+        *,
+        command_id: str | None = None,
+    ) -> None:
+        self.case_id = case_id
+        self.purged_at = purged_at
+        self.command_id = command_id
+        when = "" if purged_at is None else f" on {purged_at.date().isoformat()}"
+        what = (
+            f"case {case_id} was purged{when} under the 3-year retention of 二(四) "
+            "(所有移车服务数据及电话录音资料，必须保存 3 年): only its tombstone remains"
+        )
+        if command_id is not None:
+            what = (
+                f"open_case command_id={command_id!r:.80} opened {what}; it cannot open or "
+                "return that case again (use a new command_id for a new case)"
+            )
+        super().__init__(what)
+
+
 class ConcurrencyConflict(CaseError):
     """Appending with a stale expected version: someone else wrote the case first."""
 
@@ -253,6 +287,20 @@ class RegistryUnavailable(PortError):
 
 class TelephonyError(PortError):
     """The telephony gateway refused or failed to place or transfer a call."""
+
+
+# --- retention (二(四)) ---------------------------------------------------------------------
+
+
+class PurgeTimeRefused(InvalidInput):
+    """A retention purge asked to run as of a naive time, or as of a time later than the
+    store's clock by more than :data:`movecar_core.retention.PURGE_CLOCK_SKEW` (a forged
+    future would purge records before their 3 years, 二(四)). Nothing is purged."""
+
+    def __init__(self, field: str, value: object, why: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"{field}={excerpt(value, 80)}: {why}")
 
 
 # --- money, calendar, settlement and contract term (三, 五, 一(三)) -------------------------

@@ -19,7 +19,9 @@ import attrs
 
 from movecar_core.case import CaseRecord, Event
 from movecar_core.codec import CanonicalEncoder
+from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.errors import (
+    CasePurged,
     ConcurrencyConflict,
     InvalidInput,
     RegistryUnavailable,
@@ -43,6 +45,7 @@ from movecar_core.reports import (
     check_settlement,
     next_report,
 )
+from movecar_core.retention import purge_time, retention_due
 from movecar_core.settlement import ServiceMonth
 
 __all__ = [
@@ -53,6 +56,18 @@ __all__ = [
     "InMemoryTelephony",
     "InMemoryVehicleRegistry",
 ]
+
+
+@attrs.frozen
+class _Tombstone:
+    """What a purged case leaves behind: no personal data (no plate, location, phone),
+    only what keeps its id taken and the monthly reports that counted it verifiable."""
+
+    version: int
+    opened_at: dt.datetime
+    opened_hash: str
+    closed_at: dt.datetime
+    purged_at: dt.datetime
 
 
 @attrs.define
@@ -71,7 +86,8 @@ class InMemoryCaseStore:
     As the SQL store does, an append folds the case through the state machine and refuses
     a batch no valid command sequence could produce (writing nothing), then schedules the
     effects of the new events with ``effects`` and cancels the timers they make moot.
-    ``clock`` is only needed by :meth:`claim` without ``now``; the engine always passes it.
+    ``clock`` is only needed by :meth:`claim` without ``now`` and by :meth:`purge`; the
+    engine always passes it. ``contract`` gives the retention period of :meth:`purge`.
 
     Only pending effects are kept (done and cancelled ones are dropped), indexed by case
     and in a heap by due time, so neither an append nor a claim grows with the number of
@@ -84,12 +100,15 @@ class InMemoryCaseStore:
         effects: EffectPolicy | None = None,
         clock: Clock | None = None,
         lease: dt.timedelta = dt.timedelta(minutes=2),
+        contract: Contract = WUJIN_114_2024,
     ) -> None:
         self.effects = effects or EffectPolicy()
         self.clock = clock
         self.lease = lease
+        self.contract = contract
         self._streams: dict[str, list[Event]] = {}
         self._records: dict[str, CaseRecord] = {}
+        self._tombstones: dict[str, _Tombstone] = {}  # purged cases (二(四)), by id
         self._pending: dict[str, _OutboxRow] = {}  # by effect key
         # case id -> keys of its pending effects (a list: a case has one or two, and a set
         # costs three times the memory of a short list per open case)
@@ -102,6 +121,9 @@ class InMemoryCaseStore:
 
     def load(self, case_id: str) -> Sequence[Event]:
         with self._lock:
+            tomb = self._tombstones.get(case_id)
+            if tomb is not None:
+                raise CasePurged(case_id, tomb.purged_at)
             return tuple(self._streams.get(case_id, ()))
 
     def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
@@ -110,6 +132,9 @@ class InMemoryCaseStore:
         if any(getattr(e, "case_id", None) != case_id for e in events):
             raise InvalidInput(f"append to case {case_id!r:.80}: events of another case")
         with self._lock:
+            tomb = self._tombstones.get(case_id)
+            if tomb is not None:  # nothing is appended to a purged case, not even a new opening
+                raise CasePurged(case_id, tomb.purged_at)
             stream = self._streams.get(case_id)
             actual = 0 if stream is None else len(stream)
             if actual != expected_version:
@@ -157,6 +182,43 @@ class InMemoryCaseStore:
         with self._lock:
             ids = list(self._streams)
         return iter(ids)
+
+    # --- retention (二(四)) -----------------------------------------------------------------
+
+    def purge(self, *, now: dt.datetime | None = None, dry_run: bool = False) -> tuple[str, ...]:
+        """Purge every case closed at least ``contract.retention_years`` years before
+        ``now`` (二(四) "所有移车服务数据及电话录音资料，必须保存 3 年"); returns their ids.
+
+        The same rules as the SQL store's ``purge``: ``now`` defaults to the store's clock
+        and is refused (:class:`~movecar_core.errors.PurgeTimeRefused`, nothing purged)
+        when naive or later than the clock beyond
+        :data:`~movecar_core.retention.PURGE_CLOCK_SKEW`. A purged case's events, record
+        and pending effects go; a tombstone without personal data stays, so :meth:`load`
+        raises :class:`~movecar_core.errors.CasePurged` and its id is never reused. There
+        are no legal holds nor recordings in memory.
+        """
+        if self.clock is None:
+            raise InvalidInput("purge() needs InMemoryCaseStore(clock=...)")
+        at = purge_time(now, self.clock)
+        years = self.contract.retention_years
+        with self._lock:
+            due = [
+                case_id
+                for case_id, r in self._records.items()
+                if r.closed_at is not None and retention_due(r.closed_at, at, years)
+            ]
+            if dry_run:
+                return tuple(due)
+            for case_id in due:
+                record = self._records.pop(case_id)
+                stream = self._streams.pop(case_id)
+                assert record.closed_at is not None  # only closed cases are due
+                self._tombstones[case_id] = _Tombstone(
+                    len(stream), record.opened_at, _opened_hash(stream[0]), record.closed_at, at
+                )
+                for key in list(self._by_case.get(case_id, ())):
+                    self._drop(key)
+        return tuple(due)
 
     # --- the outbox -----------------------------------------------------------------------
 
@@ -231,8 +293,11 @@ class InMemoryCaseStore:
     # --- monthly reports and settlements (三) ---------------------------------------------
 
     def count_opened(self, start: dt.datetime, end: dt.datetime) -> int:
+        # Purged cases were served too: they count, as the SQL store's tombstones do.
         with self._lock:
-            return sum(1 for r in self._records.values() if start <= r.opened_at < end)
+            return sum(1 for r in self._records.values() if start <= r.opened_at < end) + sum(
+                1 for x in self._tombstones.values() if start <= x.opened_at < end
+            )
 
     def write_report(self, month: ServiceMonth, *, at: dt.datetime) -> MonthlyReport:
         start, end = month.bounds()
@@ -241,6 +306,10 @@ class InMemoryCaseStore:
                 (case_id, _opened_hash(self._streams[case_id][0]))
                 for case_id, r in self._records.items()
                 if start <= r.opened_at < end
+            ] + [
+                (case_id, x.opened_hash)
+                for case_id, x in self._tombstones.items()
+                if start <= x.opened_at < end
             ]
             report = next_report(self._reports[-1] if self._reports else None, month, opened)
             self._reports.append(report)

@@ -29,10 +29,18 @@ class CaseStore(Protocol):
     """Cases as append-only event streams with optimistic concurrency.
 
     A case's version is the number of its stored events.
+
+    A store that purges under the 3-year retention of 二(四) keeps a tombstone of each
+    purged case (its id, no personal data): :meth:`load` and :meth:`append` then raise
+    :class:`~movecar_core.errors.CasePurged`, so the id is never taken for a new or an
+    unknown case. A store that never purges never raises it.
     """
 
     def load(self, case_id: str) -> Sequence[Event]:
-        """The case's events in order; empty when there is no such case."""
+        """The case's events in order; empty when there is no such case.
+
+        Raises :class:`~movecar_core.errors.CasePurged` for a purged case.
+        """
         ...
 
     def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
@@ -41,12 +49,14 @@ class CaseStore(Protocol):
         Returns the new version. Raises
         :class:`~movecar_core.errors.ConcurrencyConflict` (and writes nothing) when the
         store holds a different number of events, e.g. because another writer got there
-        first. Appending to version 0 creates the case.
+        first. Appending to version 0 creates the case. Raises
+        :class:`~movecar_core.errors.CasePurged` (and writes nothing) for a purged case.
         """
         ...
 
     def case_ids(self) -> Iterator[str]:
-        """Every stored case's id, in the order the cases were created."""
+        """Every stored case's id, in the order the cases were created (purged cases
+        excluded)."""
         ...
 
 

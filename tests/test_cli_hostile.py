@@ -88,6 +88,7 @@ def cases(db: Path, tmp: Path) -> list[tuple[str, list[str], dict[str, str], int
         ("db upgrade: unknown db", ["db", "upgrade", "--db", "oracle://u:p@h/x"], {}, 3, "oracle"),
         ("purge: bad time", ["retention", "purge", "--db", url, "--now", "soon"], {}, 2, "ISO 8601"),
         ("purge: naive time", ["retention", "purge", "--db", url, "--now", "2028-01-01T00:00"], {}, 2, "offset"),
+        ("purge: future time", ["retention", "purge", "--db", url, "--now", "2099-01-01T00:00+08:00"], {}, 2, "later than the clock"),
         ("keys new: bad id", ["keys", "new", "--id", "no spaces"], {}, 2, "key id"),
         ("keys rotate: no keys", ["keys", "rotate", "--db", url], {}, 3, "MOVECAR_KEYS"),
         ("worker: threads", ["worker", "--concurrency", "0"], {}, 2, "1 to 64"),

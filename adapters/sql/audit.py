@@ -7,8 +7,9 @@ fee "如发现有弄虚作假的". The audit recomputes, without trusting anythi
   plaintext: a changed, inserted, deleted or reordered event breaks it;
 * that the chain ends where the case's state row says (version, head hash), so deleting
   the *last* events is found too, and that the state row equals the fold of the events;
-* that a purged case has no events left, was purged only after the retention period, and
-  that its tombstone matches the anchor in the purge log;
+* that a purged case has no events left, was purged only after the retention period
+  (by times that can be true: closed after it opened, purged no later than the audit's
+  clock), and that its tombstone matches the anchor and the times in the purge log;
 * each monthly report's digest (recomputed from the cases it counts), its counts, and the
   chain of reports, whose head is kept separately so deleting the latest report shows;
 * each settlement against its report.
@@ -53,6 +54,7 @@ from movecar_core.integrity import GENESIS, StoredLink, report_digest, verify_ch
 from movecar_core.ledger import Checkpoint, Leaf, LeafKind, TreeHead, event_leaf
 from movecar_core.machine import fold
 from movecar_core.reports import report_hash
+from movecar_core.retention import PURGE_CLOCK_SKEW
 from movecar_core.settlement import ServiceMonth
 
 
@@ -402,9 +404,42 @@ def _check_purged(store: SqlStore, row: Any, evs: list[Any], purge: Any) -> list
         out.append(Finding("case", cid, "purged without a purge-log entry"))
     elif (purge.anchor_version, purge.anchor_hash) != (row.version, row.head_hash):
         out.append(Finding("case", cid, "tombstone does not match the purge log's anchor"))
-    if row.closed_at is None or not store.retention_due(row.closed_at, row.purged_at):
+    elif (purge.closed_at, purge.purged_at) != (row.closed_at, row.purged_at):
+        out.append(
+            Finding("case", cid, "tombstone's closed or purge time differs from the purge log's")
+        )
+    return out + _early_purge(store, row)
+
+
+def _early_purge(store: SqlStore, row: Any) -> list[Finding]:
+    """二(四) "所有移车服务数据及电话录音资料，必须保存 3 年": a tombstone whose times say
+    it was purged less than 3 years after closing, or whose times cannot be true.
+
+    The times are the tombstone's own, which an attacker may have edited, so each way to
+    make an early purge look lawful is checked: a closing time moved back before the case
+    opened, or a purge time moved into the future (a forged ``--now`` or clock, which the
+    purge itself refuses beyond :data:`~movecar_core.retention.PURGE_CLOCK_SKEW`), judged by
+    the audit's own clock (the store's).
+    """
+    cid = row.case_id
+    if row.closed_at is None:
+        return [Finding("case", cid, "purged while open (二(四): 3 years after closing)")]
+    out = []
+    if not store.retention_due(row.closed_at, row.purged_at):
         out.append(
             Finding("case", cid, "purged before the retention period (二(四): 3 years) ended")
+        )
+    if row.closed_at < row.opened_at:
+        out.append(Finding("case", cid, "tombstone says it closed before it opened"))
+    now = store.clock.now()
+    if row.purged_at > now + PURGE_CLOCK_SKEW:
+        out.append(
+            Finding(
+                "case",
+                cid,
+                f"purged at {row.purged_at.isoformat()}, later than the audit's clock "
+                f"({now.isoformat()}): a forged time (二(四): 3 years after closing)",
+            )
         )
     return out
 

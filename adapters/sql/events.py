@@ -27,7 +27,7 @@ from movecar_adapters.sql.ledger import LEAF_COLUMNS, LedgerRecorder, leaf_row
 from movecar_adapters.sql.writes import Row, insert_columns, insert_rows
 from movecar_core.case import CaseOpened, CaseRecord, CaseState, Event, OwnerLookedUp
 from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, decode, encode
-from movecar_core.errors import ConcurrencyConflict
+from movecar_core.errors import CasePurged, ConcurrencyConflict
 from movecar_core.integrity import (
     GENESIS,
     chain_of_json,
@@ -145,6 +145,8 @@ class EventRecorder(LedgerRecorder):
         return decode(case_id, type_name, payload), payload
 
     def load(self, case_id: str) -> Sequence[Event]:
+        """The case's events; raises :class:`~movecar_core.errors.CasePurged` for a case
+        whose events a retention purge removed (its tombstone says so)."""
         check_case_id(case_id)
         with self._read() as conn:
             rows = conn.execute(
@@ -152,6 +154,11 @@ class EventRecorder(LedgerRecorder):
                 .where(t.events.c.case_id == case_id)
                 .order_by(t.events.c.version)
             ).all()
+            # Only a stream without events pays for this look-up (a new case id, or a
+            # purged one): an unknown case loads as empty, a purged one is refused.
+            purged_at = None if rows else self._purged_at(conn, case_id)
+        if purged_at is not None:
+            raise CasePurged(case_id, purged_at)
         return tuple(self._decode_row(case_id, r.type_name, r.payload)[0] for r in rows)
 
     def version(self, case_id: str) -> int:
@@ -184,6 +191,9 @@ class EventRecorder(LedgerRecorder):
         prepared = self.prepare(case_id, events)
         try:
             return self._write(lambda conn: self._append(conn, case_id, prepared, expected_version))
+        except ConcurrencyConflict:
+            self._refuse_if_purged(case_id)  # a tombstone's conflict is CasePurged
+            raise
         except sa.exc.IntegrityError as exc:
             # Another writer created the case (or the version) between our check and write.
             actual = self.version(case_id)
@@ -260,6 +270,22 @@ class EventRecorder(LedgerRecorder):
             lease=self.lease,
         )
         return record.version
+
+    @staticmethod
+    def _purged_at(conn: sa.Connection, case_id: str) -> dt.datetime | None:
+        """When a retention purge (二(四)) left only the case's tombstone, else None."""
+        found: dt.datetime | None = conn.execute(
+            sa.select(t.cases.c.purged_at).where(t.cases.c.case_id == case_id)
+        ).scalar()
+        return found
+
+    def _refuse_if_purged(self, case_id: str) -> None:
+        """Raise :class:`~movecar_core.errors.CasePurged` for a purged case (asked only
+        after a refusal, off the hot path)."""
+        with self._read() as conn:
+            purged_at = self._purged_at(conn, case_id)
+        if purged_at is not None:
+            raise CasePurged(case_id, purged_at)
 
     def _fold(self, case_id: str, events: Sequence[Event]) -> CaseRecord:
         try:

@@ -15,6 +15,7 @@ from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import check_case_id, check_text
 from movecar_adapters.sql.errors import StorageError, StorageInputError
 from movecar_adapters.sql.ledger import LedgerRecorder
+from movecar_core.errors import CasePurged
 from movecar_core.ledger import TreeHead, recording_leaf, report_leaf, settlement_leaf
 from movecar_core.reports import (
     MonthlyReport,
@@ -73,6 +74,8 @@ class EvidenceRecorder(LedgerRecorder):
             ).one_or_none()
             if exists is None:
                 raise StorageInputError("case_id", case_id, "no such case")
+            if exists.purged_at is not None:  # 二(四): nothing new is kept for a tombstone
+                raise CasePurged(case_id, exists.purged_at)
             self._guard(conn, f"recording {call_id}", [recorded_at])
             self._add_leaves(
                 conn,

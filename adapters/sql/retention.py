@@ -14,23 +14,13 @@ from movecar_adapters.sql.base import check_case_id, check_text
 from movecar_adapters.sql.errors import StorageInputError
 from movecar_adapters.sql.events import PII_FIELDS
 from movecar_adapters.sql.ledger import LedgerRecorder
-from movecar_core.calendar import SHANGHAI
 from movecar_core.integrity import (
     canonical_json,
 )
 from movecar_core.ledger import legal_hold_leaf, purge_leaf
+from movecar_core.retention import add_years, purge_time, retention_due
 
-
-def add_years(when: dt.datetime, years: int) -> dt.datetime:
-    """``when`` plus whole calendar years in Asia/Shanghai; 29 Feb goes to 1 Mar.
-
-    Rounding 29 Feb up (not down to 28 Feb) means retention is never shortened.
-    """
-    local = when.astimezone(SHANGHAI)
-    try:
-        return local.replace(year=local.year + years)
-    except ValueError:  # 29 Feb into a common year
-        return local.replace(year=local.year + years, month=3, day=1)
+__all__ = ["PurgeResult", "RetentionRecorder", "add_years"]
 
 
 @attrs.frozen
@@ -133,7 +123,7 @@ class RetentionRecorder(LedgerRecorder):
     def retention_due(self, closed_at: dt.datetime, now: dt.datetime) -> bool:
         """二(四) "所有移车服务数据及电话录音资料，必须保存 3 年": due only once
         ``retention_years`` whole years have passed since the case closed."""
-        return add_years(closed_at, self.contract.retention_years) <= now
+        return retention_due(closed_at, now, self.contract.retention_years)
 
     def purge(
         self, *, now: dt.datetime | None = None, dry_run: bool = False, actor: str = "retention"
@@ -144,8 +134,13 @@ class RetentionRecorder(LedgerRecorder):
         The state row stays as a tombstone (no plate) with the case's last chain hash and
         the hash of its first event, and a purge-log row records the anchor: the chain of
         what remains, the reports' digests and the purge itself stay verifiable.
+
+        ``now`` defaults to the store's clock; a naive ``now``, or one later than the
+        store's clock by more than :data:`~movecar_core.retention.PURGE_CLOCK_SKEW`, raises
+        :class:`~movecar_core.errors.PurgeTimeRefused` before anything is read or deleted
+        (二(四) "必须保存 3 年": a forged future must not shorten the 3 years).
         """
-        at = now or self.clock.now()
+        at = purge_time(now, self.clock)
         years = self.contract.retention_years
         # A superset (365-day years); the exact calendar check is retention_due.
         rough = at - dt.timedelta(days=365 * years)

@@ -13,6 +13,8 @@ from movecar_adapters.cli import main
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore, current_revision, head_revision, make_engine
 from movecar_adapters.sql import schema as t
+from movecar_core.errors import CasePurged
+from movecar_core.retention import PURGE_CLOCK_SKEW
 from movecar_core.settlement import ServiceMonth
 from movecar_core.testing.contracts import sample_history
 
@@ -63,21 +65,50 @@ def test_audit_verify_names_the_tampered_case(
 def test_retention_purge_and_dry_run(databases: Databases, monkeypatch: pytest.MonkeyPatch) -> None:
     url = databases.new("sqlite")
     store = SqlStore(make_engine(url), KeyRing([("k1", KEY_1)]))
-    store.append("old", sample_history("old"), expected_version=0)
-    store.append("held", sample_history("held"), expected_version=0)
+    # Closed 2021-03-01 08:33: due on 2024-03-01 08:33, in the past of the wall clock,
+    # which the CLI's purge cannot run ahead of.
+    opened = dt.datetime(2021, 3, 1, 8, 30, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    store.append("old", sample_history("old", at=opened), expected_version=0)
+    store.append("held", sample_history("held", at=opened), expected_version=0)
     store.set_legal_hold("held", "court", actor="legal")
     monkeypatch.delenv("MOVECAR_KEYS", raising=False)  # purging needs no key
-    later = "2028-03-02T00:00:00+08:00"
+    later = "2024-03-02T00:00:00+08:00"
     code, out, _ = run("--db", url, "retention", "purge", "--dry-run", "--now", later)
     assert code == 0 and "would purge old" in out and "kept held (legal hold)" in out
     assert len(store.load("old")) == 5
-    code, out, _ = run("--db", url, "retention", "purge", "--now", "2028-02-28T00:00:00+08:00")
+    code, out, _ = run("--db", url, "retention", "purge", "--now", "2024-02-28T00:00:00+08:00")
     assert "purged 0 cases" in out
     code, out, _ = run("--db", url, "retention", "purge", "--now", later)
-    assert code == 0 and "purged old" in out and list(store.load("old")) == []
-    assert run("--db", url, "retention", "purge", "--now", "2028-03-02T00:00")[0] == 2
+    assert code == 0 and "purged old" in out
+    with pytest.raises(CasePurged):
+        store.load("old")
+    assert run("--db", url, "retention", "purge", "--now", "2024-03-02T00:00")[0] == 2
     monkeypatch.setenv("MOVECAR_KEYS", "garbage")  # purging needs no key, so it is not read
     assert run("--db", url, "retention", "purge", "--dry-run", "--now", later)[0] == 0
+    store.engine.dispose()
+
+
+def test_retention_purge_refuses_a_future_now(
+    databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack: `--now` set 3 years after a young case closed. Exit 2, nothing purged."""
+    url = databases.new("sqlite")
+    store = SqlStore(make_engine(url), KeyRing([("k1", KEY_1)]))
+    wall = dt.datetime.now(dt.UTC)
+    store.append("young", sample_history("young", at=wall - dt.timedelta(days=1)), 0)
+    monkeypatch.delenv("MOVECAR_KEYS", raising=False)
+    for ahead in (dt.timedelta(days=3 * 366), PURGE_CLOCK_SKEW + dt.timedelta(minutes=1)):
+        forged = (wall + ahead).isoformat(timespec="seconds")
+        for extra in ((), ("--dry-run",)):
+            code, out, err = run("--db", url, "retention", "purge", "--now", forged, *extra)
+            assert (code, out) == (2, "") and "later than the clock" in err, err
+            assert err.count("\n") == 1 and "二(四)" in err
+    assert len(store.load("young")) == 5
+    assert store.access_log() == []
+    # Within the skew it runs (as of the wall clock): nothing is due, nothing is purged.
+    soon = (wall + dt.timedelta(minutes=1)).isoformat()
+    code, out, _ = run("--db", url, "retention", "purge", "--now", soon)
+    assert code == 0 and "purged 0 cases" in out
     store.engine.dispose()
 
 
