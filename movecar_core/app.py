@@ -85,6 +85,7 @@ from movecar_core.pricing import TierMode, settle_year
 from movecar_core.reports import MonthSettlement, ReportStore
 from movecar_core.settlement import ServiceMonth, SettlementRules, monthly_deadlines
 from movecar_core.term import ContractTerm
+from movecar_core.text import check_text, text_problem
 from movecar_core.views import CaseView, RequesterView, requester_message
 
 
@@ -135,16 +136,8 @@ class EffectRun:
 
 
 def _text(field: str, value: object, *, required: bool, limit: int) -> str:
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidCommand(field, value, "must be a string")
-    stripped = value.strip()
-    if required and not stripped:
-        raise InvalidCommand(field, value, "must not be empty")
-    if len(stripped) > limit:
-        raise InvalidCommand(field, value[:40] + "...", f"longer than {limit} characters")
-    return stripped
+    # The one text rule of the core (movecar_core.text): every backend refuses the same.
+    return check_text(field, value, required=required, limit=limit)
 
 
 def _command_id(value: object) -> str | None:
@@ -152,6 +145,9 @@ def _command_id(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise InvalidCommand("command_id", value, "must be a non-empty string of <= 200 chars")
+    problem = text_problem(value)  # stored in every event of the command
+    if problem is not None:
+        raise InvalidCommand("command_id", value, problem)
     return value
 
 

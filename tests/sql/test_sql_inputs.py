@@ -1,0 +1,148 @@
+"""Issue 10, inputs: one text rule in the core, so every backend refuses the same text with
+the same typed error (never an encoding or driver error) and stores the rest exactly."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlsupport import Databases
+
+from movecar_adapters.crypto import KeyRing
+from movecar_adapters.sql import SqlStore, StorageInputError, make_engine
+from movecar_core.app import MoveCar
+from movecar_core.clock import ManualClock
+from movecar_core.errors import InvalidCommand, InvalidInput
+from movecar_core.memory import (
+    InMemoryCaseStore,
+    InMemoryTelephony,
+    InMemoryVehicleRegistry,
+)
+from movecar_core.ports import CaseStore
+from movecar_core.testing.contracts import sample_history
+from movecar_core.testing.strategies import forbidden_texts, texts
+
+OWNER = "13912345678"
+REQUESTER = "13800001111"
+PLATE = "苏D12345"
+SETTINGS = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@pytest.fixture(params=["memory", "sql"])
+def make_engine_for(
+    request: pytest.FixtureRequest, databases: Databases, backend: str, keys: KeyRing
+) -> Iterator[Callable[[], MoveCar]]:
+    """Engines on the in-memory store and on each SQL backend (one database per test)."""
+    clock = ManualClock()
+    store: CaseStore
+    if request.param == "memory":
+        if backend != "sqlite":
+            pytest.skip("the in-memory store runs once")
+        store = InMemoryCaseStore(clock=clock)
+    else:
+        store = SqlStore(make_engine(databases.new(backend)), keys, clock=clock)
+
+    def make() -> MoveCar:
+        return MoveCar(
+            store=store,
+            registry=InMemoryVehicleRegistry({PLATE: OWNER}),
+            telephony=InMemoryTelephony(),
+            clock=clock,
+        )
+
+    yield make
+    if isinstance(store, SqlStore):
+        store.engine.dispose()
+
+
+def _called(mc: MoveCar) -> str:
+    case_id = mc.open_case(plate=PLATE, location="花园街 8 号", requester_phone=REQUESTER)
+    mc.locate_owner(case_id)
+    call = mc.call_owner(case_id, agent_id="seat-1")
+    mc.record_call_outcome(case_id, call.call_id, "answered_refused")
+    return case_id
+
+
+COMMANDS: dict[str, Callable[[MoveCar, str, str], object]] = {
+    "open_case.location": lambda mc, _, bad: mc.open_case(
+        plate=PLATE, location=bad, requester_phone=REQUESTER
+    ),
+    "open_case.agent_id": lambda mc, _, bad: mc.open_case(
+        plate=PLATE, location="人民路口", requester_phone=REQUESTER, agent_id=bad
+    ),
+    "open_case.command_id": lambda mc, _, bad: mc.open_case(
+        plate=PLATE, location="人民路口", requester_phone=REQUESTER, command_id=bad
+    ),
+    "locate_owner.agent_id": lambda mc, cid, bad: mc.locate_owner(cid, agent_id=bad),
+    "call_owner.agent_id": lambda mc, cid, bad: mc.call_owner(cid, agent_id=bad),
+    "confirm_moved.note": lambda mc, cid, bad: mc.confirm_moved(cid, note=bad),
+    "dispute.note": lambda mc, cid, bad: mc.dispute(cid, note=bad),
+    "cancel.note": lambda mc, cid, bad: mc.cancel(cid, note=bad),
+    "cancel.command_id": lambda mc, cid, bad: mc.cancel(cid, note="撤销", command_id=bad),
+    "escalate.note": lambda mc, cid, bad: mc.escalate(cid, "other", note=bad),
+}
+
+
+@SETTINGS
+@given(bad=forbidden_texts(), command=st.sampled_from(sorted(COMMANDS)))
+def test_forbidden_text_in_any_argument_is_invalid_input_on_every_backend(
+    make_engine_for: Callable[[], MoveCar], bad: str, command: str
+) -> None:
+    mc = make_engine_for()
+    case_id = mc.open_case(plate=PLATE, location="人民路口", requester_phone=REQUESTER)
+    ids = set(mc.store.case_ids())
+    with pytest.raises(InvalidCommand) as info:
+        COMMANDS[command](mc, case_id, bad)
+    assert info.value.field == command.split(".")[1]
+    assert len(mc.history(case_id)) == 1
+    assert set(mc.store.case_ids()) == ids
+
+
+@SETTINGS
+@given(location=texts(min_size=1, max_size=200), note=texts(max_size=300))
+def test_any_allowed_text_round_trips_on_every_backend(
+    make_engine_for: Callable[[], MoveCar], location: str, note: str
+) -> None:
+    mc = make_engine_for()
+    if not location.strip():
+        location = "x" + location
+    case_id = mc.open_case(plate=PLATE, location=location, requester_phone=REQUESTER)
+    mc.cancel(case_id, note=note + "。")
+    opened, cancelled = mc.history(case_id)
+    assert opened.location == location.strip()  # type: ignore[union-attr]
+    assert cancelled.note == (note + "。").strip()  # type: ignore[union-attr]
+    assert mc.case(case_id).location == location.strip()
+
+
+def test_lengths_are_bounded(make_engine_for: Callable[[], MoveCar]) -> None:
+    mc = make_engine_for()
+    case_id = _called(mc)
+    with pytest.raises(InvalidCommand, match="longer than 2000"):
+        mc.dispute(case_id, note="争" * 2001)
+    with pytest.raises(InvalidCommand, match="longer than 500"):
+        mc.open_case(plate=PLATE, location="路" * 501, requester_phone=REQUESTER)
+    with pytest.raises(InvalidCommand, match="longer than 100"):
+        mc.call_owner(case_id, agent_id="s" * 101)
+    assert mc.dispute(case_id, note="争" * 2000).version == 5
+
+
+@SETTINGS
+@given(bad=forbidden_texts(), at=st.integers(0, 4))
+def test_a_bulk_history_with_forbidden_text_is_refused_before_any_write(
+    fresh_store: SqlStore, bad: str, at: int
+) -> None:
+    good = [sample_history(uuid.uuid4().hex) for _ in range(3)]
+    spoiled = sample_history(uuid.uuid4().hex)
+    field = {0: "location", 1: "agent_id", 2: "greeting", 3: "call_id", 4: "note"}[at]
+    spoiled[at] = attrs.evolve(spoiled[at], **{field: bad})  # type: ignore[misc]
+    before = sum(1 for _ in fresh_store.case_ids())
+    with pytest.raises(StorageInputError) as info:
+        fresh_store.bulk_import([*good, spoiled], chunk_cases=10)
+    assert isinstance(info.value, InvalidInput)
+    assert sum(1 for _ in fresh_store.case_ids()) == before  # the chunk was never written
