@@ -18,7 +18,7 @@ import attrs
 from movecar_core.case import EVENT_TYPES, Event
 from movecar_core.errors import MoveCarError
 from movecar_core.integrity import canonical_json
-from movecar_core.text import FORBIDDEN, MAX_EVENT_TEXT, text_problem
+from movecar_core.text import FORBIDDEN, text_problem
 
 
 class UnknownEventType(MoveCarError):
@@ -48,8 +48,6 @@ def _exactly(tp: type[Any]) -> Convert:
 def _text(v: Any) -> str:
     if type(v) is not str:
         raise _RejectError(f"expected str, found {type(v).__name__}")
-    if len(v) > MAX_EVENT_TEXT:
-        raise _RejectError(f"longer than {MAX_EVENT_TEXT} characters")
     problem = text_problem(v)
     if problem is not None:
         raise _RejectError(problem)
@@ -110,8 +108,9 @@ def _field_codec(tp: Any) -> tuple[Convert, Convert]:
 
         return to_value, to_member
     if tp is str:
-        # Written text follows the core's text rule (movecar_core.text); read text is
-        # only type-checked, so a history stored before the rule still loads.
+        # Written text follows the core's character rule (movecar_core.text; a store
+        # bounds lengths by its columns); read text is only type-checked, so a history
+        # stored before the rule still loads.
         return _text, _exactly(str)
     if tp in (int, bool):
         check = _exactly(tp)
@@ -277,7 +276,6 @@ def _compile(cls: type[Any], sealed: frozenset[str], defining: Writer) -> Writer
         "R": _RejectError,
         "defining": defining,
         "bad": FORBIDDEN.search,
-        "MAX": MAX_EVENT_TEXT,
     }
     lines = []
     plain, stored, seal_lines = [], [], []
@@ -296,7 +294,7 @@ def _compile(cls: type[Any], sealed: frozenset[str], defining: Writer) -> Writer
             pad = "        "
         if tp is str:  # the text rule as _text checks it; a refusal goes the defining way
             lines += [
-                f"{pad}if type({raw}) is not str or len({raw}) > MAX or bad({raw}): raise R",
+                f"{pad}if type({raw}) is not str or bad({raw}): raise R",
                 f"{pad}{text} = ebs({raw})",
             ]
         elif tp is int:

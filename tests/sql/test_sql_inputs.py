@@ -3,8 +3,10 @@ the same typed error (never an encoding or driver error) and stores the rest exa
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import attrs
 import pytest
@@ -14,6 +16,15 @@ from sqlsupport import Databases
 
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore, StorageInputError, make_engine
+from movecar_adapters.sql.bulk import (
+    CHILD_ENVIRONMENT,
+    LIBPQ_ENVIRONMENT,
+    ProcessWriter,
+    _read_frame,
+    child_environment,
+    child_url,
+)
+from movecar_adapters.sql.engine import engine_recipe
 from movecar_core.app import MoveCar
 from movecar_core.clock import ManualClock
 from movecar_core.errors import InvalidCommand, InvalidInput
@@ -146,3 +157,67 @@ def test_a_bulk_history_with_forbidden_text_is_refused_before_any_write(
         fresh_store.bulk_import([*good, spoiled], chunk_cases=10)
     assert isinstance(info.value, InvalidInput)
     assert sum(1 for _ in fresh_store.case_ids()) == before  # the chunk was never written
+
+
+# --- the bulk writer process starts isolated ---------------------------------------------
+
+
+def test_the_bulk_writer_process_starts_isolated(
+    fresh_url: str, keys: KeyRing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started as the real child is (same command, environment and pipe), a probe reports:
+    isolated mode, no current directory on sys.path (a module planted there does not
+    import), an environment without keys or passwords, and the URL over the pipe."""
+    (tmp_path / "planted_in_cwd.py").write_text("raise SystemExit('imported from cwd')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m ...` run from there would
+    monkeypatch.syspath_prepend("")
+    monkeypatch.setenv("MOVECAR_KEYS", "k1:" + "A" * 44)
+    monkeypatch.setenv("PGPASSWORD", "s3cret-pw")
+    monkeypatch.setenv("MYSQL_PWD", "s3cret-pw")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONSTARTUP", str(tmp_path / "planted_in_cwd.py"))
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setattr(ProcessWriter, "child_module", "bulk_probe")
+    engine = make_engine(fresh_url)
+    writer = ProcessWriter(engine, on_integrity_error=lambda ids, why: pytest.fail(why))
+    try:
+        assert writer.child.stdout is not None
+        status, report = _read_frame(writer.child.stdout)
+    finally:
+        writer.abandon()
+        engine.dispose()
+    assert status == "ok"
+    assert report["isolated"] == 1
+    assert report["cwd"] == os.path.realpath(tmp_path)  # relative SQLite paths still work
+    assert not report["planted"]
+    here = os.path.realpath(tmp_path)
+    assert all(p and os.path.realpath(p) != here for p in report["path"])
+    env = report["environment"]
+    assert set(env) <= CHILD_ENVIRONMENT | LIBPQ_ENVIRONMENT | {k for k in env if k[:3] == "LC_"}
+    assert env["LC_ALL"] == "C.UTF-8"
+    assert not {"MOVECAR_KEYS", "PGPASSWORD", "MYSQL_PWD", "PYTHONPATH"} & set(env)
+    assert "s3cret-pw" not in repr(env)
+    recipe = engine_recipe(engine)
+    assert recipe is not None and report["url"] == child_url(recipe[0])
+
+
+def test_pgpassword_goes_over_the_pipe_in_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", "pw")
+    assert child_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u:pw@h/db"
+    assert child_url("postgresql+psycopg://u:own@h/db") == "postgresql+psycopg://u:own@h/db"
+    assert child_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    monkeypatch.setenv("PGHOST", "db.internal")
+    assert child_environment("postgresql+psycopg://u@h/db")["PGHOST"] == "db.internal"
+    assert "PGHOST" not in child_environment("sqlite:////tmp/x.db")
+    assert "PGPASSWORD" not in child_environment("postgresql+psycopg://u@h/db")
+
+
+def test_the_real_child_imports_and_writes_from_an_isolated_start(
+    fresh_store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MOVECAR_KEYS", "k1:" + "A" * 44)
+    histories = [sample_history(f"iso-{i}") for i in range(12)]
+    assert fresh_store.bulk_import(histories, chunk_cases=5, writer="process") == (12, 60)
+    assert fresh_store.version("iso-11") == 5
