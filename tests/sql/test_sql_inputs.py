@@ -3,6 +3,7 @@ the same typed error (never an encoding or driver error) and stores the rest exa
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,12 +11,14 @@ from pathlib import Path
 
 import attrs
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlsupport import Databases
 
 from movecar_adapters.crypto import KeyRing
-from movecar_adapters.sql import SqlStore, StorageInputError, make_engine
+from movecar_adapters.sql import SqlStore, StorageInputError, make_engine, verify
+from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.bulk import (
     CHILD_ENVIRONMENT,
     LIBPQ_ENVIRONMENT,
@@ -27,6 +30,7 @@ from movecar_adapters.sql.bulk import (
 from movecar_adapters.sql.engine import engine_recipe
 from movecar_core.app import MoveCar
 from movecar_core.clock import ManualClock
+from movecar_core.codec import MalformedEvent
 from movecar_core.errors import InvalidCommand, InvalidInput
 from movecar_core.memory import (
     InMemoryCaseStore,
@@ -221,3 +225,71 @@ def test_the_real_child_imports_and_writes_from_an_isolated_start(
     histories = [sample_history(f"iso-{i}") for i in range(12)]
     assert fresh_store.bulk_import(histories, chunk_cases=5, writer="process") == (12, 60)
     assert fresh_store.version("iso-11") == 5
+
+
+# --- the audit survives malformed rows ---------------------------------------------------
+
+
+def _raw(store: SqlStore, *statements: str, **params: object) -> None:
+    with store.engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement), params)
+
+
+def test_the_audit_survives_malformed_rows(fresh_store: SqlStore, backend: str) -> None:
+    """Rows no engine could have written, inserted with raw SQL: a payload nested 100,000
+    deep (``json.loads`` raises RecursionError), a state row whose time is not a time, a
+    version that is not a number (SQLite: the other databases' column types refuse one).
+    Each is one finding naming its case; every other case is still verified."""
+    ids = ["deep", "when", "closed", "version", "edited", "fine"]
+    for case_id in ids:
+        fresh_store.append(case_id, sample_history(case_id), expected_version=0)
+    cases, events = t.cases.name, t.events.name
+    deep = "[" * 100_000 + "]" * 100_000
+    _raw(fresh_store, f"UPDATE {events} SET payload = :p WHERE case_id = 'deep' AND version = 2",
+         p=deep)  # fmt: skip
+    if backend == "sqlite":
+        bad_time, bad_version = "'not a time'", "'five'"
+    elif backend == "postgresql":
+        bad_time, bad_version = "'infinity'", None  # psycopg cannot load it: a DataError
+    else:
+        bad_time, bad_version = "'0000-00-00 00:00:00'", None
+    with fresh_store.engine.begin() as conn:
+        if backend == "mariadb":  # the zero date needs a lax session
+            conn.execute(sa.text("SET SESSION sql_mode = ''"))
+        conn.execute(sa.text(f"UPDATE {cases} SET opened_at = {bad_time} WHERE case_id = 'when'"))
+        conn.execute(sa.text(f"UPDATE {cases} SET closed_at = {bad_time} WHERE case_id = 'closed'"))
+        if bad_version is not None:
+            conn.execute(
+                sa.text(f"UPDATE {cases} SET version = {bad_version} WHERE case_id = 'version'")
+            )
+    payload = json.loads(_payload(fresh_store, "edited", 5))
+    payload["note"] = "改过"
+    _raw(fresh_store, f"UPDATE {events} SET payload = :p WHERE case_id = 'edited' AND version = 5",
+         p=json.dumps(payload))  # fmt: skip
+
+    result = verify(fresh_store)
+
+    by_case: dict[str, list[str]] = {}
+    for finding in result.findings:
+        by_case.setdefault(finding.subject, []).append(finding.why)
+    spoiled = {"deep", "when", "closed", "edited"} | ({"version"} if bad_version else set())
+    assert set(by_case) == spoiled, result.findings
+    assert all(len(whys) == 1 for whys in by_case.values()), by_case
+    assert "fine" not in result.tampered_cases
+    assert bad_version or "version" not in result.tampered_cases  # checked, and clean
+    assert "RecursionError" in by_case["deep"][0]
+    if backend == "sqlite":
+        assert "not a number" in by_case["version"][0]
+    with pytest.raises(MalformedEvent):  # the engine's own read: a typed error too
+        fresh_store.load("deep")
+
+
+def _payload(store: SqlStore, case_id: str, version: int) -> str:
+    with store.engine.connect() as conn:
+        found: str = conn.execute(
+            sa.select(t.events.c.payload).where(
+                t.events.c.case_id == case_id, t.events.c.version == version
+            )
+        ).scalar_one()
+    return found
