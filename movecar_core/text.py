@@ -105,3 +105,10 @@ def event_text_problem(event: object) -> str | None:
         if problem is not None:
             return f"{cls.__name__}.{name}: {problem}"
     return None
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` made storable: each refused character a space, at most ``limit`` long (for
+    text the library records from elsewhere, such as a switch's error message)."""
+    cleaned = FORBIDDEN.sub(" ", text).strip()
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"

@@ -23,10 +23,12 @@ from movecar_core.case import (
     DisputeRaised,
     EscalatedTo110,
     EscalationReason,
+    EscalationRequested,
     Event,
     MoveConfirmed,
     OwnerCallPlaced,
     OwnerLookedUp,
+    TransferTo110Failed,
     UnresolvedReason,
 )
 from movecar_core.errors import CommandRejected
@@ -365,10 +367,13 @@ def _event_for(
         return MoveConfirmed(cid, at, None, draw(st.sampled_from(["", "求助人确认"])))
     if trigger == "dispute_raised":
         return DisputeRaised(cid, at, None, "车主称车辆非其所有")
-    if trigger == "escalated":
+    if trigger in ("escalated", "escalation_requested"):
         reason = draw(st.sampled_from(EscalationReason))
         note = "群众情绪激动" if reason is EscalationReason.OTHER else None
-        return EscalatedTo110(cid, at, None, reason, note, "0519-81997327")
+        kind = EscalatedTo110 if trigger == "escalated" else EscalationRequested
+        return kind(cid, at, None, reason, note, "0519-81997327")
+    if trigger == "transfer_failed":
+        return TransferTo110Failed(cid, at, None, "case: transfer to 0519-81997327 failed")
     assert trigger == "cancelled", trigger
     return CaseCancelled(cid, at, None, "求助人已自行解决")
 

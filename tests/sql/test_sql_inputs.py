@@ -3,8 +3,11 @@ the same typed error (never an encoding or driver error) and stores the rest exa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,9 +32,10 @@ from movecar_adapters.sql.bulk import (
 )
 from movecar_adapters.sql.engine import engine_recipe
 from movecar_core.app import MoveCar
+from movecar_core.case import CaseState, EscalationRequested
 from movecar_core.clock import ManualClock
 from movecar_core.codec import MalformedEvent
-from movecar_core.errors import InvalidCommand, InvalidInput
+from movecar_core.errors import CaseClosed, IllegalTransition, InvalidCommand, InvalidInput
 from movecar_core.memory import (
     InMemoryCaseStore,
     InMemoryTelephony,
@@ -293,3 +297,59 @@ def _payload(store: SqlStore, case_id: str, version: int) -> str:
             )
         ).scalar_one()
     return found
+
+
+# --- escalate records the transfer before placing it -------------------------------------
+
+
+class SlowSwitch(InMemoryTelephony):
+    """A switch that takes a moment to transfer: the window a racing cancel would use."""
+
+    def transfer_to_110(self, case_id: str, number: str, reason: str) -> None:
+        time.sleep(0.005)
+        super().transfer_to_110(case_id, number, reason)
+
+
+def test_a_cancel_racing_an_escalate_never_leaves_a_transfer_the_case_does_not_show(
+    make_engine_for: Callable[[], MoveCar],
+) -> None:
+    """Two seats at once, one escalating and one cancelling, on every store: a transfer
+    placed is always in the history (its request first), and the case is then with
+    110; a case that ends cancelled had no transfer at all."""
+    mc = make_engine_for()
+    switch = SlowSwitch()
+    mc.telephony = switch
+    ids = [
+        mc.open_case(plate=PLATE, location="人民路口", requester_phone=REQUESTER) for _ in range(16)
+    ]
+    for case_id in ids:
+        barrier = threading.Barrier(2)
+
+        def escalate(case_id: str = case_id, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            with contextlib.suppress(CaseClosed):  # the cancel was stored first
+                mc.escalate(case_id, "owner_uncooperative")
+
+        def cancel(case_id: str = case_id, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            with contextlib.suppress(IllegalTransition, CaseClosed):  # escalation first
+                mc.cancel(case_id, note="求助人已自行解决")
+
+        threads = [threading.Thread(target=escalate), threading.Thread(target=cancel)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    endings = set()
+    for case_id in ids:
+        history = mc.history(case_id)
+        placed = [x for x in switch.transfers if x.case_id == case_id]
+        requested = [e for e in history if isinstance(e, EscalationRequested)]
+        state = mc.case(case_id).state
+        endings.add(state)
+        assert len(placed) <= len(requested), history
+        if placed:
+            assert state is CaseState.ESCALATED_TO_110, history
+        else:
+            assert state is CaseState.CANCELLED, history
+    assert endings <= {CaseState.ESCALATED_TO_110, CaseState.CANCELLED}
