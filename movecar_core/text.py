@@ -32,7 +32,8 @@ import attrs
 
 from movecar_core.errors import InvalidCommand
 
-#: Longest text any single event field may hold (the facade's own limits are lower).
+#: Longest text any single event field may hold in the in-memory store: the SQL store's
+#: column limit (``MAX_FIELD_CHARS``), which it checks itself; the facade's are lower.
 MAX_EVENT_TEXT = 4000
 
 _NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
