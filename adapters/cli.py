@@ -29,10 +29,12 @@ from movecar_core.case import (
     CaseUnresolved,
     DisputeRaised,
     EscalatedTo110,
+    EscalationRequested,
     Event,
     MoveConfirmed,
     OwnerCallPlaced,
     OwnerLookedUp,
+    TransferTo110Failed,
 )
 from movecar_core.clock import ManualClock
 from movecar_core.errors import (
@@ -80,6 +82,11 @@ def describe(event: Event) -> str:
             return "car moved" + (f" ({event.note})" if event.note else "")
         case DisputeRaised():
             return f"owner disputes: {event.note}"
+        case EscalationRequested():
+            note = f", {event.note}" if event.note else ""
+            return f"转接 110 requested on {event.transfer_number}: {event.reason.value}{note}"
+        case TransferTo110Failed():
+            return f"transfer to 110 failed: {event.why}"
         case EscalatedTo110():
             note = f", {event.note}" if event.note else ""
             return f"转接 110 on {event.transfer_number}: {event.reason.value}{note}"

@@ -18,10 +18,12 @@ from movecar_core.case import (
     DisputeRaised,
     EscalatedTo110,
     EscalationReason,
+    EscalationRequested,
     Event,
     MoveConfirmed,
     OwnerCallPlaced,
     OwnerLookedUp,
+    TransferTo110Failed,
     UnresolvedReason,
 )
 from movecar_core.clock import InvalidClockTime, ManualClock
@@ -160,6 +162,7 @@ __all__ = [
     "EffectRun",
     "EscalatedTo110",
     "EscalationReason",
+    "EscalationRequested",
     "Event",
     "FollowUpReminder",
     "Greeting",
@@ -215,6 +218,7 @@ __all__ = [
     "TermError",
     "Tier",
     "TierMode",
+    "TransferTo110Failed",
     "UnknownCall",
     "UnknownCase",
     "UnknownEventType",

@@ -34,10 +34,12 @@ from movecar_core.case import (
     DisputeRaised,
     EscalatedTo110,
     EscalationReason,
+    EscalationRequested,
     Event,
     MoveConfirmed,
     OwnerCallPlaced,
     OwnerLookedUp,
+    TransferTo110Failed,
     UnresolvedReason,
 )
 from movecar_core.clock import ManualClock
@@ -88,6 +90,7 @@ from movecar_core.pricing import TierMode, settle_year
 from movecar_core.reports import MonthSettlement, ReportStore
 from movecar_core.settlement import ServiceMonth, SettlementRules, monthly_deadlines
 from movecar_core.term import ContractTerm
+from movecar_core.text import check_text, one_line, text_problem
 from movecar_core.views import CaseView, RequesterView, requester_message
 
 
@@ -108,6 +111,8 @@ MAX_NOTE_LENGTH = 2000
 MAX_LOCATION_LENGTH = 500
 
 Decide = Callable[[CaseRecord, dt.datetime, str | None], list[Event]]
+#: The event class a command's first event has (or the classes, when it changed).
+Kind = type[Any] | tuple[type[Any], ...]
 
 
 @attrs.frozen
@@ -138,16 +143,8 @@ class EffectRun:
 
 
 def _text(field: str, value: object, *, required: bool, limit: int) -> str:
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidCommand(field, value, "must be a string")
-    stripped = value.strip()
-    if required and not stripped:
-        raise InvalidCommand(field, value, "must not be empty")
-    if len(stripped) > limit:
-        raise InvalidCommand(field, value[:40] + "...", f"longer than {limit} characters")
-    return stripped
+    # The one text rule of the core (movecar_core.text): every backend refuses the same.
+    return check_text(field, value, required=required, limit=limit)
 
 
 def _command_id(value: object) -> str | None:
@@ -155,6 +152,9 @@ def _command_id(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise InvalidCommand("command_id", value, "must be a non-empty string of <= 200 chars")
+    problem = text_problem(value)  # stored in every event of the command
+    if problem is not None:
+        raise InvalidCommand("command_id", value, problem)
     return value
 
 
@@ -759,40 +759,96 @@ class MoveCar:
     ) -> CaseView:
         """Transfer the case to the 110 command centre (二(五)), on 0519-81997327.
 
-        Allowed from every open state; ``EscalationReason.OTHER`` needs a note. The
-        transfer is made before the escalation is recorded, so a failed transfer leaves
-        the case as it was and the seat can try again.
+        二(五) "对于乙方服务过程中无法妥善解决的挪车纠纷、群众紧急求助及涉及违法行为的 ...
+        应及时转接至公安 110 指挥中心处理". Allowed from every open state;
+        ``EscalationReason.OTHER`` needs a note.
+
+        The transfer is recorded before it is placed, so the history shows every transfer
+        the switch was ever asked for: first :class:`EscalationRequested` is appended (the
+        case is then ``escalating``, which no cancel can leave: a cancel that came first
+        makes this command :class:`CaseClosed` before anything is transferred), then the
+        switch transfers the call, then the outcome is appended: :class:`EscalatedTo110`
+        (the case is closed; the 110 desk gets its written notice) or, when the switch
+        refuses, :class:`TransferTo110Failed` and :class:`TelephonyError` is raised; the
+        case stays ``escalating`` and escalating again (a new ``command_id``) retries.
         """
         try:
             why = EscalationReason(reason)
         except ValueError:
             raise InvalidCommand("reason", reason, "not an EscalationReason") from None
         text = _text("note", note, required=why is EscalationReason.OTHER, limit=MAX_NOTE_LENGTH)
-
-        transferred = False
+        number = self.contract.transfer_110_number
 
         def decide(case: CaseRecord, at: dt.datetime, cid: str | None) -> list[Event]:
-            nonlocal transferred
-            check(case, "escalated", self.policy)
-            if not transferred:  # a retry after a version conflict must not transfer twice
-                self.telephony.transfer_to_110(
-                    case_id, self.contract.transfer_110_number, why.value
-                )
-                transferred = True
+            check(case, "escalation_requested", self.policy)
             return [
-                EscalatedTo110(
+                EscalationRequested(
                     case_id=case_id,
                     at=at,
                     command_id=cid,
                     reason=why,
                     note=text or None,
-                    transfer_number=self.contract.transfer_110_number,
+                    transfer_number=number,
                 )
             ]
 
-        return self._run(
-            case_id, command_id, "escalate", EscalatedTo110, decide, reason=why.value, note=text
+        events, ran, record = self._execute(
+            case_id,
+            command_id,
+            "escalate",
+            # EscalatedTo110 alone: the first event of an escalate stored before
+            # EscalationRequested existed, which a repeat of its command id must find.
+            (EscalationRequested, EscalatedTo110),
+            decide,
+            reason=why.value,
+            note=text,
         )
+        if not ran:
+            return CaseView.of(record)
+        requested = events[-1]
+        cid, fingerprint = requested.command_id, requested.command_fingerprint
+        try:
+            self.telephony.transfer_to_110(case_id, number, why.value)
+        except TelephonyError as exc:
+            failed = one_line(str(exc))
+            self._transfer_outcome(
+                case_id,
+                lambda at: TransferTo110Failed(case_id, at, cid, failed, fingerprint),
+            )
+            raise
+        return self._transfer_outcome(
+            case_id,
+            lambda at: EscalatedTo110(case_id, at, cid, why, text or None, number, fingerprint),
+        )
+
+    def _transfer_outcome(
+        self, case_id: str, outcome: Callable[[dt.datetime], EscalatedTo110 | TransferTo110Failed]
+    ) -> CaseView:
+        """Append the outcome of a transfer to 110 whose request is recorded.
+
+        Only escalation commands write to an ``escalating`` case, so a version conflict
+        here is another seat's retry or outcome: decided again on the new history. When
+        the case is no longer ``escalating`` (the other seat's transfer closed it) there is
+        nothing to add: this transfer is already in the history as its request.
+        """
+        for attempt in range(self.max_retries + 1):
+            events = self.store.load(case_id)
+            case = fold(events)
+            if case.state is not CaseState.ESCALATING:
+                return CaseView.of(case)
+            event = outcome(self._now())
+            check(case, event.trigger, self.policy)
+            try:
+                self.store.append(case_id, [event], expected_version=len(events))
+            except ConcurrencyConflict:
+                if attempt == self.max_retries:
+                    raise
+                continue
+            record = attrs.evolve(case)
+            apply(record, event)
+            self._deliver(case_id, [event], len(events) + 1, case.state, record.state)
+            return CaseView.of(record)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # --- machinery ----------------------------------------------------------------------
 
@@ -817,7 +873,7 @@ class MoveCar:
         events: Sequence[Event],
         command_id: str | None,
         name: str,
-        kind: type[Any],
+        kind: Kind,
         fingerprint: str | None,
     ) -> Sequence[Event] | None:
         """The history up to the end of an earlier run of ``command_id``, if any.
@@ -828,11 +884,12 @@ class MoveCar:
         """
         if command_id is None:
             return None
+        kinds = kind if isinstance(kind, tuple) else (kind,)
         last = None
         for i, event in enumerate(events):
             if event.command_id == command_id:
                 if last is None:
-                    if type(event) is not kind:
+                    if type(event) not in kinds:
                         raise CommandIdReused(command_id, type(event).__name__, name)
                     stored = event.command_fingerprint
                     if stored is not None and stored != fingerprint:
@@ -867,7 +924,7 @@ class MoveCar:
         case_id: str,
         command_id: str | None,
         name: str,
-        kind: type[Any],
+        kind: Kind,
         decide: Decide,
         **arguments: Any,
     ) -> CaseView:
@@ -878,7 +935,7 @@ class MoveCar:
         case_id: str,
         command_id: str | None,
         name: str,
-        kind: type[Any],
+        kind: Kind,
         decide: Decide,
         **arguments: Any,
     ) -> tuple[Sequence[Event], bool, CaseRecord]:

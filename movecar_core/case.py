@@ -23,6 +23,8 @@ class CaseState(enum.StrEnum):
     OWNER_CALLED = "owner_called"
     MOVED = "moved"
     DISPUTED = "disputed"
+    #: the transfer to 110 is recorded and being placed, or failed and may be retried
+    ESCALATING = "escalating"
     ESCALATED_TO_110 = "escalated_to_110"
     CANCELLED = "cancelled"  # the requester withdrew
     UNRESOLVED = "unresolved"  # owner not found, or unreachable after the allowed attempts
@@ -176,7 +178,39 @@ class DisputeRaised:
 
 
 @attrs.frozen(slots=True)
+class EscalationRequested:
+    """二(五): the seat transfers the case to 110. Recorded *before* the switch is asked to
+    transfer, so the history shows every transfer ever placed; the transfer's outcome
+    follows as :class:`EscalatedTo110` or :class:`TransferTo110Failed`."""
+
+    trigger: ClassVar[str] = "escalation_requested"
+    case_id: str
+    at: dt.datetime
+    command_id: str | None
+    reason: EscalationReason
+    note: str | None
+    transfer_number: str
+    command_fingerprint: str | None = None
+
+
+@attrs.frozen(slots=True)
+class TransferTo110Failed:
+    """The switch refused or failed the transfer of :class:`EscalationRequested`; the
+    case stays ``escalating`` and the seat may escalate again."""
+
+    trigger: ClassVar[str] = "transfer_failed"
+    case_id: str
+    at: dt.datetime
+    command_id: str | None
+    why: str
+    command_fingerprint: str | None = None
+
+
+@attrs.frozen(slots=True)
 class EscalatedTo110:
+    """The case is with 110: the transfer went through (after :class:`EscalationRequested`;
+    histories stored before that event existed hold this event alone)."""
+
     trigger: ClassVar[str] = "escalated"
     case_id: str
     at: dt.datetime
@@ -219,6 +253,8 @@ Event = (
     | EscalatedTo110
     | CaseCancelled
     | CaseUnresolved
+    | EscalationRequested
+    | TransferTo110Failed
 )
 
 #: Stored name -> class. Names are part of the storage format: never rename one.
@@ -234,6 +270,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         EscalatedTo110,
         CaseCancelled,
         CaseUnresolved,
+        EscalationRequested,
+        TransferTo110Failed,
     )
 }
 

@@ -18,6 +18,7 @@ import attrs
 from movecar_core.case import EVENT_TYPES, Event
 from movecar_core.errors import MoveCarError
 from movecar_core.integrity import canonical_json
+from movecar_core.text import FORBIDDEN, text_problem
 
 
 class UnknownEventType(MoveCarError):
@@ -42,6 +43,15 @@ def _exactly(tp: type[Any]) -> Convert:
         return v
 
     return same
+
+
+def _text(v: Any) -> str:
+    if type(v) is not str:
+        raise _RejectError(f"expected str, found {type(v).__name__}")
+    problem = text_problem(v)
+    if problem is not None:
+        raise _RejectError(problem)
+    return v
 
 
 def _to_iso(v: Any) -> str:
@@ -97,7 +107,12 @@ def _field_codec(tp: Any) -> tuple[Convert, Convert]:
                 raise _RejectError(f"{v!r} is not a {members.__name__}") from exc
 
         return to_value, to_member
-    if tp in (str, int, bool):
+    if tp is str:
+        # Written text follows the core's character rule (movecar_core.text; a store
+        # bounds lengths by its columns); read text is only type-checked, so a history
+        # stored before the rule still loads.
+        return _text, _exactly(str)
+    if tp in (int, bool):
         check = _exactly(tp)
         return check, check
     raise MoveCarError(f"codec: unsupported field type {tp!r}")
@@ -260,6 +275,7 @@ def _compile(cls: type[Any], sealed: frozenset[str], defining: Writer) -> Writer
         "datetime": dt.datetime,
         "R": _RejectError,
         "defining": defining,
+        "bad": FORBIDDEN.search,
     }
     lines = []
     plain, stored, seal_lines = [], [], []
@@ -276,8 +292,11 @@ def _compile(cls: type[Any], sealed: frozenset[str], defining: Writer) -> Writer
         if optional:
             lines += [f"    if {raw} is None:", f"        {text} = 'null'", "    else:"]
             pad = "        "
-        if tp is str:
-            lines += [f"{pad}if type({raw}) is not str: raise R", f"{pad}{text} = ebs({raw})"]
+        if tp is str:  # the text rule as _text checks it; a refusal goes the defining way
+            lines += [
+                f"{pad}if type({raw}) is not str or bad({raw}): raise R",
+                f"{pad}{text} = ebs({raw})",
+            ]
         elif tp is int:
             lines += [f"{pad}if type({raw}) is not int: raise R", f"{pad}{text} = repr({raw})"]
         elif tp is bool:

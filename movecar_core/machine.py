@@ -28,6 +28,7 @@ from movecar_core.case import (
     CaseState,
     CaseUnresolved,
     EscalatedTo110,
+    EscalationRequested,
     Event,
     OwnerCallPlaced,
     OwnerLookedUp,
@@ -63,6 +64,9 @@ class CasePolicy:
 
 S = CaseState
 _OPEN = [s.value for s in S if s not in TERMINAL_STATES]
+#: Open states a cancel may leave: not ``escalating``, where a transfer to 110 may be
+#: under way (a cancel then would hide a transfer the switch placed).
+_CANCELLABLE = [s for s in _OPEN if s != S.ESCALATING]
 
 #: The one definition, in the ``transitions`` format (states, triggers, conditions).
 DEFINITION: dict[str, Any] = {
@@ -113,8 +117,14 @@ DEFINITION: dict[str, Any] = {
             "dest": S.DISPUTED,
             "conditions": ["no_call_in_flight"],
         },
+        # 二(五): the transfer is recorded first (from any open state, and again from
+        # escalating to retry a failed one), then its outcome.
+        {"trigger": "escalation_requested", "source": _OPEN, "dest": S.ESCALATING},
+        {"trigger": "transfer_failed", "source": S.ESCALATING, "dest": S.ESCALATING},
+        # From escalating when the transfer went through; from the other open states for
+        # histories recorded before escalation_requested existed.
         {"trigger": "escalated", "source": _OPEN, "dest": S.ESCALATED_TO_110},
-        {"trigger": "cancelled", "source": _OPEN, "dest": S.CANCELLED},
+        {"trigger": "cancelled", "source": _CANCELLABLE, "dest": S.CANCELLED},
     ],
 }
 
@@ -250,6 +260,7 @@ _UPDATES: dict[type[Any], Callable[[CaseRecord, Any], None]] = {
     CallOutcomeRecorded: _outcome_recorded,
     OwnerLookedUp: _owner_looked_up,
     EscalatedTo110: _escalated,
+    EscalationRequested: _escalated,
     CaseUnresolved: _unresolved,
 }
 

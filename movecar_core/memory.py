@@ -47,6 +47,7 @@ from movecar_core.reports import (
 )
 from movecar_core.retention import purge_time, retention_due
 from movecar_core.settlement import ServiceMonth
+from movecar_core.text import event_text_problem
 
 __all__ = [
     "InMemoryCaseStore",
@@ -131,6 +132,12 @@ class InMemoryCaseStore:
             raise InvalidInput(f"append to case {case_id!r:.80}: no events to append")
         if any(getattr(e, "case_id", None) != case_id for e in events):
             raise InvalidInput(f"append to case {case_id!r:.80}: events of another case")
+        for event in events:
+            # The same text rule as the SQL store's (through the codec): a backend choice
+            # never changes what is accepted.
+            problem = event_text_problem(event)
+            if problem is not None:
+                raise InvalidInput(f"append to case {case_id!r:.80}: {problem}")
         with self._lock:
             tomb = self._tombstones.get(case_id)
             if tomb is not None:  # nothing is appended to a purged case, not even a new opening

@@ -188,7 +188,8 @@ def plan(
                     {"reason": event.reason.value, "number": event.transfer_number},
                 )
             )
-    if after.is_terminal:
+    # Escalating accepts no call outcome and no new call: a timer would find nothing to do.
+    if after.is_terminal or after is CaseState.ESCALATING:
         cancel |= TIMERS
         schedule = [e for e in schedule if e.kind not in TIMERS]
     if rules.notify_requester and after is not before and requester_status(after) is not None:

@@ -70,6 +70,7 @@ _STATUS = {
     CaseState.OWNER_CALLED: "已电话通知车主挪车",
     CaseState.MOVED: "车辆已挪走，感谢您的耐心等待",
     CaseState.DISPUTED: "车主有异议，正在协调处理",
+    CaseState.ESCALATING: "正在转接公安 110 指挥中心",
     CaseState.ESCALATED_TO_110: "已转公安 110 指挥中心处理",
     CaseState.CANCELLED: "已按您的要求取消",
     CaseState.UNRESOLVED: "暂未能联系到车主，如有紧急情况请拨打 110",
@@ -103,7 +104,9 @@ class RequesterView:
 
 def requester_status(state: CaseState) -> str | None:
     """What the requester is told when their case reaches ``state``; None: not news."""
-    if state in (CaseState.RECEIVED, CaseState.OWNER_LOCATED):
+    # escalating: the requester hears once the transfer went through (or not at all
+    # while the seat retries a failed one), not twice.
+    if state in (CaseState.RECEIVED, CaseState.OWNER_LOCATED, CaseState.ESCALATING):
         return None
     return _STATUS[state]
 

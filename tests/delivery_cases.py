@@ -62,7 +62,7 @@ class DeliveryCases:
         desk = mc.command_centre
         assert isinstance(desk, InMemoryCommandCentre)
         [notice] = desk.notices
-        assert notice.key == f"{case_id}:2:{NOTIFY_110}"
+        assert notice.key == f"{case_id}:3:{NOTIFY_110}"  # v2 requested it, v3 transferred
         assert "emergency_lane_blocked" in notice.message and "0519-81997327" in notice.message
         assert list(mc.outbox.pending(case_id)) == []  # type: ignore[union-attr]
         assert mc.run_due() == []  # nothing left to do

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,10 @@ from movecar_core import (
     CaseClosed,
     CaseState,
     CommandIdReused,
+    EscalatedTo110,
     EscalationReason,
+    EscalationRequested,
+    IllegalTransition,
     InvalidCommand,
     InvalidPhone,
     InvalidPlate,
@@ -23,6 +27,7 @@ from movecar_core import (
     OwnerNotLocated,
     RegistryUnavailable,
     TelephonyError,
+    TransferTo110Failed,
     UnknownCall,
     UnknownCase,
     WrittenNotice,
@@ -203,12 +208,76 @@ def test_escalation_reason_other_needs_a_note(mc: MoveCar) -> None:
     assert mc.escalate(case_id, "other", note="群众情绪激动").state is CaseState.ESCALATED_TO_110
 
 
-def test_failed_transfer_leaves_case_open(mc: MoveCar) -> None:
+def test_failed_transfer_is_recorded_and_can_be_retried(mc: MoveCar) -> None:
+    """二(五): the transfer is recorded before it is placed; a refused one is recorded as
+    failed, the case stays escalating (no cancel can hide the attempt), and escalating
+    again retries."""
     case_id = opened(mc)
     telephony(mc).failing = True
     with pytest.raises(TelephonyError):
-        mc.escalate(case_id, "emergency_lane_blocked")
-    assert mc.case(case_id).state is CaseState.RECEIVED
+        mc.escalate(case_id, "emergency_lane_blocked", command_id="esc-1")
+    view = mc.case(case_id)
+    assert view.state is CaseState.ESCALATING
+    assert view.escalation_reason is EscalationReason.EMERGENCY_LANE_BLOCKED
+    requested, failed = mc.history(case_id)[1:]
+    assert isinstance(requested, EscalationRequested)
+    assert requested.transfer_number == "0519-81997327"
+    assert isinstance(failed, TransferTo110Failed) and "transfer to" in failed.why
+    assert failed.command_id == "esc-1"
+    with pytest.raises(IllegalTransition):
+        mc.cancel(case_id, note="求助人撤销")
+    with pytest.raises(IllegalTransition):
+        mc.locate_owner(case_id)
+    assert mc.requester_view(case_id).status == "正在转接公安 110 指挥中心"
+    # the repeat of the failed command returns its result; a new command retries
+    assert mc.escalate(case_id, "emergency_lane_blocked", command_id="esc-1").version == 3
+    telephony(mc).failing = False
+    view = mc.escalate(case_id, "emergency_lane_blocked", command_id="esc-2")
+    assert (view.state, view.version) == (CaseState.ESCALATED_TO_110, 5)
+    assert [type(e).__name__ for e in mc.history(case_id)[1:]] == [
+        "EscalationRequested", "TransferTo110Failed", "EscalationRequested", "EscalatedTo110",
+    ]  # fmt: skip
+    assert len(telephony(mc).transfers) == 1
+
+
+def test_every_transfer_placed_is_in_the_history_before_it_is_placed(mc: MoveCar) -> None:
+    """The switch is asked only once the request is stored: it sees the request in the
+    history while it transfers."""
+    case_id = opened(mc)
+    seen: list[str] = []
+    switch = telephony(mc)
+    place = switch.transfer_to_110
+
+    def transfer(case: str, number: str, reason: str) -> None:
+        seen.append(type(mc.history(case)[-1]).__name__)
+        place(case, number, reason)
+
+    switch.transfer_to_110 = transfer  # type: ignore[method-assign]
+    assert mc.escalate(case_id, "traffic_violation").state is CaseState.ESCALATED_TO_110
+    assert seen == ["EscalationRequested"]
+    last = mc.history(case_id)[-1]
+    assert isinstance(last, EscalatedTo110) and last.reason is EscalationReason.TRAFFIC_VIOLATION
+
+
+def test_a_cancel_that_wins_the_race_leaves_no_transfer(mc: MoveCar) -> None:
+    """The old order (transfer, then append) lost this race: a cancel stored between the
+    escalation's read and its append left a transfer to 110 on a cancelled case."""
+    case_id = opened(mc)
+    store = mc.store
+    append = store.append
+    raced: list[str] = []
+
+    def racing_append(cid: str, events: Any, expected_version: int) -> int:
+        if not raced and isinstance(events[0], EscalationRequested):
+            raced.append("cancel")
+            mc.cancel(cid, note="求助人撤销")  # another seat, first
+        return append(cid, events, expected_version)
+
+    store.append = racing_append  # type: ignore[method-assign]
+    with pytest.raises(CaseClosed):
+        mc.escalate(case_id, "owner_uncooperative")
+    assert mc.case(case_id).state is CaseState.CANCELLED
+    assert telephony(mc).transfers == []
 
 
 def test_failed_dial_is_recorded_as_a_failed_attempt(mc: MoveCar) -> None:

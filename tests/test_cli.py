@@ -73,7 +73,7 @@ def test_demo_on_the_embedded_sqlite_default(
     assert main(["demo", "--sqlite"]) == 0
     assert main(["demo", "--sqlite"]) == 0  # a second run adds to the same database
     out = capsys.readouterr().out
-    assert "stored in sqlite:///movecar.db: 10 cases, 48 events; audit: all verify" in out
+    assert "stored in sqlite:///movecar.db: 10 cases, 52 events; audit: all verify" in out
     assert (tmp_path / "movecar.db").exists()
 
 
@@ -91,7 +91,7 @@ def test_demo_without_keys_uses_a_database_of_its_own(
     assert main(["demo", "--sqlite"]) == 0
     out = capsys.readouterr().out
     assert "one-off key" in out
-    assert "5 cases, 24 events; audit: all verify" in out
+    assert "5 cases, 26 events; audit: all verify" in out
     assert not (tmp_path / "movecar.db").exists()
     assert list(temp.iterdir()) == []  # the one-off database is removed with its folder
     assert main(["demo", "--db", f"sqlite:///{tmp_path}/x.db"]) == 3  # no keys: refused

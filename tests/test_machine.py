@@ -87,10 +87,20 @@ def test_terminal_states_reject_every_trigger(state: CaseState, trigger: str) ->
         check(record(state), trigger, CasePolicy())
 
 
-def test_escalation_and_cancel_from_every_open_state() -> None:
+def test_escalation_from_every_open_state_and_cancel_from_all_but_escalating() -> None:
     for state in set(CaseState) - TERMINAL_STATES:
         assert check(record(state), "escalated", CasePolicy()) is CaseState.ESCALATED_TO_110
-        assert check(record(state), "cancelled", CasePolicy()) is CaseState.CANCELLED
+        assert check(record(state), "escalation_requested", CasePolicy()) is (CaseState.ESCALATING)
+        if state is CaseState.ESCALATING:  # a transfer may be under way: no cancel
+            with pytest.raises(IllegalTransition):
+                check(record(state), "cancelled", CasePolicy())
+        else:
+            assert check(record(state), "cancelled", CasePolicy()) is CaseState.CANCELLED
+
+
+def test_escalating_accepts_only_the_transfer_and_its_outcome() -> None:
+    allowed = {trigger for trigger in TRIGGERS if (CaseState.ESCALATING, trigger) in LOOKUP}
+    assert allowed == {"escalation_requested", "transfer_failed", "escalated"}
 
 
 @pytest.mark.parametrize(

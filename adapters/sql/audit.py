@@ -325,6 +325,8 @@ def _check_case(
     def bad(why: str) -> list[Finding]:
         return [Finding("case", cid, why)]
 
+    if type(row.version) is not int:  # SQLite keeps any text in an INTEGER column
+        return bad(f"state row version {row.version!r:.40} is not a number")
     if row.purged_at is not None:
         return _check_purged(store, row, evs, purge)
     if purge is not None:
@@ -357,8 +359,9 @@ def _check_case(
                     payload[key] = keys.decrypt(payload[key])
         except _KeyFailure as exc:
             return [Finding("case", cid, f"event v{ev.version} unreadable: {exc}", exc.key_id)]
-        except (ValueError, DecryptionFailed) as exc:
-            return bad(f"event v{ev.version} unreadable: {exc}")
+        except (ValueError, RecursionError, DecryptionFailed) as exc:
+            # RecursionError: JSON nested deeper than the parser goes (a hand-made row)
+            return bad(f"event v{ev.version} unreadable: {type(exc).__name__}: {exc}")
         links.append(StoredLink(ev.version, ev.type_name, payload, ev.hash))
         try:
             events.append(decode(cid, ev.type_name, payload))

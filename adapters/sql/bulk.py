@@ -8,11 +8,17 @@ them, one transaction per chunk, while the caller prepares the next chunks, so t
 kinds of work run on two cores. (Threads cannot do this: a writer thread takes the GIL
 back after every row it inserts, while the preparing thread holds it.)
 
-The child is ``python -m movecar_adapters.sql.bulk_child`` (not ``multiprocessing``, so a host
-script needs no ``if __name__ == "__main__"`` guard). It speaks length-prefixed pickle
-frames on its stdin and stdout, and only to its parent:
+The child is ``python -I -c BOOT movecar_adapters.sql.bulk_child`` (not ``multiprocessing``,
+so a host script needs no ``if __name__ == "__main__"`` guard), started isolated: ``-I``
+ignores every ``PYTHON*`` variable and user site-packages and keeps the current directory
+off ``sys.path``, and its environment holds only what a database client needs
+(:func:`child_environment`: no ``MOVECAR_KEYS``, no database password). It needs no key
+(this process encrypts); the database URL, with its password, reaches it over the pipe.
+It speaks length-prefixed frames on its stdin and stdout, and only to its parent:
 
-* parent to child: ``(url, engine options)`` once (see
+* parent to child: the import path (JSON, read by ``BOOT`` before anything is imported:
+  this process's ``sys.path`` without the current directory, see :func:`child_path`),
+  then pickle frames: ``(url, engine options)`` once (see
   :func:`~movecar_adapters.sql.engine.engine_recipe`), then one list of :data:`Part` per chunk,
   then ``None``;
 * child to parent: one reply per chunk written, ``("ok", None)``,
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import pickle
 import queue
@@ -140,8 +147,70 @@ class InlineWriter:
         """Nothing is pending: the chunks before the failure are written."""
 
 
+#: The child's first code: reads the import path from the pipe, then runs the module named
+#: by its argument as ``__main__``. Nothing but the standard library is imported before.
+BOOT = (
+    "import json, runpy, sys\n"
+    "size = int.from_bytes(sys.stdin.buffer.read(8), 'big')\n"
+    "sys.path[:] = json.loads(sys.stdin.buffer.read(size))\n"
+    "runpy.run_module(sys.argv[1], run_name='__main__', alter_sys=True)\n"
+)
+
+#: Variables the child keeps, if set: finding programs and libraries, locale, time zone,
+#: temporary files, and what Windows needs to open a socket. Nothing else is inherited.
+CHILD_ENVIRONMENT = frozenset(
+    {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "WINDIR"}
+)
+#: libpq's settings for reaching a PostgreSQL server (host, TLS files, service file), kept
+#: for a PostgreSQL database. ``PGPASSWORD`` is not among them: it goes in the URL, over
+#: the pipe (see :func:`child_url`).
+LIBPQ_ENVIRONMENT = frozenset(
+    {
+        "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSFILE", "PGSERVICE",
+        "PGSERVICEFILE", "PGSSLMODE", "PGSSLCERT", "PGSSLKEY", "PGSSLROOTCERT", "PGSSLCRL",
+        "PGSSLNEGOTIATION", "PGCONNECT_TIMEOUT", "PGAPPNAME", "PGTARGETSESSIONATTRS", "PGTZ",
+    }
+)  # fmt: skip
+
+
+def child_environment(url: str) -> dict[str, str]:
+    """The bulk writer's whole environment: :data:`CHILD_ENVIRONMENT` and ``LC_*`` from this
+    process's, and :data:`LIBPQ_ENVIRONMENT` for a PostgreSQL ``url``."""
+    keep = CHILD_ENVIRONMENT
+    if sa.make_url(url).get_backend_name() == "postgresql":
+        keep = keep | LIBPQ_ENVIRONMENT
+    return {k: v for k, v in os.environ.items() if k in keep or k.startswith("LC_")}
+
+
+def child_url(url: str) -> str:
+    """``url`` with the password libpq would read from ``PGPASSWORD`` (the child's
+    environment has none), so a deployment that sets it keeps working."""
+    u = sa.make_url(url)
+    password = os.environ.get("PGPASSWORD")
+    if u.get_backend_name() != "postgresql" or u.password is not None or not password:
+        return url
+    return u.set(password=password).render_as_string(hide_password=False)
+
+
+def child_path() -> list[str]:
+    """This process's ``sys.path`` as absolute folders, without the current directory
+    (``""``, ``"."`` or its absolute path): the isolated child must not import from it."""
+    try:
+        here = os.path.realpath(os.getcwd())
+    except OSError:  # the current directory was deleted: nothing to leave out
+        here = None
+    return [
+        p
+        for p in sys.path
+        if isinstance(p, str) and os.path.isabs(p) and os.path.realpath(p) != here
+    ]
+
+
 class ProcessWriter:
     """Writes chunks in a child process, up to ``depth`` chunks behind the caller."""
+
+    #: The module the child runs as ``__main__`` (a test points it at a probe).
+    child_module = "movecar_adapters.sql.bulk_child"
 
     def __init__(
         self, engine: sa.Engine, on_integrity_error: OnIntegrityError, depth: int = 3
@@ -151,8 +220,9 @@ class ProcessWriter:
             raise StorageInputError(
                 "writer", "process", "needs an engine made by movecar_adapters.sql.make_engine"
             )
+        url, options = recipe
         try:
-            opening = _frame((recipe, depth))
+            opening = _frame(((child_url(url), options), depth))
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise StorageInputError(
                 "writer", "process", f"the engine's options cannot go to another process: {exc}"
@@ -164,16 +234,17 @@ class ProcessWriter:
         self.stopped = False
         # The child's stderr, read if it dies (a file: a pipe nobody reads could fill up).
         self.errors: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _stop
-        env = dict(os.environ)
-        # The child imports what this process can: its sys.path, not only what is installed.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
         self.child = subprocess.Popen(
-            [sys.executable, "-m", "movecar_adapters.sql.bulk_child"],
+            [sys.executable, "-I", "-c", BOOT, self.child_module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.errors,
-            env=env,
+            env=child_environment(recipe[0]),
         )
+        # The child imports what this process can (its sys.path, not only what is
+        # installed), minus the current directory: a file planted there is never imported.
+        path = json.dumps(child_path()).encode()
+        self._send(len(path).to_bytes(_LENGTH, "big") + path)
         self._send(opening)
 
     def _send(self, frame: bytes) -> None:

@@ -133,7 +133,7 @@ class EventRecorder(LedgerRecorder):
     ) -> tuple[Event, dict[str, Any]]:
         try:
             payload = json.loads(stored)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise MalformedEvent(f"case {case_id}: {type_name} payload is not JSON") from exc
         if not isinstance(payload, dict):
             raise MalformedEvent(f"case {case_id}: {type_name} payload is not an object")

@@ -19,6 +19,7 @@ import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,7 +34,7 @@ from movecar_core.case import (
     OwnerCallPlaced,
     OwnerLookedUp,
 )
-from movecar_core.errors import ConcurrencyConflict, RegistryUnavailable
+from movecar_core.errors import ConcurrencyConflict, InvalidInput, RegistryUnavailable
 from movecar_core.machine import fold
 from movecar_core.outbox import (
     CALL_OUTCOME_DUE,
@@ -44,6 +45,7 @@ from movecar_core.outbox import (
     inline_token,
 )
 from movecar_core.ports import CaseStore, Clock, OutboundCallRequest, Telephony, VehicleRegistry
+from movecar_core.testing.strategies import forbidden_texts, texts
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 T0 = dt.datetime(2025, 3, 1, 8, 30, tzinfo=SHANGHAI)
@@ -160,13 +162,14 @@ class CaseStoreContract:
     )
     @given(
         cut=st.integers(min_value=1, max_value=4),
-        location=st.text(min_size=1, max_size=60).filter(lambda s: "\x00" not in s),
-        note=st.text(max_size=200).filter(lambda s: "\x00" not in s),
+        text=st.tuples(texts(min_size=1), texts(max_size=200), texts(min_size=1, max_size=40)),
         seconds=st.integers(min_value=0, max_value=10**8),
     )
     def test_any_history_round_trips(
-        self, store: CaseStore, cut: int, location: str, note: str, seconds: int
+        self, store: CaseStore, cut: int, text: tuple[str, str, str], seconds: int
     ) -> None:
+        """Any text the rule allows (movecar_core.text) comes back exactly as stored."""
+        location, note, agent = text
         case_id = _new_id()
         at = T0 + dt.timedelta(seconds=seconds)
         events = sample_history(case_id, at=at)
@@ -174,7 +177,7 @@ class CaseStoreContract:
         assert isinstance(opened, CaseOpened)
         events[0] = CaseOpened(
             case_id, opened.at, opened.command_id, opened.plate, location,
-            opened.requester_phone, opened.agent_id,
+            opened.requester_phone, agent,
         )  # fmt: skip
         last = events[-1]
         assert isinstance(last, EscalatedTo110)
@@ -184,6 +187,40 @@ class CaseStoreContract:
         store.append(case_id, events[:cut], expected_version=0)
         store.append(case_id, events[cut:], expected_version=cut)
         assert list(store.load(case_id)) == events
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        bad=forbidden_texts(),
+        where=st.sampled_from(["location", "agent_id", "command_id", "note", "source"]),
+    )
+    def test_forbidden_text_is_refused_and_nothing_written(
+        self, store: CaseStore, bad: str, where: str
+    ) -> None:
+        """A control character, lone surrogate or noncharacter in any text field of any
+        event is :class:`InvalidInput` (never a driver or encoding error), and the append
+        writes nothing: the same on every store."""
+        case_id = _new_id()
+        events = sample_history(case_id)
+        # (event index, field): every kind of text an event holds
+        index, field = {
+            "location": (0, "location"),
+            "command_id": (0, "command_id"),
+            "agent_id": (1, "agent_id"),
+            "source": (1, "source"),
+            "note": (4, "note"),
+        }[where]
+        changes: dict[str, Any] = {field: bad}
+        events[index] = attrs.evolve(events[index], **changes)
+        first = 0 if index == 0 else 1
+        if first:
+            store.append(case_id, events[:1], expected_version=0)
+        with pytest.raises(InvalidInput):
+            store.append(case_id, events[first:], expected_version=first)
+        assert len(store.load(case_id)) == first
 
 
 class VehicleRegistryContract:

@@ -23,10 +23,12 @@ from movecar_core.case import (
     DisputeRaised,
     EscalatedTo110,
     EscalationReason,
+    EscalationRequested,
     Event,
     MoveConfirmed,
     OwnerCallPlaced,
     OwnerLookedUp,
+    TransferTo110Failed,
     UnresolvedReason,
 )
 from movecar_core.errors import CommandRejected
@@ -38,6 +40,7 @@ from movecar_core.plates import (
     SUFFIXES,
     PlateKind,
 )
+from movecar_core.text import text_problem
 
 __all__ = [
     "aware_datetimes",
@@ -46,6 +49,7 @@ __all__ = [
     "canonical_plates",
     "case_histories",
     "fixed_phones",
+    "forbidden_texts",
     "invalid_phones",
     "invalid_plates",
     "mobile_phones",
@@ -53,6 +57,7 @@ __all__ = [
     "phones",
     "plate_spellings",
     "plates",
+    "texts",
 ]
 
 # =========================================================================================
@@ -291,6 +296,34 @@ def invalid_phones() -> st.SearchStrategy[str]:
 # =========================================================================================
 
 _SHANGHAI = ZoneInfo("Asia/Shanghai")
+# =========================================================================================
+# Free text (movecar_core.text)
+# =========================================================================================
+
+
+def texts(min_size: int = 0, max_size: int = 60) -> st.SearchStrategy[str]:
+    """Text the library stores as given: any script, emoji, spaces, quotes; no control
+    character, lone surrogate or noncharacter (the rule of :mod:`movecar_core.text`)."""
+    return st.text(min_size=min_size, max_size=max_size).filter(lambda v: text_problem(v) is None)
+
+
+_FORBIDDEN_CHARS = st.one_of(
+    st.sampled_from("\x00\t\n\r\x1b\x7f\x85\u2028\u2029\ufffe\uffff\U0010ffff"),
+    st.integers(0x00, 0x1F),
+    st.integers(0x7F, 0x9F),
+    st.integers(0xD800, 0xDFFF),
+    st.integers(0xFDD0, 0xFDEF),
+    st.integers(0, 16).map(lambda plane: plane * 0x10000 + 0xFFFE),
+).map(lambda c: c if isinstance(c, str) else chr(c))
+
+
+def forbidden_texts(max_size: int = 60) -> st.SearchStrategy[str]:
+    """Text with at least one character the library refuses, anywhere in it."""
+    return st.tuples(texts(max_size=max_size // 2), _FORBIDDEN_CHARS, st.text(max_size=8)).map(
+        "".join
+    )
+
+
 _LOCATIONS = (
     "武进区湖塘镇花园街 8 号",
     "常武中路 18 号地下车库",
@@ -334,10 +367,13 @@ def _event_for(
         return MoveConfirmed(cid, at, None, draw(st.sampled_from(["", "求助人确认"])))
     if trigger == "dispute_raised":
         return DisputeRaised(cid, at, None, "车主称车辆非其所有")
-    if trigger == "escalated":
+    if trigger in ("escalated", "escalation_requested"):
         reason = draw(st.sampled_from(EscalationReason))
         note = "群众情绪激动" if reason is EscalationReason.OTHER else None
-        return EscalatedTo110(cid, at, None, reason, note, "0519-81997327")
+        kind = EscalatedTo110 if trigger == "escalated" else EscalationRequested
+        return kind(cid, at, None, reason, note, "0519-81997327")
+    if trigger == "transfer_failed":
+        return TransferTo110Failed(cid, at, None, "case: transfer to 0519-81997327 failed")
     assert trigger == "cancelled", trigger
     return CaseCancelled(cid, at, None, "求助人已自行解决")
 

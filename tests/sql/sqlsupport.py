@@ -76,6 +76,7 @@ class Databases:
             admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
                 conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+            admin.dispose()  # no idle connection per database until the run ends
             url = (
                 sa.make_url(server)
                 .update_query_dict({"options": f"-csearch_path={name}"})
@@ -94,6 +95,7 @@ class Databases:
                 conn.execute(
                     sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
                 )
+            admin.dispose()  # no idle connection per database until the run ends
             url = sa.make_url(server).set(database=name).render_as_string(hide_password=False)
 
             def drop_database() -> None:

@@ -89,7 +89,7 @@ def test_commands_keep_state_row_equal_to_fold(fresh_store: SqlStore, clock: Man
     row = fresh_store.state_row(case_id)
     record = fold(fresh_store.load(case_id))
     assert row is not None
-    assert (row["state"], row["version"], row["plate"]) == ("escalated_to_110", 5, "苏D12345")
+    assert (row["state"], row["version"], row["plate"]) == ("escalated_to_110", 6, "苏D12345")
     assert row["opened_at"] == record.opened_at and row["closed_at"] == record.closed_at
     assert fresh_store.find_by_plate("苏D12345") == [case_id]
     lookups = fresh_store.owner_lookups(case_id)
