@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NoReturn
@@ -10,6 +11,7 @@ from typing import Any, Literal, NoReturn
 import attrs
 import sqlalchemy as sa
 
+from movecar_adapters.crypto import place_prefix
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import (
     MAX_AGENT,
@@ -85,18 +87,31 @@ class EventRecorder(StoreBase):
 
     # --- events in and out --------------------------------------------------------------
 
-    def prepare(self, case_id: str, events: Sequence[Event]) -> Prepared:
-        """Validate, encode and encrypt ``events`` (no database access)."""
+    def prepare(self, case_id: str, events: Sequence[Event], first_version: int = 1) -> Prepared:
+        """Validate, encode and encrypt ``events`` (no database access), the first of them
+        to be stored as version ``first_version``.
+
+        七(三) "防止 ... 个人信息和数据的泄露、篡改": each phone is sealed bound to its place
+        (case, version, event type, field), so it opens nowhere else
+        (:mod:`movecar_adapters.crypto`).
+        """
         check_case_id(case_id)
         if not isinstance(events, Sequence) or not events:
             raise StorageInputError("events", events, "must be a non-empty sequence of events")
-        seal = self.keys.encrypt
+        encrypt_at = self.keys.encrypt_at
+        partial = functools.partial
         writers = _ENCODE.writers
         type_names: list[str] = []
         plains: list[str] = []
         stored_forms: list[str] = []
         for i, event in enumerate(events):
             try:
+                # Only events with phones call the seal; the rest pay for no place text.
+                seal = (
+                    partial(encrypt_at, f"{case_id}\x00{first_version + i}\x00{name}\x00")
+                    if (name := type(event).__name__) in PII_FIELDS
+                    else None
+                )
                 # checks every field's type
                 type_name, plain, stored = writers[type(event)](event, seal)
             except (UnknownEventType, MalformedEvent) as exc:
@@ -128,8 +143,17 @@ class EventRecorder(StoreBase):
         return Prepared(case_id, events, type_names, plains, stored_forms)
 
     def _decode_row(
-        self, case_id: str, type_name: str, stored: str, *, decrypt: bool = True
+        self,
+        case_id: str,
+        type_name: str,
+        stored: str,
+        *,
+        decrypt: bool = True,
+        version: int | None = None,
     ) -> tuple[Event, dict[str, Any]]:
+        """The event stored at ``case_id`` v``version`` (the version names the phones'
+        place: a phone sealed for another place raises
+        :class:`~movecar_adapters.crypto.CiphertextMisplaced`, and nobody is dialled)."""
         try:
             payload = json.loads(stored)
         except ValueError as exc:
@@ -137,21 +161,26 @@ class EventRecorder(StoreBase):
         if not isinstance(payload, dict):
             raise MalformedEvent(f"case {case_id}: {type_name} payload is not an object")
         if decrypt:
+            if version is None:
+                raise TypeError("_decode_row: decrypting needs the event's version")
             for key in PII_FIELDS.get(type_name, ()):
                 value = payload.get(key)
                 if isinstance(value, str):
-                    payload[key] = self.keys.decrypt(value)
+                    where = place_prefix(case_id, version, type_name) + key
+                    payload[key] = self.keys.decrypt(value, where)
         return decode(case_id, type_name, payload), payload
 
     def load(self, case_id: str) -> Sequence[Event]:
         check_case_id(case_id)
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(t.events.c.type_name, t.events.c.payload)
+                sa.select(t.events.c.version, t.events.c.type_name, t.events.c.payload)
                 .where(t.events.c.case_id == case_id)
                 .order_by(t.events.c.version)
             ).all()
-        return tuple(self._decode_row(case_id, r.type_name, r.payload)[0] for r in rows)
+        return tuple(
+            self._decode_row(case_id, r.type_name, r.payload, version=r.version)[0] for r in rows
+        )
 
     def version(self, case_id: str) -> int:
         with self._read() as conn:
@@ -180,7 +209,7 @@ class EventRecorder(StoreBase):
     def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
         if type(expected_version) is not int or expected_version < 0:
             raise StorageInputError("expected_version", expected_version, "must be an int >= 0")
-        prepared = self.prepare(case_id, events)
+        prepared = self.prepare(case_id, events, expected_version + 1)
         try:
             return self._write(lambda conn: self._append(conn, case_id, prepared, expected_version))
         except sa.exc.IntegrityError as exc:
