@@ -291,9 +291,7 @@ class KeyRing:
         if not self.needs_rotation(stored):
             return stored
         plain = (
-            self.decrypt(stored, where)
-            if stored.startswith(BOUND)
-            else self.decrypt_legacy(stored)
+            self.decrypt(stored, where) if stored.startswith(BOUND) else self.decrypt_legacy(stored)
         )
         return self.encrypt(plain, where)
 

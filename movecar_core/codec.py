@@ -225,8 +225,7 @@ class CanonicalEncoder:
         if seal is None or not self.sealed.intersection(payload):
             return name, plain, plain
         stored = {
-            k: seal(v, k) if k in self.sealed and type(v) is str else v
-            for k, v in payload.items()
+            k: seal(v, k) if k in self.sealed and type(v) is str else v for k, v in payload.items()
         }
         return name, plain, canonical_json(stored)
 

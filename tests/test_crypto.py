@@ -1,4 +1,4 @@
-"""The key ring: AES-256-GCM bound to each value's place, rotation, no silent acceptance of edits."""
+"""The key ring: AES-256-GCM bound to each value's place, rotation, no silent edits."""
 
 from __future__ import annotations
 

@@ -114,6 +114,20 @@ class _Keys:
         self.opened[key_id] += 1
         return plain, bound
 
+    def open_phones(
+        self, case_id: str, version: int, type_name: str, payload: dict[str, Any]
+    ) -> list[str]:
+        """Decrypt the phones of one stored event in place, each at its own place; the
+        fields that held a legacy (unbound) token, for the finding."""
+        unbound = []
+        for key in PII_FIELDS.get(type_name, ()):
+            if isinstance(payload.get(key), str):
+                where = place(case_id, version, type_name, key)
+                payload[key], bound = self.decrypt(payload[key], where)
+                if not bound:
+                    unbound.append(f"v{version} {type_name}.{key}")
+        return unbound
+
     def unverifiable(self) -> dict[str, str]:
         """Key ids none of whose values opened, with why."""
         configured = set(self.store.keys.key_ids)
@@ -282,12 +296,7 @@ def _check_case(
             payload = json.loads(ev.payload)
             if not isinstance(payload, dict):
                 raise ValueError("not an object")
-            for key in PII_FIELDS.get(ev.type_name, ()):
-                if isinstance(payload.get(key), str):
-                    where = place(cid, ev.version, ev.type_name, key)
-                    payload[key], bound = keys.decrypt(payload[key], where)
-                    if not bound:
-                        unbound.append(f"v{ev.version} {ev.type_name}.{key}")
+            unbound += keys.open_phones(cid, ev.version, ev.type_name, payload)
         except _KeyFailure as exc:
             return [Finding("case", cid, f"event v{ev.version} unreadable: {exc}", exc.key_id)]
         except (ValueError, DecryptionFailed) as exc:

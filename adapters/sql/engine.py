@@ -119,7 +119,9 @@ def alembic_config() -> Config:
     return cfg
 
 
-def upgrade(engine: sa.Engine, revision: str = "head", *, keys: KeyRing | None = None) -> str | None:
+def upgrade(
+    engine: sa.Engine, revision: str = "head", *, keys: KeyRing | None = None
+) -> str | None:
     """Migrate the database to ``revision``; returns the revision it is at afterwards.
 
     ``keys``: the data-encryption keys, for migrations that rewrite encrypted values (0003
@@ -161,14 +163,13 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def open_engine(
-    url: str, *, migrate: bool | None = None, keys: KeyRing | None = None
-) -> sa.Engine:
+def open_engine(url: str, *, migrate: bool | None = None, keys: KeyRing | None = None) -> sa.Engine:
     """An engine on ``url`` that is known to answer, its schema migrated if asked.
 
     ``migrate`` None: migrate SQLite files (the embedded default needs no setup step),
-    leave servers to ``movecar db upgrade``; ``keys`` go to the migrations (:func:`upgrade`). Raises :class:`DatabaseUnavailable` (URL
-    masked, no traceback needed) when the database cannot be opened or reached.
+    leave servers to ``movecar db upgrade``; ``keys`` go to the migrations
+    (:func:`upgrade`). Raises :class:`DatabaseUnavailable` (URL masked, no traceback
+    needed) when the database cannot be opened or reached.
     """
     shown = mask_url(url)
     try:

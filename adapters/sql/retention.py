@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 import sqlalchemy as sa
-
-from collections.abc import Callable, Sequence
-from typing import Any
 
 from movecar_adapters.crypto import DecryptionFailed, KeyRing, place
 from movecar_adapters.sql import schema as t
@@ -20,7 +19,6 @@ from movecar_adapters.sql.errors import StorageInputError
 from movecar_adapters.sql.events import PII_FIELDS
 from movecar_core.calendar import SHANGHAI
 from movecar_core.integrity import GENESIS, canonical_json, chain_hash
-
 
 Update = tuple[str, int, str, str]  # case id, version, payload read, payload to write
 
@@ -39,9 +37,7 @@ def _pii_rows(conn: sa.Connection, after: tuple[str, int], batch: int) -> Sequen
     ).all()
 
 
-def reencrypt(
-    conn: sa.Connection, keys: KeyRing, rows: Sequence[Any]
-) -> tuple[list[Update], int]:
+def reencrypt(conn: sa.Connection, keys: KeyRing, rows: Sequence[Any]) -> tuple[list[Update], int]:
     """The new payloads of ``rows`` (from :func:`_pii_rows`) with every phone under the
     newest key and bound to its place, and how many rows were left as they were.
 
@@ -129,9 +125,7 @@ def reencrypt_all(conn: sa.Connection, keys: KeyRing, *, batch: int = 1000) -> t
     return changed, left
 
 
-def count_values(
-    engine: sa.Engine, predicate: Callable[[str], bool], *, batch: int = 5000
-) -> int:
+def count_values(engine: sa.Engine, predicate: Callable[[str], bool], *, batch: int = 5000) -> int:
     """How many stored phone values ``predicate`` holds for (no key needed to read them:
     :func:`~movecar_adapters.crypto.KeyRing.is_bound` counts the legacy ones)."""
     n = 0
