@@ -271,7 +271,15 @@ def _command(args: argparse.Namespace | None) -> str:
 #: Errors about what the database or the key material holds, not about what was typed:
 #: keys missing or malformed, a stored value that does not decrypt or decode.
 _ENVIRONMENT = frozenset(
-    {"KeyConfigError", "DecryptionFailed", "MalformedEvent", "UnknownEventType", "CorruptHistory"}
+    {
+        "KeyConfigError",
+        "DecryptionFailed",
+        "CiphertextMisplaced",
+        "UnboundCiphertext",
+        "MalformedEvent",
+        "UnknownEventType",
+        "CorruptHistory",
+    }
 )
 
 

@@ -27,7 +27,14 @@ from movecar_adapters.sql.bulk import InlineWriter, Part, ProcessWriter
 from movecar_adapters.sql.effects import OUTBOX_COLUMNS, effect_rows, write_effects
 from movecar_adapters.sql.errors import StorageError, StorageInputError
 from movecar_adapters.sql.writes import Row, insert_columns, insert_rows
-from movecar_core.case import CaseOpened, CaseRecord, CaseState, Event, OwnerLookedUp
+from movecar_core.case import (
+    EVENT_TYPES,
+    CaseOpened,
+    CaseRecord,
+    CaseState,
+    Event,
+    OwnerLookedUp,
+)
 from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, decode, encode
 from movecar_core.errors import ConcurrencyConflict
 from movecar_core.integrity import (
@@ -44,6 +51,8 @@ PII_FIELDS: dict[str, tuple[str, ...]] = {
 }
 #: Events to canonical JSON, plaintext (hashed) and with the phones sealed (stored).
 _ENCODE = CanonicalEncoder(name for names in PII_FIELDS.values() for name in names)
+#: The event classes holding phones, with their stored type names (the seal's place).
+_SEALED_TYPES: dict[type[Any], str] = {EVENT_TYPES[name]: name for name in PII_FIELDS}
 
 
 @attrs.frozen
@@ -107,10 +116,11 @@ class EventRecorder(StoreBase):
         for i, event in enumerate(events):
             try:
                 # Only events with phones call the seal; the rest pay for no place text.
+                name = _SEALED_TYPES.get(type(event))
                 seal = (
-                    partial(encrypt_at, f"{case_id}\x00{first_version + i}\x00{name}\x00")
-                    if (name := type(event).__name__) in PII_FIELDS
-                    else None
+                    None
+                    if name is None
+                    else partial(encrypt_at, f"{case_id}\x00{first_version + i}\x00{name}\x00")
                 )
                 # checks every field's type
                 type_name, plain, stored = writers[type(event)](event, seal)
