@@ -37,10 +37,11 @@ from movecar_adapters.sql import (
     verify,
 )
 from movecar_adapters.sql import schema as t
-from movecar_core.app import MoveCar
+from movecar_core.app import Dispatch, MoveCar
 from movecar_core.clock import ManualClock
 from movecar_core.errors import MoveCarError
 from movecar_core.memory import InMemoryNotifier, InMemoryTelephony, InMemoryVehicleRegistry
+from movecar_core.outbox import EffectPolicy
 
 OWNER_A, OWNER_B = "13912345678", "13987654321"
 REQUESTER_A, REQUESTER_B = "13800001111", "13800002222"
@@ -154,6 +155,35 @@ def test_a_ciphertext_moved_into_another_case_is_refused_and_nobody_is_dialled(
     # Case A still dials its own owner: only the moved value is refused.
     app.call_owner(a, agent_id="seat-1")
     assert [c.callee for c in telephony.calls] == [OWNER_A]
+
+
+def test_a_call_waiting_in_the_outbox_is_not_dialled_after_a_move(
+    fresh_url: str, clock: ManualClock
+) -> None:
+    """The worker's path: the call is recorded, the owner's phone is swapped before the
+    worker dials; the effect fails (stays pending) and nobody is dialled."""
+    store = SqlStore(
+        make_engine(fresh_url),
+        KeyRing([("k1", KEY_1)]),
+        clock=clock,
+        effects=EffectPolicy(dispatch_calls=True),
+    )
+    telephony = InMemoryTelephony()
+    app = MoveCar(
+        store=store,
+        registry=InMemoryVehicleRegistry({PLATE_A: OWNER_A, PLATE_B: OWNER_B}),
+        telephony=telephony,
+        clock=clock,
+        dispatch=Dispatch.OUTBOX,
+    )
+    a, b = two_located_cases(app)
+    app.call_owner(b, agent_id="seat-1")  # recorded; the worker dials
+    plant(store.engine, b, 2, token(store.engine, a, 2))
+    runs = [r for r in app.run_due() if r.case_id == b]
+    assert runs and all(r.outcome == "failed" for r in runs)
+    assert all(r.error and "does not open" in r.error for r in runs)
+    assert telephony.calls == []
+    store.engine.dispose()
 
 
 def test_binding_finds_a_move_the_chain_cannot(store: SqlStore, clock: ManualClock) -> None:
