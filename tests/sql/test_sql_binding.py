@@ -291,6 +291,22 @@ def test_migration_with_keys_rebinds_in_its_transaction(fresh_url: str, clock: M
     engine.dispose()
 
 
+def test_connect_upgrades_a_legacy_sqlite_file_with_its_keys(
+    databases: Databases, clock: ManualClock
+) -> None:
+    from movecar_adapters import connect
+
+    url = databases.new("sqlite")
+    engine, a, _ = legacy_database(url, clock)
+    engine.dispose()
+    keys = KeyRing([("k1", KEY_1)])
+    with connect(url, keys=keys, clock=clock, environ={}) as mc:  # SQLite: auto-upgrade
+        store = mc.store
+        assert isinstance(store, SqlStore)
+        assert store.rotation_pending() == 0 and verify(store).ok
+        assert token(store.engine, a, 2).startswith("~1:k1:")
+
+
 class _FailingRing(KeyRing):
     """Fails on the third value it seals: a crash in the middle of the migration."""
 
