@@ -286,6 +286,8 @@ _ENVIRONMENT = frozenset(
         "UnknownEventType",
         "CorruptHistory",
         "SigningKeyError",
+        "CiphertextMisplaced",
+        "UnboundCiphertext",
     }
 )
 

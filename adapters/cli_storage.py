@@ -9,7 +9,8 @@
   clock (beyond :data:`~movecar_core.retention.PURGE_CLOCK_SKEW`) or without an offset is
   refused with exit 2, nothing purged
 * ``movecar keys new [--id ID]``                  print a new encryption key
-* ``movecar keys rotate``                         re-encrypt phone numbers under the newest key
+* ``movecar keys rotate``                         re-encrypt phone numbers under the newest key,
+  bound to their place (rebinds tokens written before schema 0003)
 
 The database is ``--db URL``, else ``$MOVECAR_DB_URL``, else ``movecar.toml``, else
 ``sqlite:///movecar.db``. Keys come from ``$MOVECAR_KEYS`` (or the file ``movecar.toml``
@@ -51,8 +52,33 @@ def _store(mc: MoveCar) -> SqlStore:
     return mc.store
 
 
+def _configured_keys(args: argparse.Namespace) -> KeyRing | None:
+    """The data-encryption keys if configured (``db upgrade`` works without them)."""
+    from movecar_adapters.config import load_settings
+
+    settings = load_settings(args.config)
+    if settings.keys_spec is None:
+        return None
+    return KeyRing.from_config(settings.keys_spec, source=settings.keys_source or "keys")
+
+
+def _unbound_warning(engine: Any) -> None:
+    """七(三): tell the operator about phones not yet bound to their place (the engine
+    refuses them, and the audit reports them, until `movecar keys rotate`)."""
+    from movecar_adapters.sql.retention import count_values
+
+    left = count_values(engine, lambda value: not KeyRing.is_bound(value))
+    if left:
+        print(
+            f"{left} stored phone values are not bound to their place yet (written before "
+            "schema 0003; the engine refuses them): run `movecar keys rotate`",
+            file=sys.stderr,
+        )
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     url = database_of(args, "db upgrade")
+    keys = _configured_keys(args)
     try:
         engine = open_engine(url, migrate=False)
     except DatabaseUnavailable:
@@ -62,12 +88,13 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
             before = current_revision(engine)
         finally:
             engine.dispose()
-    engine = open_engine(url, migrate=True)
+    engine = open_engine(url, migrate=True, keys=keys)
     try:
         after = current_revision(engine)
+        say(None, f"database {mask_url(url)}: schema {before or 'empty'} -> {after}")
+        _unbound_warning(engine)
     finally:
         engine.dispose()
-    say(None, f"database {mask_url(url)}: schema {before or 'empty'} -> {after}")
     return Exit.OK
 
 
@@ -174,10 +201,18 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Exit 0 when every phone is bound under the newest key, 3 when some are left."""
     with _engine(args) as mc:
         store = _store(mc)
         changed = store.rotate_keys()
+        left = store.rotation_pending()
     say(None, f"re-encrypted {changed} events under key {store.keys.current_id!r}")
+    if left:
+        raise CliError(
+            f"{left} stored phone values were left as they were: they do not open in their "
+            "place or under the configured keys (`movecar audit verify` names the cases)",
+            Exit.ENVIRONMENT,
+        )
     return Exit.OK
 
 

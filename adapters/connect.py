@@ -205,7 +205,7 @@ def _sql_store(
     if not isinstance(keys, KeyRing):
         raise ConfigError(f"keys={type(keys).__name__}: must be a KeyRing")
     migrate = upgrade if upgrade is not None else settings.upgrade
-    engine = open_engine(url, migrate=migrate)
+    engine = open_engine(url, migrate=migrate, keys=keys)  # 0003 rebinds with them
     try:
         return SqlStore(engine, keys, clock=clock, contract=contract, effects=effects)
     except BaseException:

@@ -2,14 +2,29 @@
 
 七(三): "采取措施 ... 防止未经授权的访问以及个人信息和数据的泄露、篡改、丢失". Phone numbers are
 stored encrypted with AES-256-GCM (authenticated: a changed token does not decrypt), a
-fresh 96-bit nonce per value and the key id as associated data. Keys come from
-configuration (the ``MOVECAR_KEYS`` environment variable or an explicit list), never from
-the database. A key is 32 random bytes in url-safe base64 (``movecar keys new``).
+fresh 96-bit nonce per value, and associated data that names the key *and the value's
+place*: the case, the record (event version and type) and the field (:func:`place`). A
+token copied into another case, another event or another field of the same case does not
+decrypt there (:class:`CiphertextMisplaced`), so the engine can never dial an owner or
+notify a requester whose number was moved in from elsewhere. Keys come from configuration
+(the ``MOVECAR_KEYS`` environment variable or an explicit list), never from the database.
+A key is 32 random bytes in url-safe base64 (``movecar keys new``).
+
+Stored forms::
+
+    ~1:<key id>:<base64(nonce | ciphertext | tag)>   bound (written since schema 0003)
+    <key id>:<base64(nonce | ciphertext | tag)>      legacy, unbound (the key id only)
+
+``~`` is in neither the key-id nor the base64 alphabet, so the two never look alike. The
+bound form's associated data starts with ``movecar/aad/1`` and the legacy form's is the bare
+key id, so neither form can be relabelled as the other. Legacy tokens are never opened by
+:meth:`KeyRing.decrypt` (:class:`UnboundCiphertext`): only :meth:`KeyRing.rotate` (the
+migration and ``movecar keys rotate``) and the audit open them, to rebind or report them.
 
 Rotation: a :class:`KeyRing` holds several keys, newest first. New writes use the newest
 key; rows written under an older key still decrypt, and :meth:`KeyRing.rotate` re-encrypts
-a token under the newest key. Each key has an id, stored in front of the token, so a
-re-encryption job can find the rows still under an old key without trying to decrypt them.
+a token under the newest key, bound to its place. Each key has an id, stored in the token,
+so a re-encryption job can find the rows still under an old key without decrypting them.
 """
 
 from __future__ import annotations
@@ -55,6 +70,45 @@ class DecryptionFailed(MoveCarError):
     """A stored token that no configured key opens (tampered, or its key was dropped)."""
 
 
+class CiphertextMisplaced(DecryptionFailed):
+    """A bound token that does not open in the place it is read from.
+
+    It was moved there from another case, event or field, or edited, or its key id now
+    names other key bytes: AES-GCM cannot tell these apart, and in each case the value must
+    not be used (nobody is dialled with it). The message names the place, never the value.
+    """
+
+
+class UnboundCiphertext(DecryptionFailed):
+    """A token in the legacy form, bound to its key id only (written before schema 0003).
+
+    Refused on reading: it could have been copied in from any other case. ``movecar keys
+    rotate`` (or the 0003 migration, when it is given the keys) rebinds it to its place.
+    """
+
+
+#: Marks a token bound to its place (format 1); never part of a key id or of base64.
+BOUND = "~1:"
+#: First part of a bound token's associated data: the format, so a future format 2 and
+#: format 1 can never share associated data.
+_AAD_FORMAT = b"movecar/aad/1\x00"
+
+
+def place(case_id: str, version: int, type_name: str, field: str) -> str:
+    """Where a value is stored: case, event version, event type and field.
+
+    The parts are joined with NUL, which none of them holds (case ids, type names and field
+    names are plain identifiers, the version is decimal digits), so two places never give
+    the same text. Callers on the hot path build ``place_prefix(...) + field`` themselves.
+    """
+    return f"{case_id}\x00{version}\x00{type_name}\x00{field}"
+
+
+def place_prefix(case_id: str, version: int, type_name: str) -> str:
+    """The place of an event, to which a field name is appended (see :func:`place`)."""
+    return f"{case_id}\x00{version}\x00{type_name}\x00"
+
+
 class KeyRing:
     """Named AES-256-GCM keys, newest first: ``KeyRing([("k2", key2), ("k1", key1)])``."""
 
@@ -86,11 +140,12 @@ class KeyRing:
                 )
             self._keys[key_id] = AESGCM(raw)
         self._current_id: str = keys[0][0]
-        # What every write needs, looked up once: the token prefix, the key, the AAD.
+        # What every write needs, looked up once: the token prefix, the key, and the start
+        # of the associated data (the place is appended per value: one bytes concatenation).
         self._writer = (
-            f"{self._current_id}:",
+            f"{BOUND}{self._current_id}:",
             self._keys[self._current_id],
-            self._current_id.encode(),
+            _aad_head(self._current_id),
         )
 
     def __repr__(self) -> str:
@@ -137,39 +192,124 @@ class KeyRing:
         """The id of the newest key, the one new writes use."""
         return self._current_id
 
-    def encrypt(self, plaintext: str) -> str:
-        prefix, aead, aad = self._writer
+    def encrypt(self, plaintext: str, where: str) -> str:
+        """``plaintext`` sealed under the newest key and bound to ``where`` (:func:`place`).
+
+        七(三) "防止 ... 个人信息和数据的泄露、篡改": the token opens only at ``where``.
+        """
+        prefix, aead, head = self._writer
         nonce = os.urandom(_NONCE)
-        sealed = aead.encrypt(nonce, plaintext.encode("utf-8"), aad)
+        sealed = aead.encrypt(nonce, plaintext.encode("utf-8"), head + where.encode("utf-8"))
         return prefix + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
+    def encrypt_at(self, event_place: str, plaintext: str, field: str) -> str:
+        """:meth:`encrypt` at ``event_place + field`` (:func:`place_prefix`): the argument
+        order of a sealer, ``functools.partial(keys.encrypt_at, prefix)(value, field)``.
+        The body is :meth:`encrypt`'s, not a call to it: this runs once per phone on the
+        bulk path."""
+        prefix, aead, head = self._writer
+        nonce = os.urandom(_NONCE)
+        where = (event_place + field).encode("utf-8")
+        sealed = aead.encrypt(nonce, plaintext.encode("utf-8"), head + where)
+        return prefix + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+    def encrypt_legacy(self, plaintext: str) -> str:
+        """The legacy, unbound form (associated data = key id only).
+
+        The library never writes it; it exists so that tests and tools can produce what
+        databases written before schema 0003 hold.
+        """
+        _, aead, _ = self._writer
+        nonce = os.urandom(_NONCE)
+        sealed = aead.encrypt(nonce, plaintext.encode("utf-8"), self._current_id.encode())
+        return f"{self._current_id}:" + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+    @staticmethod
+    def is_bound(stored: str) -> bool:
+        return stored.startswith(BOUND)
+
     def key_id_of(self, stored: str) -> str:
-        key_id, sep, _ = stored.partition(":")
+        body = stored[len(BOUND) :] if stored.startswith(BOUND) else stored
+        key_id, sep, _ = body.partition(":")
         if not sep:
             raise DecryptionFailed("stored value carries no key id")
         return key_id
 
-    def decrypt(self, stored: str) -> str:
+    def _open(self, stored: str, aad: bytes | None, where: str | None) -> str:
+        """Open ``stored`` (bound when ``where`` is given, else legacy)."""
         key_id = self.key_id_of(stored)
         aead = self._keys.get(key_id)
         if aead is None:
             raise DecryptionFailed(
                 f"stored value was encrypted with key {key_id!r}, which is not configured"
             )
-        token = stored.partition(":")[2]
+        # Exactly "[~1:]<key id>:<token>": anything between the key id and the token (a
+        # second colon, say) fails the token's alphabet below.
+        token = (stored[len(BOUND) :] if where is not None else stored).partition(":")[2]
         # base64 decoding skips stray characters: insist on the one canonical spelling, so
         # that any change to a stored token is an error, not silently the same plaintext.
         if not _TOKEN.fullmatch(token) or _canonical_b64(token) != token:
             raise DecryptionFailed(f"stored value under key {key_id!r} is not a sealed token")
         raw = base64.urlsafe_b64decode(token)
+        data = aad if aad is not None else key_id.encode()
         try:
-            return aead.decrypt(raw[:_NONCE], raw[_NONCE:], key_id.encode()).decode("utf-8")
+            return aead.decrypt(raw[:_NONCE], raw[_NONCE:], data).decode("utf-8")
         except (InvalidTag, UnicodeError, ValueError) as exc:
-            raise DecryptionFailed(f"stored value under key {key_id!r} does not decrypt") from exc
+            if where is None:
+                raise DecryptionFailed(
+                    f"stored value under key {key_id!r} does not decrypt"
+                ) from exc
+            raise CiphertextMisplaced(
+                f"stored value under key {key_id!r} does not open at {_shown(where)}: moved "
+                "there from another case, event or field, or altered"
+            ) from exc
+
+    def decrypt(self, stored: str, where: str) -> str:
+        """The plaintext of a bound token read at ``where`` (:func:`place`).
+
+        Raises :class:`CiphertextMisplaced` when it was sealed for another place (or
+        altered), :class:`UnboundCiphertext` for a legacy token (it could come from
+        anywhere: rotate the keys to rebind it) and :class:`DecryptionFailed` otherwise.
+        """
+        if not stored.startswith(BOUND):
+            if ":" in stored and not stored.startswith("~"):
+                raise UnboundCiphertext(
+                    f"stored value at {_shown(where)} is not bound to its place "
+                    "(written before schema 0003): run `movecar keys rotate`"
+                )
+            raise DecryptionFailed(f"stored value at {_shown(where)} is not a sealed token")
+        return self._open(stored, _aad_head(self.key_id_of(stored)) + where.encode(), where)
+
+    def decrypt_legacy(self, stored: str) -> str:
+        """The plaintext of a legacy (unbound) token: for rebinding and auditing only."""
+        if stored.startswith("~"):
+            raise DecryptionFailed("stored value is not in the legacy form")
+        return self._open(stored, None, None)
 
     def needs_rotation(self, stored: str) -> bool:
-        return self.key_id_of(stored) != self.current_id
+        """Under an older key, or not yet bound to its place."""
+        return not stored.startswith(BOUND) or self.key_id_of(stored) != self.current_id
 
-    def rotate(self, stored: str) -> str:
-        """The same plaintext under the newest key (unchanged if already under it)."""
-        return stored if not self.needs_rotation(stored) else self.encrypt(self.decrypt(stored))
+    def rotate(self, stored: str, where: str) -> str:
+        """The same plaintext under the newest key, bound to ``where`` (unchanged if it
+        already is). A legacy token is bound to the place it is found in: run the rotation
+        on data the audit found clean (its chain hashes cover the plaintext)."""
+        if not self.needs_rotation(stored):
+            return stored
+        plain = (
+            self.decrypt(stored, where) if stored.startswith(BOUND) else self.decrypt_legacy(stored)
+        )
+        return self.encrypt(plain, where)
+
+
+def _aad_head(key_id: str) -> bytes:
+    return _AAD_FORMAT + key_id.encode() + b"\x00"
+
+
+def _shown(where: str) -> str:
+    """A place for a message: ``case C v2 OwnerLookedUp.owner_phone``."""
+    parts = where.split("\x00")
+    if len(parts) != 4:
+        return "an unnamed place"
+    case_id, version, type_name, field = parts
+    return f"case {case_id} v{version} {type_name}.{field}"

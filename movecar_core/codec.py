@@ -203,7 +203,10 @@ def decode(case_id: str, type_name: str, payload: dict[str, Any]) -> Event:
 
 # --- canonical JSON straight from an event (the bulk path) -------------------------------
 
-Seal = Callable[[str], str]
+#: ``seal(value, field name)``: the stored form of one sealed field's value. The field name
+#: is given so that the seal can bind the value to its place (the SQL store's associated
+#: data names the case, the event and the field).
+Seal = Callable[[str, str], str]
 
 
 class CanonicalEncoder:
@@ -211,7 +214,7 @@ class CanonicalEncoder:
 
     ``plain`` is ``canonical_json(encode(event)[1])`` (what the hash chain covers) and
     ``sealed`` the same payload with the non-null value of every field named in ``sealed``
-    replaced by ``seal(value)`` (the stored form, phones encrypted); without ``seal`` the two
+    replaced by ``seal(value, field)`` (the stored form, phones encrypted); without ``seal`` the two
     are the same string. The definition is :func:`encode` followed by
     :func:`~movecar_core.integrity.canonical_json`; this class computes the same strings
     with one generated function per event class, which writes the JSON text directly
@@ -237,7 +240,7 @@ class CanonicalEncoder:
         if seal is None or not self.sealed.intersection(payload):
             return name, plain, plain
         stored = {
-            k: seal(v) if k in self.sealed and type(v) is str else v for k, v in payload.items()
+            k: seal(v, k) if k in self.sealed and type(v) is str else v for k, v in payload.items()
         }
         return name, plain, canonical_json(stored)
 
@@ -320,7 +323,9 @@ def _compile(cls: type[Any], sealed: frozenset[str], defining: Writer) -> Writer
             lines.append("    raise R")
         plain.append(f'"{field.name}":"{{{text}}}"' if quoted else f'"{field.name}":{{{text}}}')
         if field.name in sealed and tp is str:
-            seal_lines.append(f"    s{i} = {text} if {raw} is None else ebs(seal({raw}))")
+            seal_lines.append(
+                f"    s{i} = {text} if {raw} is None else ebs(seal({raw}, {field.name!r}))"
+            )
             stored.append(f'"{field.name}":{{s{i}}}')
         else:
             stored.append(plain[-1])

@@ -160,7 +160,13 @@ def test_the_core_never_imports_chinesecalendar() -> None:
 
 @given(covered_days, st.integers(0, 30))
 def test_add_working_days_counts_exactly_n_working_days(start: dt.date, n: int) -> None:
-    end = CN_CALENDAR.add_working_days(start, n)
+    try:
+        end = CN_CALENDAR.add_working_days(start, n)
+    except CalendarYearNotCovered:
+        # From late 2026 the n-th working day can lie in 2027, which the calendar does not
+        # cover yet: it says so rather than guess, and only then.
+        assert CN_CALENDAR.working_days_between(start, D(2026, 12, 31)) < n
+        return
     assert CN_CALENDAR.working_days_between(start, end) == n
     if n:
         assert CN_CALENDAR.is_working_day(end)

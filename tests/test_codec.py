@@ -20,8 +20,9 @@ from movecar_core.text import event_text_problem, text_problem
 SEALED = ("requester_phone", "owner_phone")
 
 
-def seal(value: str) -> str:
-    return f"sealed<{value}>"
+def seal(value: str, field: str) -> str:
+    # names the field, as the SQL store's seal binds the value to it
+    return f"sealed<{field}={value}>"
 
 
 def outcome(call: Any) -> tuple[str, object]:
@@ -96,8 +97,8 @@ def test_sealed_fields_are_replaced_only_in_the_stored_form() -> None:
     encoder = CanonicalEncoder(SEALED)
     _, plain, stored = encoder(opened, seal)
     assert '"requester_phone":"13800001111"' in plain
-    assert '"requester_phone":"sealed<13800001111>"' in stored
-    assert stored.replace("sealed<13800001111>", "13800001111") == plain
+    assert '"requester_phone":"sealed<requester_phone=13800001111>"' in stored
+    assert stored.replace("sealed<requester_phone=13800001111>", "13800001111") == plain
     not_found = attrs.evolve(looked_up, found=False, owner_phone=None)
     _, plain, stored = encoder(not_found, seal)
     assert plain == stored and '"owner_phone":null' in plain
@@ -153,7 +154,7 @@ def test_generated_writer_covers_every_field_kind(value: AllKinds) -> None:
     from movecar_core.codec import _compile, _fields
 
     payload = {name: out(getattr(value, name)) for name, (out, _) in _fields(AllKinds).items()}
-    sealed = {**payload, "text": None if value.text is None else seal(value.text)}
+    sealed = {**payload, "text": None if value.text is None else seal(value.text, "text")}
 
     def not_fast(event: object, seal: object) -> tuple[str, str, str]:
         raise AssertionError(f"the generated writer refused {event!r}")

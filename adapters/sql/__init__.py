@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from movecar_adapters.config import DEFAULT_URL, ENV_URL
 from movecar_adapters.sql.engine import (
     current_revision,
+    downgrade,
     head_revision,
     make_engine,
     open_engine,
@@ -85,6 +86,7 @@ __all__ = [
     "StorageInputError",
     "add_years",
     "current_revision",
+    "downgrade",
     "head_revision",
     "make_engine",
     "open_engine",

@@ -5,6 +5,10 @@ fee "如发现有弄虚作假的". The audit recomputes, without trusting anythi
 
 * each case's event chain (:func:`movecar_core.integrity.verify_chain`) over the decrypted
   plaintext: a changed, inserted, deleted or reordered event breaks it;
+* that every phone opens in its place (七(三): the associated data names the case, the
+  event and the field): a ciphertext copied in from elsewhere is a finding on the case it
+  was copied into, and so is a legacy token not yet bound to its place (written before
+  schema 0003; ``movecar keys rotate`` rebinds it);
 * that the chain ends where the case's state row says (version, head hash), so deleting
   the *last* events is found too, and that the state row equals the fold of the events;
 * that a purged case has no events left, was purged only after the retention period
@@ -32,7 +36,7 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from movecar_adapters.crypto import DecryptionFailed
+from movecar_adapters.crypto import DecryptionFailed, place
 from movecar_adapters.signing import PublicKey
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.ledger_audit import (
@@ -99,22 +103,47 @@ class AuditResult:
 
 
 class _Keys:
-    """Counts, per key id, the stored values that opened and those that did not."""
+    """Counts, per key id, the stored values that opened and those that did not.
+
+    A value that does not open where it is stored was moved there, altered, or the key is
+    wrong: AES-GCM cannot say which. So it is counted, and a key none of whose values open
+    is a wrong key (cannot verify), while a refused value under a key that opens others is
+    tampering (a finding on its case).
+    """
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self.opened: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
 
-    def decrypt(self, value: str) -> str:
-        key_id = self.store.keys.key_id_of(value)
+    def decrypt(self, value: str, where: str) -> tuple[str, bool]:
+        """The plaintext, and whether it was bound to ``where`` (False: a legacy token)."""
+        keys = self.store.keys
+        key_id = keys.key_id_of(value)
+        bound = keys.is_bound(value)
         try:
-            plain = self.store.keys.decrypt(value)
+            # The audit opens legacy tokens (the live engine does not) so that a database
+            # not yet rotated is still checked; each is reported by the caller.
+            plain = keys.decrypt(value, where) if bound else keys.decrypt_legacy(value)
         except DecryptionFailed as exc:
             self.refused[key_id] += 1
             raise _KeyFailure(key_id, str(exc)) from None
         self.opened[key_id] += 1
-        return plain
+        return plain, bound
+
+    def open_phones(
+        self, case_id: str, version: int, type_name: str, payload: dict[str, Any]
+    ) -> list[str]:
+        """Decrypt the phones of one stored event in place, each at its own place; the
+        fields that held a legacy (unbound) token, for the finding."""
+        unbound = []
+        for key in PII_FIELDS.get(type_name, ()):
+            if isinstance(payload.get(key), str):
+                where = place(case_id, version, type_name, key)
+                payload[key], bound = self.decrypt(payload[key], where)
+                if not bound:
+                    unbound.append(f"v{version} {type_name}.{key}")
+        return unbound
 
     def unverifiable(self) -> dict[str, str]:
         """Key ids none of whose values opened, with why."""
@@ -336,27 +365,13 @@ def _check_case(
     links: list[StoredLink] = []
     events: list[Event] = []
     unreadable: list[Finding] = []
-    # The leaves first, for every event that parses: they need no key (the time is in
-    # clear, the hash is stored), so a wrong key leaves the ledger checks intact.
-    payloads: list[dict[str, Any] | str] = []
-    for ev in evs:
-        try:
-            parsed = json.loads(ev.payload)
-        except (ValueError, RecursionError) as exc:
-            payloads.append(f"{type(exc).__name__}")
-            continue
-        if not isinstance(parsed, dict):
-            payloads.append("not an object")
-            continue
-        _expect_event_leaf(cid, ev, parsed, leaves)
-        payloads.append(parsed)
+    payloads = _payloads(cid, evs, leaves)
+    unbound: list[str] = []
     for ev, payload in zip(evs, payloads, strict=True):
         if isinstance(payload, str):
             return bad(f"event v{ev.version} unreadable: {payload}")
         try:
-            for key in PII_FIELDS.get(ev.type_name, ()):
-                if isinstance(payload.get(key), str):
-                    payload[key] = keys.decrypt(payload[key])
+            unbound += keys.open_phones(cid, ev.version, ev.type_name, payload)
         except _KeyFailure as exc:
             return [Finding("case", cid, f"event v{ev.version} unreadable: {exc}", exc.key_id)]
         except (ValueError, RecursionError, DecryptionFailed) as exc:
@@ -373,6 +388,13 @@ def _check_case(
     if unreadable:
         return unreadable
     out = []
+    if unbound:
+        # Not opened by the engine, and a way around the binding while it stays: a value
+        # that could have been copied in from any case. Rotation rebinds it.
+        out += bad(
+            f"{len(unbound)} phone value(s) not bound to their place ({', '.join(unbound)}; "
+            "written before schema 0003): run `movecar keys rotate`"
+        )
     if len(links) != row.version:
         out += bad(f"state row says version {row.version}, {len(links)} events stored")
     if links[-1].hash != row.head_hash:
@@ -388,6 +410,26 @@ def _check_case(
     if want != have:
         out += bad(f"state row {have!r} is not the fold of its events {want!r}")
     return out
+
+
+def _payloads(cid: str, evs: list[Any], leaves: list[Leaf]) -> list[dict[str, Any] | str]:
+    """Each event's parsed payload, or why it does not parse; and the leaves first, for
+    every event that parses: they need no key (the time is in clear, the hash is stored),
+    so a wrong key leaves the ledger checks intact."""
+    payloads: list[dict[str, Any] | str] = []
+    for ev in evs:
+        try:
+            parsed = json.loads(ev.payload)
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the parser goes (a hand-made row)
+            payloads.append(f"{type(exc).__name__}: {exc}")
+            continue
+        if not isinstance(parsed, dict):
+            payloads.append("not an object")
+            continue
+        _expect_event_leaf(cid, ev, parsed, leaves)
+        payloads.append(parsed)
+    return payloads
 
 
 def _expect_event_leaf(case_id: str, ev: Any, payload: dict[str, Any], leaves: list[Leaf]) -> None:

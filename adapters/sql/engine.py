@@ -21,6 +21,8 @@ import sqlalchemy as sa
 if TYPE_CHECKING:
     from alembic.config import Config
 
+    from movecar_adapters.crypto import KeyRing
+
 # Alembic is imported where it is used: the bulk writer process needs only make_engine.
 
 from movecar_adapters.config import mask_url
@@ -117,14 +119,34 @@ def alembic_config() -> Config:
     return cfg
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
-    """Migrate the database to ``revision``; returns the revision it is at afterwards."""
+def upgrade(
+    engine: sa.Engine, revision: str = "head", *, keys: KeyRing | None = None
+) -> str | None:
+    """Migrate the database to ``revision``; returns the revision it is at afterwards.
+
+    ``keys``: the data-encryption keys, for migrations that rewrite encrypted values (0003
+    rebinds legacy phone tokens to their place; without keys it leaves them to
+    ``movecar keys rotate``). They are handed to the migrations only, never stored.
+    """
     from alembic import command
 
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
+        cfg.attributes["movecar_keys"] = keys
         command.upgrade(cfg, revision)
+    return current_revision(engine)
+
+
+def downgrade(engine: sa.Engine, revision: str, *, keys: KeyRing | None = None) -> str | None:
+    """Migrate the database back to ``revision`` (``keys`` as for :func:`upgrade`)."""
+    from alembic import command
+
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        cfg.attributes["movecar_keys"] = keys
+        command.downgrade(cfg, revision)
     return current_revision(engine)
 
 
@@ -141,12 +163,13 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def open_engine(url: str, *, migrate: bool | None = None) -> sa.Engine:
+def open_engine(url: str, *, migrate: bool | None = None, keys: KeyRing | None = None) -> sa.Engine:
     """An engine on ``url`` that is known to answer, its schema migrated if asked.
 
     ``migrate`` None: migrate SQLite files (the embedded default needs no setup step),
-    leave servers to ``movecar db upgrade``. Raises :class:`DatabaseUnavailable` (URL
-    masked, no traceback needed) when the database cannot be opened or reached.
+    leave servers to ``movecar db upgrade``; ``keys`` go to the migrations
+    (:func:`upgrade`). Raises :class:`DatabaseUnavailable` (URL masked, no traceback
+    needed) when the database cannot be opened or reached.
     """
     shown = mask_url(url)
     try:
@@ -160,7 +183,7 @@ def open_engine(url: str, *, migrate: bool | None = None) -> sa.Engine:
         raise DatabaseUnavailable(f"database {shown}: no such file (run `movecar db upgrade`)")
     try:
         if migrate or (migrate is None and engine.dialect.name == "sqlite"):
-            upgrade(engine)
+            upgrade(engine, keys=keys)
         else:
             with engine.connect():
                 pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NoReturn
@@ -10,6 +11,7 @@ from typing import Any, Literal, NoReturn
 import attrs
 import sqlalchemy as sa
 
+from movecar_adapters.crypto import place_prefix
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import (
     MAX_AGENT,
@@ -25,7 +27,14 @@ from movecar_adapters.sql.effects import OUTBOX_COLUMNS, effect_rows, write_effe
 from movecar_adapters.sql.errors import StorageError, StorageInputError
 from movecar_adapters.sql.ledger import LEAF_COLUMNS, LedgerRecorder, leaf_row
 from movecar_adapters.sql.writes import Row, insert_columns, insert_rows
-from movecar_core.case import CaseOpened, CaseRecord, CaseState, Event, OwnerLookedUp
+from movecar_core.case import (
+    EVENT_TYPES,
+    CaseOpened,
+    CaseRecord,
+    CaseState,
+    Event,
+    OwnerLookedUp,
+)
 from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, decode, encode
 from movecar_core.errors import CasePurged, ConcurrencyConflict
 from movecar_core.integrity import (
@@ -43,6 +52,8 @@ PII_FIELDS: dict[str, tuple[str, ...]] = {
 }
 #: Events to canonical JSON, plaintext (hashed) and with the phones sealed (stored).
 _ENCODE = CanonicalEncoder(name for names in PII_FIELDS.values() for name in names)
+#: The event classes holding phones, with their stored type names (the seal's place).
+_SEALED_TYPES: dict[type[Any], str] = {EVENT_TYPES[name]: name for name in PII_FIELDS}
 
 
 @attrs.frozen
@@ -86,18 +97,32 @@ class EventRecorder(LedgerRecorder):
 
     # --- events in and out --------------------------------------------------------------
 
-    def prepare(self, case_id: str, events: Sequence[Event]) -> Prepared:
-        """Validate, encode and encrypt ``events`` (no database access)."""
+    def prepare(self, case_id: str, events: Sequence[Event], first_version: int = 1) -> Prepared:
+        """Validate, encode and encrypt ``events`` (no database access), the first of them
+        to be stored as version ``first_version``.
+
+        七(三) "防止 ... 个人信息和数据的泄露、篡改": each phone is sealed bound to its place
+        (case, version, event type, field), so it opens nowhere else
+        (:mod:`movecar_adapters.crypto`).
+        """
         check_case_id(case_id)
         if not isinstance(events, Sequence) or not events:
             raise StorageInputError("events", events, "must be a non-empty sequence of events")
-        seal = self.keys.encrypt
+        encrypt_at = self.keys.encrypt_at
+        partial = functools.partial
         writers = _ENCODE.writers
         type_names: list[str] = []
         plains: list[str] = []
         stored_forms: list[str] = []
         for i, event in enumerate(events):
             try:
+                # Only events with phones call the seal; the rest pay for no place text.
+                name = _SEALED_TYPES.get(type(event))
+                seal = (
+                    None
+                    if name is None
+                    else partial(encrypt_at, f"{case_id}\x00{first_version + i}\x00{name}\x00")
+                )
                 # checks every field's type
                 type_name, plain, stored = writers[type(event)](event, seal)
             except (UnknownEventType, MalformedEvent) as exc:
@@ -129,8 +154,17 @@ class EventRecorder(LedgerRecorder):
         return Prepared(case_id, events, type_names, plains, stored_forms)
 
     def _decode_row(
-        self, case_id: str, type_name: str, stored: str, *, decrypt: bool = True
+        self,
+        case_id: str,
+        type_name: str,
+        stored: str,
+        *,
+        decrypt: bool = True,
+        version: int | None = None,
     ) -> tuple[Event, dict[str, Any]]:
+        """The event stored at ``case_id`` v``version`` (the version names the phones'
+        place: a phone sealed for another place raises
+        :class:`~movecar_adapters.crypto.CiphertextMisplaced`, and nobody is dialled)."""
         try:
             payload = json.loads(stored)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
@@ -138,10 +172,13 @@ class EventRecorder(LedgerRecorder):
         if not isinstance(payload, dict):
             raise MalformedEvent(f"case {case_id}: {type_name} payload is not an object")
         if decrypt:
+            if version is None:
+                raise TypeError("_decode_row: decrypting needs the event's version")
             for key in PII_FIELDS.get(type_name, ()):
                 value = payload.get(key)
                 if isinstance(value, str):
-                    payload[key] = self.keys.decrypt(value)
+                    where = place_prefix(case_id, version, type_name) + key
+                    payload[key] = self.keys.decrypt(value, where)
         return decode(case_id, type_name, payload), payload
 
     def load(self, case_id: str) -> Sequence[Event]:
@@ -150,7 +187,7 @@ class EventRecorder(LedgerRecorder):
         check_case_id(case_id)
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(t.events.c.type_name, t.events.c.payload)
+                sa.select(t.events.c.version, t.events.c.type_name, t.events.c.payload)
                 .where(t.events.c.case_id == case_id)
                 .order_by(t.events.c.version)
             ).all()
@@ -159,7 +196,9 @@ class EventRecorder(LedgerRecorder):
             purged_at = None if rows else self._purged_at(conn, case_id)
         if purged_at is not None:
             raise CasePurged(case_id, purged_at)
-        return tuple(self._decode_row(case_id, r.type_name, r.payload)[0] for r in rows)
+        return tuple(
+            self._decode_row(case_id, r.type_name, r.payload, version=r.version)[0] for r in rows
+        )
 
     def version(self, case_id: str) -> int:
         with self._read() as conn:
@@ -188,7 +227,7 @@ class EventRecorder(LedgerRecorder):
     def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
         if type(expected_version) is not int or expected_version < 0:
             raise StorageInputError("expected_version", expected_version, "must be an int >= 0")
-        prepared = self.prepare(case_id, events)
+        prepared = self.prepare(case_id, events, expected_version + 1)
         try:
             return self._write(lambda conn: self._append(conn, case_id, prepared, expected_version))
         except ConcurrencyConflict:

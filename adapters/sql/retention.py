@@ -5,20 +5,149 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 import sqlalchemy as sa
 
+from movecar_adapters.crypto import DecryptionFailed, KeyRing, place
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import check_case_id, check_text
+from movecar_adapters.sql.engine import READ_ONLY
 from movecar_adapters.sql.errors import StorageInputError
 from movecar_adapters.sql.events import PII_FIELDS
 from movecar_adapters.sql.ledger import LedgerRecorder
-from movecar_core.integrity import (
-    canonical_json,
-)
+from movecar_core.integrity import GENESIS, canonical_json, chain_hash
 from movecar_core.ledger import legal_hold_leaf, purge_leaf
 from movecar_core.retention import add_years, purge_time, retention_due
+
+Update = tuple[str, int, str, str]  # case id, version, payload read, payload to write
+
+
+def _pii_rows(conn: sa.Connection, after: tuple[str, int], batch: int) -> Sequence[Any]:
+    """The next ``batch`` events holding phones, after ``(case id, version)``."""
+    e = t.events
+    return conn.execute(
+        sa.select(e.c.case_id, e.c.version, e.c.type_name, e.c.payload, e.c.hash)
+        .where(
+            e.c.type_name.in_(sorted(PII_FIELDS)),
+            sa.tuple_(e.c.case_id, e.c.version) > sa.tuple_(*after),
+        )
+        .order_by(e.c.case_id, e.c.version)
+        .limit(batch)
+    ).all()
+
+
+def reencrypt(conn: sa.Connection, keys: KeyRing, rows: Sequence[Any]) -> tuple[list[Update], int]:
+    """The new payloads of ``rows`` (from :func:`_pii_rows`) with every phone under the
+    newest key and bound to its place, and how many rows were left as they were.
+
+    A legacy token is rebound only if its event's chain hash matches the plaintext: its
+    associated data never named a place, so the hash is the only witness that it is where
+    it was written. A value that does not open (moved, altered, or its key missing or
+    wrong) is left alone too: the audit tells which, and names the case.
+    """
+    done: list[tuple[Any, dict[str, Any], dict[str, Any], bool]] = []
+    left = 0
+    for r in rows:
+        try:
+            payload = json.loads(r.payload)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            left += 1  # malformed: the audit reports it
+            continue
+        plain = dict(payload)
+        dirty = legacy = False
+        try:
+            for key in PII_FIELDS[r.type_name]:
+                value = payload.get(key)
+                if not isinstance(value, str) or not keys.needs_rotation(value):
+                    continue
+                where = place(r.case_id, r.version, r.type_name, key)
+                if keys.is_bound(value):
+                    plain[key] = keys.decrypt(value, where)
+                else:
+                    plain[key] = keys.decrypt_legacy(value)
+                    legacy = True
+                payload[key] = keys.encrypt(plain[key], where)
+                dirty = True
+        except DecryptionFailed:
+            # Moved, altered, or its key missing or wrong: left for the audit to tell which
+            # (one such value must not stop the rotation of all the others).
+            left += 1
+            continue
+        if dirty:
+            done.append((r, payload, plain, legacy))
+    previous: dict[tuple[str, int], str] = {}
+    wanted = sorted({r.case_id for r, _, _, legacy in done if legacy and r.version > 1})
+    if wanted:  # one query per batch for the hashes the legacy rows chain from
+        e = t.events
+        for h in conn.execute(
+            sa.select(e.c.case_id, e.c.version, e.c.hash).where(e.c.case_id.in_(wanted))
+        ):
+            previous[(h.case_id, h.version)] = h.hash
+    updates: list[Update] = []
+    for r, payload, plain, legacy in done:
+        if legacy:
+            before = GENESIS if r.version == 1 else previous.get((r.case_id, r.version - 1))
+            if before is None or (
+                chain_hash(before, r.case_id, r.version, r.type_name, plain) != r.hash
+            ):
+                left += 1
+                continue
+        updates.append((r.case_id, r.version, r.payload, canonical_json(payload)))
+    return updates, left
+
+
+def _apply(conn: sa.Connection, todo: list[Update]) -> int:
+    e = t.events
+    n = 0
+    for case_id, version, old, text in todo:
+        n += conn.execute(
+            e.update()
+            .where(e.c.case_id == case_id, e.c.version == version)
+            .where(e.c.payload == old)  # untouched since we read it
+            .values(payload=text)
+        ).rowcount
+    return n
+
+
+def reencrypt_all(conn: sa.Connection, keys: KeyRing, *, batch: int = 1000) -> tuple[int, int]:
+    """:func:`reencrypt` over the whole database in ``conn``'s one transaction (the 0003
+    migration): ``(rows changed, rows left as they were)``."""
+    changed = left = 0
+    after: tuple[str, int] = ("", 0)
+    while rows := _pii_rows(conn, after, batch):
+        updates, skipped = reencrypt(conn, keys, rows)
+        changed += _apply(conn, updates)
+        left += skipped
+        after = (rows[-1].case_id, rows[-1].version)
+    return changed, left
+
+
+def count_values(engine: sa.Engine, predicate: Callable[[str], bool], *, batch: int = 5000) -> int:
+    """How many stored phone values ``predicate`` holds for (no key needed to read them:
+    :func:`~movecar_adapters.crypto.KeyRing.is_bound` counts the legacy ones)."""
+    n = 0
+    after: tuple[str, int] = ("", 0)
+    while True:
+        with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            rows = _pii_rows(conn, after, batch)
+        if not rows:
+            return n
+        for r in rows:
+            try:
+                payload = json.loads(r.payload)
+            except ValueError:
+                continue
+            if isinstance(payload, dict):
+                for key in PII_FIELDS[r.type_name]:
+                    value = payload.get(key)
+                    n += isinstance(value, str) and predicate(value)
+        after = (rows[-1].case_id, rows[-1].version)
+
 
 __all__ = ["PurgeResult", "RetentionRecorder", "add_years"]
 
@@ -40,53 +169,35 @@ class RetentionRecorder(LedgerRecorder):
     # --- key rotation (七(三)) ------------------------------------------------------------
 
     def rotate_keys(self, *, batch: int = 500) -> int:
-        """Re-encrypt every stored phone number under the newest key. Returns rows changed.
+        """Re-encrypt every stored phone number under the newest key, bound to its place.
+        Returns rows changed.
 
-        The chain hashes cover the plaintext, so they stay valid. Run it after putting a
-        new key first in ``MOVECAR_KEYS``; drop the old key only after it returns 0.
+        七(三) "防止 ... 个人信息和数据的泄露、篡改": a legacy token (bound to its key id only,
+        written before schema 0003) is rebound to the case, event and field it is found
+        in, and only if the event's chain hash still matches its plaintext (a token copied
+        in from elsewhere without fixing the chain is not laundered into a bound one). A
+        value that does not open in its place (or under a configured key), or fails that
+        check, is left as it was and counted by :meth:`rotation_pending`; the audit names
+        its case. The chain hashes
+        cover the plaintext, so they stay valid. Run it after putting a new key first in
+        ``MOVECAR_KEYS``; drop the old key only after :meth:`rotation_pending` is 0. Each
+        batch is one transaction, and a row changed since it was read is not overwritten.
         """
-        e = t.events
         changed = 0
         after: tuple[str, int] = ("", 0)
         while True:
             with self._read() as conn:
-                rows = conn.execute(
-                    sa.select(e.c.case_id, e.c.version, e.c.type_name, e.c.payload)
-                    .where(
-                        e.c.type_name.in_(sorted(PII_FIELDS)),
-                        sa.tuple_(e.c.case_id, e.c.version) > sa.tuple_(*after),
-                    )
-                    .order_by(e.c.case_id, e.c.version)
-                    .limit(batch)
-                ).all()
-            if not rows:
-                return changed
-            updates = []
-            for r in rows:
-                payload = json.loads(r.payload)
-                dirty = False
-                for key in PII_FIELDS[r.type_name]:
-                    value = payload.get(key)
-                    if isinstance(value, str) and self.keys.needs_rotation(value):
-                        payload[key] = self.keys.rotate(value)
-                        dirty = True
-                if dirty:
-                    updates.append((r.case_id, r.version, r.payload, canonical_json(payload)))
+                rows = _pii_rows(conn, after, batch)
+                if not rows:
+                    return changed
+                updates, _ = reencrypt(conn, self.keys, rows)
             if updates:
-
-                def fn(conn: sa.Connection, todo: list[tuple[str, int, str, str]] = updates) -> int:
-                    n = 0
-                    for case_id, version, old, text in todo:
-                        n += conn.execute(
-                            e.update()
-                            .where(e.c.case_id == case_id, e.c.version == version)
-                            .where(e.c.payload == old)  # untouched since we read it
-                            .values(payload=text)
-                        ).rowcount
-                    return n
-
-                changed += self._write(fn)
+                changed += self._write(functools.partial(_apply, todo=updates))
             after = (rows[-1].case_id, rows[-1].version)
+
+    def rotation_pending(self, *, batch: int = 5000) -> int:
+        """Stored phone values not bound under the newest key (0 after a clean rotation)."""
+        return count_values(self.engine, self.keys.needs_rotation, batch=batch)
 
     # --- legal hold and retention (二(四)) ------------------------------------------------
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sqlsupport import KEY_1
 from test_sql_audit import MAR, populate
 
-from movecar_adapters.crypto import KeyRing
+from movecar_adapters.crypto import KeyRing, place
 from movecar_adapters.signing import SigningKey
 from movecar_adapters.sql import SqlStore, make_engine, upgrade, verify
 from movecar_adapters.sql import schema as t
@@ -247,7 +247,8 @@ def _rechain(store: SqlStore, case_id: str) -> None:
             payload = json.loads(e.payload)
             for field in ("requester_phone", "owner_phone"):
                 if field in payload:
-                    payload[field] = store.keys.decrypt(payload[field])
+                    where = place(case_id, e.version, e.type_name, field)
+                    payload[field] = store.keys.decrypt(payload[field], where)
             h = chain_hash(previous, case_id, e.version, e.type_name, payload)
             conn.execute(
                 t.events.update()
