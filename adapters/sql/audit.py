@@ -26,7 +26,6 @@ database: they go to Party A with each monthly report (三), and ``audit verify
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 from collections import Counter, defaultdict
@@ -41,6 +40,7 @@ from movecar_adapters.signing import PublicKey
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.ledger_audit import (
     Anchor,
+    Digests,
     LeafMatcher,
     Problem,
     check_holds,
@@ -48,14 +48,21 @@ from movecar_adapters.sql.ledger_audit import (
     check_records,
     check_tree,
     given_checkpoints,
+    precise_events,
     stored_checkpoints,
 )
 from movecar_adapters.sql.store import PII_FIELDS, SqlStore
 from movecar_core.case import Event
 from movecar_core.codec import decode
 from movecar_core.errors import InvalidInput, MoveCarError
-from movecar_core.integrity import GENESIS, StoredLink, report_digest, verify_chain
-from movecar_core.ledger import Checkpoint, Leaf, LeafKind, TreeHead, event_leaf
+from movecar_core.integrity import (
+    GENESIS,
+    StoredLink,
+    chain_of_json,
+    report_digest,
+    verify_chain,
+)
+from movecar_core.ledger import Checkpoint, Leaf, LeafKind, TreeHead, event_leaf_hashes
 from movecar_core.machine import fold
 from movecar_core.reports import report_hash
 from movecar_core.retention import PURGE_CLOCK_SKEW
@@ -193,7 +200,8 @@ def verify(
         raise InvalidInput("checkpoints can only be verified with the public key")
     findings: list[Finding] = []
     keys = _Keys(store)
-    matcher = LeafMatcher(store)
+    want_leaves = Digests()
+    matcher = LeafMatcher(store, want_leaves)
     n_cases = n_events = 0
     for rows, stored, purges, broken in _pages(store, page):
         findings.extend(broken)
@@ -212,8 +220,7 @@ def verify(
                 )
             for item in leaves:
                 matcher.expect(item)
-    matcher.flush()
-    findings.extend(_ledger_findings(store, matcher, checkpoints, public_key))
+    findings.extend(_ledger_findings(store, matcher, want_leaves, checkpoints, public_key))
     with store._read() as conn:
         orphans = conn.execute(
             sa.select(t.events.c.case_id)
@@ -254,7 +261,9 @@ def _pages(store: SqlStore, page: int) -> Iterator[Page]:
             rows = _each_or_all(
                 conn,
                 sa.select(c).where(c.c.seq.in_([k.seq for k in keys])).order_by(c.c.seq),
-                [(str(k.case_id), sa.select(c).where(c.c.seq == k.seq)) for k in keys],
+                lambda keys=keys: [  # type: ignore[misc]
+                    (str(k.case_id), sa.select(c).where(c.c.seq == k.seq)) for k in keys
+                ],
                 broken,
                 "state row unreadable",
             )
@@ -263,7 +272,7 @@ def _pages(store: SqlStore, page: int) -> Iterator[Page]:
             for ev in _each_or_all(
                 conn,
                 sa.select(e).where(e.c.case_id.in_(ids)).order_by(e.c.case_id, e.c.version),
-                [
+                lambda ids=ids: [  # type: ignore[misc]
                     (cid, sa.select(e).where(e.c.case_id == cid).order_by(e.c.version))
                     for cid in ids
                 ],
@@ -280,15 +289,17 @@ def _pages(store: SqlStore, page: int) -> Iterator[Page]:
 def _each_or_all(
     conn: sa.Connection,
     whole: sa.Select[Any],
-    parts: list[tuple[str, sa.Select[Any]]],
+    parts: Callable[[], list[tuple[str, sa.Select[Any]]]],
     broken: list[Finding],
     why: str,
 ) -> list[Any]:
+    """``whole``'s rows; if one cannot be read, each of ``parts()`` alone (built only
+    then: they are a query per row)."""
     try:
         return list(conn.execute(whole).all())
     except (ValueError, TypeError, ArithmeticError, sa.exc.StatementError):
         rows: list[Any] = []
-        for subject, query in parts:
+        for subject, query in parts():
             try:
                 rows.extend(conn.execute(query).all())
             except (ValueError, TypeError, ArithmeticError, sa.exc.StatementError) as exc:
@@ -299,6 +310,7 @@ def _each_or_all(
 def _ledger_findings(
     store: SqlStore,
     matcher: LeafMatcher,
+    expected: Digests,
     checkpoints: Sequence[tuple[str, Checkpoint]],
     public_key: PublicKey | None,
 ) -> list[Finding]:
@@ -319,11 +331,20 @@ def _ledger_findings(
         anchors.extend([*stored, *given, *_report_anchors(store)])
         return [*out, *more]
 
+    stored = Digests()
     safely("records", lambda: check_records(store, matcher))
     problems.extend(matcher.problems)
-    safely("leaves", lambda: check_orphans(store, matcher))
     safely("checkpoints", cps)
-    safely("tree", lambda: check_tree(store, anchors))
+    safely("tree", lambda: check_tree(store, anchors, stored))
+    differing = frozenset(expected.differing(stored))
+    if differing:
+        # Some rows and leaves differ: compare them one by one to name which.
+        precise = LeafMatcher(store)
+        if LeafKind.EVENT.value in differing:
+            safely("events", lambda: precise_events(store, precise))
+        safely("records", lambda: check_records(store, precise, differing))
+        problems.extend(precise.problems)
+        safely("leaves", lambda: check_orphans(store, precise, differing))
     safely("legal holds", lambda: check_holds(store))
     out = []
     for kind, subject, why in problems:
@@ -367,11 +388,14 @@ def _check_case(
     unreadable: list[Finding] = []
     payloads = _payloads(cid, evs, leaves)
     unbound: list[str] = []
+    plain: list[str] = []  # each payload's canonical plaintext JSON, for the chain
     for ev, payload in zip(evs, payloads, strict=True):
         if isinstance(payload, str):
             return bad(f"event v{ev.version} unreadable: {payload}")
         try:
+            sealed = {k: payload[k] for k in PII_FIELDS.get(ev.type_name, ()) if k in payload}
             unbound += keys.open_phones(cid, ev.version, ev.type_name, payload)
+            plain.append(_plain_json(ev.payload, sealed, payload))
         except _KeyFailure as exc:
             return [Finding("case", cid, f"event v{ev.version} unreadable: {exc}", exc.key_id)]
         except (ValueError, RecursionError, DecryptionFailed) as exc:
@@ -382,9 +406,10 @@ def _check_case(
             events.append(decode(cid, ev.type_name, payload))
         except MoveCarError as exc:
             unreadable += bad(f"event v{ev.version}: {exc}")
-    broken = verify_chain(cid, links)
-    if broken is not None:
-        return bad(f"chain breaks at v{broken.version}: {broken.why}")
+    if not _chain_holds(cid, links, plain):
+        broken = verify_chain(cid, links)
+        if broken is not None:
+            return bad(f"chain breaks at v{broken.version}: {broken.why}")
     if unreadable:
         return unreadable
     out = []
@@ -412,11 +437,35 @@ def _check_case(
     return out
 
 
+def _plain_json(stored: str, sealed: dict[str, Any], opened: dict[str, Any]) -> str:
+    """The stored canonical JSON with each sealed phone replaced by its plaintext: the
+    canonical JSON of the opened payload, without encoding it again (tokens are unique:
+    a random nonce each)."""
+    for key, token in sealed.items():
+        if isinstance(token, str):
+            stored = stored.replace(
+                json.dumps(token), json.dumps(opened[key], ensure_ascii=False), 1
+            )
+    return stored
+
+
+def _chain_holds(cid: str, links: list[StoredLink], plain: list[str]) -> bool:
+    """Does every stored hash equal the chain over the events' plaintext? The fast form
+    of :func:`~movecar_core.integrity.verify_chain` (which names the break when not)."""
+    if [link.version for link in links] != list(range(1, len(links) + 1)):
+        return False
+    hashes = chain_of_json(GENESIS, cid, 1, [link.type_name for link in links], plain)
+    return hashes == [link.hash for link in links]
+
+
 def _payloads(cid: str, evs: list[Any], leaves: list[Leaf]) -> list[dict[str, Any] | str]:
     """Each event's parsed payload, or why it does not parse; and the leaves first, for
     every event that parses: they need no key (the time is in clear, the hash is stored),
     so a wrong key leaves the ledger checks intact."""
     payloads: list[dict[str, Any] | str] = []
+    versions: list[int] = []
+    ats: list[dt.datetime] = []
+    hashes: list[str] = []
     for ev in evs:
         try:
             parsed = json.loads(ev.payload)
@@ -427,16 +476,32 @@ def _payloads(cid: str, evs: list[Any], leaves: list[Leaf]) -> list[dict[str, An
         if not isinstance(parsed, dict):
             payloads.append("not an object")
             continue
-        _expect_event_leaf(cid, ev, parsed, leaves)
         payloads.append(parsed)
+        at = parsed.get("at")
+        try:
+            when = dt.datetime.fromisoformat(at if isinstance(at, str) else "")
+        except ValueError:
+            continue
+        if when.utcoffset() is not None and isinstance(ev.hash, str):
+            versions.append(ev.version)
+            ats.append(when)
+            hashes.append(ev.hash)
+    for first, end in _runs(versions):
+        # consecutive versions at once: the bulk form of event_leaf
+        part = slice(first, end)
+        leaf_hashes = event_leaf_hashes(cid, versions[first], ats[part], hashes[part])
+        for version, when, h in zip(versions[part], ats[part], leaf_hashes, strict=True):
+            leaves.append(Leaf(LeafKind.EVENT, f"{cid}/{version}", when, h, cid))
     return payloads
 
 
-def _expect_event_leaf(case_id: str, ev: Any, payload: dict[str, Any], leaves: list[Leaf]) -> None:
-    at = payload.get("at")
-    with contextlib.suppress(TypeError, ValueError, MoveCarError):
-        when = dt.datetime.fromisoformat(at if isinstance(at, str) else "")
-        leaves.append(event_leaf(case_id, ev.version, when, ev.hash))
+def _runs(versions: list[int]) -> Iterator[tuple[int, int]]:
+    """(start, end) positions of the runs of consecutive numbers in ``versions``."""
+    start = 0
+    for i in range(1, len(versions) + 1):
+        if i == len(versions) or versions[i] != versions[i - 1] + 1:
+            yield start, i
+            start = i
 
 
 def _check_purged(store: SqlStore, row: Any, evs: list[Any], purge: Any) -> list[Finding]:

@@ -41,7 +41,12 @@ from movecar_core.integrity import (
     GENESIS,
     chain_of_json,
 )
-from movecar_core.ledger import BackdatedRecord, Leaf, event_leaf, owner_lookup_leaf
+from movecar_core.ledger import (
+    BackdatedRecord,
+    LeafKind,
+    event_leaf_hashes,
+    owner_lookup_leaf,
+)
 from movecar_core.machine import CorruptHistory, fold
 from movecar_core.outbox import plan
 
@@ -297,7 +302,12 @@ class EventRecorder(LedgerRecorder):
         if lookups:
             insert_rows(conn, t.owner_lookups, LOOKUP_COLUMNS, lookups)
         if self.ledger:
-            self._add_leaves(conn, self._leaves(prepared, expected + 1, hashes, lookups))
+            insert_rows(
+                conn,
+                t.ledger_leaves,
+                LEAF_COLUMNS,
+                self._leaves(prepared, expected + 1, hashes, lookups),
+            )
         write_effects(
             conn,
             self.effects,
@@ -380,21 +390,28 @@ class EventRecorder(LedgerRecorder):
     @staticmethod
     def _leaves(
         prepared: Prepared, first_version: int, hashes: list[str], lookups: list[Row]
-    ) -> list[Leaf]:
-        """The ledger leaves of the prepared events and of their look-up rows."""
+    ) -> list[Row]:
+        """The ledger rows (:data:`~movecar_adapters.sql.ledger.LEAF_COLUMNS`) of the
+        prepared events and of their look-up rows."""
         case_id = prepared.case_id
-        versions = range(first_version, first_version + len(hashes))
-        out = [
-            event_leaf(case_id, version, e.at, h)
-            for version, e, h in zip(versions, prepared.events, hashes, strict=True)
+        ats = [e.at for e in prepared.events]
+        leaf_hashes = event_leaf_hashes(case_id, first_version, ats, hashes)
+        kind = LeafKind.EVENT.value
+        rows: list[Row] = [
+            (kind, f"{case_id}/{version}", at, h, case_id)
+            for version, at, h in zip(
+                range(first_version, first_version + len(ats)), ats, leaf_hashes, strict=True
+            )
         ]
-        out.extend(
-            owner_lookup_leaf(
-                cid, version, at, agent_id=agent, plate=plate, found=found, source=source
+        rows.extend(
+            leaf_row(
+                owner_lookup_leaf(
+                    cid, version, at, agent_id=agent, plate=plate, found=found, source=source
+                )
             )
             for cid, version, at, agent, plate, found, source in lookups
         )
-        return out
+        return rows
 
     @staticmethod
     def _lookup_rows(plate: str, prepared: Prepared, first_version: int) -> list[Row]:
@@ -512,7 +529,7 @@ class EventRecorder(LedgerRecorder):
         earliest = min(e.at for e in prepared.events)
         if newest is not None and earliest < newest:
             raise BackdatedRecord(f"case {prepared.case_id}", earliest, newest)
-        return map(leaf_row, self._leaves(prepared, 1, hashes, lookups))
+        return iter(self._leaves(prepared, 1, hashes, lookups))
 
     def _conflict_in(self, case_ids: Sequence[str], message: str) -> NoReturn:
         """A bulk chunk of ``case_ids`` broke a unique key: which case existed already?"""

@@ -18,6 +18,7 @@ from movecar_adapters.sql.engine import READ_ONLY
 from movecar_adapters.sql.errors import StorageInputError
 from movecar_adapters.sql.events import PII_FIELDS
 from movecar_adapters.sql.ledger import LedgerRecorder
+from movecar_core.errors import CasePurged
 from movecar_core.integrity import GENESIS, canonical_json, chain_hash
 from movecar_core.ledger import legal_hold_leaf, purge_leaf
 from movecar_core.retention import add_years, purge_time, retention_due
@@ -211,13 +212,18 @@ class RetentionRecorder(LedgerRecorder):
 
         def fn(conn: sa.Connection) -> None:
             at = self.clock.now()
-            done = conn.execute(
+            purged_at = conn.execute(
+                self._lock(sa.select(t.cases.c.purged_at).where(t.cases.c.case_id == case_id))
+            ).one_or_none()
+            if purged_at is None:
+                raise StorageInputError("case_id", case_id, "no such case")
+            if purged_at[0] is not None:  # 二(四): nothing is kept for a tombstone to hold
+                raise CasePurged(case_id, purged_at[0])
+            conn.execute(
                 t.cases.update()
                 .where(t.cases.c.case_id == case_id)
                 .values(legal_hold=reason is not None, legal_hold_reason=reason)
             )
-            if done.rowcount != 1:
-                raise StorageInputError("case_id", case_id, "no such case")
             self._guard(conn, f"legal hold on case {case_id}", [at])
             # The hold is a record of its own (the state row's flag is its projection).
             key = conn.execute(

@@ -21,16 +21,16 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from sqlsupport import KEY_1
-from test_sql_audit import MAR, populate
+from test_sql_audit import CASES, MAR, populate
 
 from movecar_adapters.crypto import KeyRing, place
 from movecar_adapters.signing import SigningKey
-from movecar_adapters.sql import SqlStore, make_engine, upgrade, verify
+from movecar_adapters.sql import SqlStore, downgrade, make_engine, upgrade, verify
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.audit import AuditResult
 from movecar_core.calendar import SHANGHAI
 from movecar_core.clock import ManualClock
-from movecar_core.errors import InvalidInput
+from movecar_core.errors import CasePurged, InvalidInput
 from movecar_core.integrity import GENESIS, canonical_json, chain_hash
 from movecar_core.ledger import (
     BackdatedRecord,
@@ -222,6 +222,50 @@ def test_a_lawful_purge_keeps_old_checkpoints_verifiable(
     assert purges == len(done.cases)
 
 
+def test_a_purged_case_takes_no_legal_hold(
+    checked: tuple[SqlStore, Checkpoint], clock: ManualClock
+) -> None:
+    store, _ = checked
+    clock.set(dt.datetime(2028, 5, 1, tzinfo=SHANGHAI))
+    store.purge()
+    with pytest.raises(CasePurged):
+        store.set_legal_hold("feb-0", "too late", actor="legal")
+
+
+def test_existing_records_get_their_leaves_on_upgrade(
+    fresh_store: SqlStore, clock: ManualClock, keys: KeyRing
+) -> None:
+    """A database from before the ledger: migration 0002 gives every record its leaf (no
+    key needed), and the first checkpoint seals them."""
+    clock.set(LATER)
+    for case_id, at in CASES.items():
+        fresh_store.append(case_id, sample_history(case_id, at=at), expected_version=0)
+    fresh_store.set_legal_hold("feb-1", "诉讼 (court case 17)", actor="legal")
+    fresh_store.log_access("supervisor-7", "read_history", "mar-0", "complaint follow-up")
+    engine = fresh_store.engine
+    assert downgrade(engine, "0001_initial", keys=keys) == "0001_initial"
+    upgrade(engine, keys=keys)
+    with engine.connect() as conn:
+        leaves = conn.execute(sa.select(sa.func.count()).select_from(t.ledger_leaves)).scalar()
+        records = sum(
+            conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in (t.events, t.owner_lookups, t.access_log, t.legal_holds)
+        )
+        holds = conn.execute(sa.select(t.legal_holds.c.case_id)).scalars().all()
+    assert leaves == records and holds == ["feb-1"]
+    cp = fresh_store.checkpoint(KEY)
+    assert audit(fresh_store, cp).ok, audit(fresh_store, cp).findings
+
+
+def test_a_downgrade_never_drops_a_reports_tree_head(
+    checked: tuple[SqlStore, Checkpoint], keys: KeyRing
+) -> None:
+    store, cp = checked
+    with pytest.raises(RuntimeError, match="tree head"):
+        downgrade(store.engine, "0001_initial", keys=keys)
+    assert audit(store, cp).ok
+
+
 def test_checkpoints_need_the_public_key(checked: tuple[SqlStore, Checkpoint]) -> None:
     store, cp = checked
     with pytest.raises(InvalidInput):
@@ -386,6 +430,42 @@ def test_a_backdated_fabrication_written_behind_the_engine(
     )
     result = audit(store, cp)
     assert any("backdated" in f.why for f in result.findings), result.findings
+
+
+def test_a_phone_moved_and_resealed_with_the_real_keys(
+    checked: tuple[SqlStore, Checkpoint],
+) -> None:
+    """The attacker holds the data keys: they open case mar-1's requester phone and seal
+    it for case mar-2's place, so it decrypts there; then recompute mar-2's chain."""
+    store, cp = checked
+    source = one(
+        store, sa.select(t.events).where(t.events.c.case_id == "mar-1", t.events.c.version == 1)
+    )
+    target = one(
+        store, sa.select(t.events).where(t.events.c.case_id == "mar-2", t.events.c.version == 1)
+    )
+    phone = store.keys.decrypt(
+        json.loads(source.payload)["requester_phone"],
+        place("mar-1", 1, "CaseOpened", "requester_phone"),
+    )
+    payload = json.loads(target.payload)
+    payload["requester_phone"] = store.keys.encrypt(
+        phone[:-1] + ("0" if phone[-1] != "0" else "1"),  # another requester's number
+        place("mar-2", 1, "CaseOpened", "requester_phone"),
+    )
+    sql(
+        store,
+        t.events.update()
+        .where(t.events.c.case_id == "mar-2", t.events.c.version == 1)
+        .values(payload=canonical_json(payload)),
+    )
+    assert "mar-2" in named(audit(store, cp))  # the chain covers the plaintext
+    _rechain(store, "mar-2")
+    sql(store, t.cases.update().where(t.cases.c.case_id == "mar-2").values(
+        opened_hash=one(store, sa.select(t.events.c.hash).where(
+            t.events.c.case_id == "mar-2", t.events.c.version == 1)).hash))  # fmt: skip
+    result = audit(store, cp)
+    assert any(f.subject == "mar-2" and "ledger leaf" in f.why for f in result.findings), result
 
 
 # --- for all rows, columns and changes --------------------------------------------------

@@ -249,6 +249,18 @@ def _decimal(value: Any) -> Decimal:
 
 
 def downgrade() -> None:
+    # A report written with the ledger has a hash over its tree head: dropping the head
+    # would leave a report that no longer verifies. Evidence is not thrown away silently.
+    headed = (
+        op.get_bind()
+        .execute(sa.text("SELECT count(*) FROM mc_monthly_reports WHERE tree_size IS NOT NULL"))
+        .scalar()
+    )
+    if headed:
+        raise RuntimeError(
+            f"{headed} monthly reports carry the ledger's tree head in their hash: "
+            "downgrading below 0002 would make them unverifiable"
+        )
     for table in ("mc_checkpoints", "mc_ledger_state", "mc_ledger_leaves", "mc_legal_holds"):
         op.drop_table(table)
     op.drop_column("mc_monthly_reports", "tree_root")
