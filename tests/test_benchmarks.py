@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 RUNS = {
     "bench_engine.py": ["--cases", "200", "--machine-cases", "20"],
+    "bench_ledger.py": [
+        "--command-cases", "2", "--rounds", "1", "--bulk-events", "500", "--audit-events", "500",
+        "--repeat", "1",
+    ],
     "bench_pricing.py": ["--calls", "20000", "--repeat", "1"],
     "bench_storage.py": [
         "--events", "2000", "--repeat", "2", "--year-cases", "2000", "--command-cases", "2",
@@ -22,7 +26,7 @@ RUNS = {
 
 @pytest.mark.parametrize("script", sorted(RUNS))
 def test_benchmark_runs_and_prints_json(script: str, tmp_path: Path) -> None:
-    extra = ["--dir", str(tmp_path)] if script == "bench_storage.py" else []
+    extra = ["--dir", str(tmp_path)] if script in ("bench_storage.py", "bench_ledger.py") else []
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *RUNS[script], *extra],
         capture_output=True,
@@ -34,6 +38,9 @@ def test_benchmark_runs_and_prints_json(script: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert isinstance(result, dict) and result
+    if script == "bench_ledger.py":
+        assert result["audit"]["events"] == 500 and result["bulk"]["events"] == 500
+        assert result["audit"]["ratio_median"] > 0
     if script == "bench_storage.py":
         assert result["bulk"]["events"] == 2000
         assert len(result["bulk"]["runs"]) == 2

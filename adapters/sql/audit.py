@@ -44,11 +44,10 @@ from movecar_adapters.sql.ledger_audit import (
     LeafMatcher,
     Problem,
     check_holds,
-    check_orphans,
     check_records,
     check_tree,
+    compare_kind,
     given_checkpoints,
-    precise_events,
     stored_checkpoints,
 )
 from movecar_adapters.sql.store import PII_FIELDS, SqlStore
@@ -337,14 +336,12 @@ def _ledger_findings(
     safely("checkpoints", cps)
     safely("tree", lambda: check_tree(store, anchors, stored))
     differing = frozenset(expected.differing(stored))
-    if differing:
-        # Some rows and leaves differ: compare them one by one to name which.
-        precise = LeafMatcher(store)
-        if LeafKind.EVENT.value in differing:
-            safely("events", lambda: precise_events(store, precise))
-        safely("records", lambda: check_records(store, precise, differing))
-        problems.extend(precise.problems)
-        safely("leaves", lambda: check_orphans(store, precise, differing))
+    for kind in sorted(differing):
+        # The rows and the leaves of this kind differ: compare them one by one to name how.
+        if kind in LeafKind.__members__.values():
+            safely(kind, lambda kind=kind: compare_kind(store, LeafKind(kind)))  # type: ignore[misc]
+        else:
+            problems.append(("ledger", kind[:20], "leaves of an unknown kind"))
     safely("legal holds", lambda: check_holds(store))
     out = []
     for kind, subject, why in problems:
@@ -393,9 +390,13 @@ def _check_case(
         if isinstance(payload, str):
             return bad(f"event v{ev.version} unreadable: {payload}")
         try:
-            sealed = {k: payload[k] for k in PII_FIELDS.get(ev.type_name, ()) if k in payload}
-            unbound += keys.open_phones(cid, ev.version, ev.type_name, payload)
-            plain.append(_plain_json(ev.payload, sealed, payload))
+            fields = PII_FIELDS.get(ev.type_name)
+            if fields is None:  # nothing sealed: the stored JSON is the plaintext's
+                plain.append(ev.payload)
+            else:
+                sealed = {k: payload[k] for k in fields if k in payload}
+                unbound += keys.open_phones(cid, ev.version, ev.type_name, payload)
+                plain.append(_plain_json(ev.payload, sealed, payload))
         except _KeyFailure as exc:
             return [Finding("case", cid, f"event v{ev.version} unreadable: {exc}", exc.key_id)]
         except (ValueError, RecursionError, DecryptionFailed) as exc:

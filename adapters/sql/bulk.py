@@ -69,7 +69,18 @@ _LENGTH = 8  # bytes of the big-endian frame length
 
 
 def write_parts(conn: sa.Connection, parts: Sequence[Part], *, bound: bool = False) -> None:
-    """Insert ``parts``; ``bound``: their values went through the bind processors already."""
+    """Insert ``parts``; ``bound``: their values went through the bind processors already.
+
+    A chunk with ledger leaves first shares the ledger state row's lock, as every writer
+    of leaves does (:mod:`movecar_adapters.sql.ledger`): the sequencer then never passes
+    a leaf id this chunk has taken but not committed.
+    """
+    if conn.dialect.name != "sqlite" and any(p[0] == t.ledger_leaves.name for p in parts):
+        conn.execute(
+            sa.select(t.ledger_state.c.id)
+            .where(t.ledger_state.c.id == 1)
+            .with_for_update(read=True)
+        )
     for name, columns, values in parts:
         insert = insert_bound if bound else insert_columns
         insert(conn, t.metadata.tables[name], columns, values)

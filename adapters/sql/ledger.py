@@ -133,6 +133,21 @@ class LedgerRecorder(StoreBase):
         """
         if type(batch) is not int or batch < 1:
             raise InvalidInput(f"batch={batch!r}: must be an int >= 1")
+        lv, st = t.ledger_leaves, t.ledger_state
+        with self._read() as conn:
+            # Nothing pending (a worker asks every round): no write transaction at all.
+            state = conn.execute(
+                sa.select(st.c.tree, st.c.sequenced_id).where(st.c.id == STATE_ID)
+            ).one_or_none()
+            mark = 0 if state is None else int(state.sequenced_id or 0)
+            idle = conn.execute(sa.select(lv.c.id).where(lv.c.id > mark).limit(1))
+            if idle.first() is None and state is not None:
+                tree = state.tree
+                if tree is not None:
+                    try:
+                        return CompactTree.from_json(tree).head()
+                    except InvalidInput as exc:
+                        raise StorageError(f"{exc}: run `movecar audit verify`") from None
         while True:
             tree, done = self._write(lambda conn: self._sequence(conn, batch))
             if done < batch:
@@ -142,9 +157,13 @@ class LedgerRecorder(StoreBase):
         s = t.ledger_state
         row = conn.execute(
             self._lock(
-                sa.select(s.c.tree, s.c.sequenced_at, s.c.checkpoint_size, s.c.checkpoint_at).where(
-                    s.c.id == STATE_ID
-                )
+                sa.select(
+                    s.c.tree,
+                    s.c.sequenced_at,
+                    s.c.sequenced_id,
+                    s.c.checkpoint_size,
+                    s.c.checkpoint_at,
+                ).where(s.c.id == STATE_ID)
             )
         ).one_or_none()
         if row is None:
@@ -159,11 +178,12 @@ class LedgerRecorder(StoreBase):
         except InvalidInput as exc:
             raise StorageError(f"{exc}: run `movecar audit verify`") from None
         lv = t.ledger_leaves
+        # Pending: above the mark. Every writer shares the state row's lock from before it
+        # takes a leaf id until it commits, and this round holds the row exclusively: no
+        # id at or below the mark can still be uncommitted, so none is ever skipped.
+        mark = int(state.sequenced_id or 0)
         pending = conn.execute(
-            sa.select(lv.c.id, lv.c.leaf_hash)
-            .where(lv.c.leaf_index.is_(None))
-            .order_by(lv.c.id)
-            .limit(batch)
+            sa.select(lv.c.id, lv.c.leaf_hash).where(lv.c.id > mark).order_by(lv.c.id).limit(batch)
         ).all()
         if not pending:
             return tree, 0
@@ -179,13 +199,13 @@ class LedgerRecorder(StoreBase):
             # index is the id shifted, which keeps the order the leaves were written in.
             conn.execute(
                 lv.update()
-                .where(lv.c.id >= first, lv.c.id <= last, lv.c.leaf_index.is_(None))
+                .where(lv.c.id >= first, lv.c.id <= last)
                 .values(leaf_index=lv.c.id + (base + offset - first), sequenced_at=now)
             )
         conn.execute(
             t.ledger_state.update()
             .where(t.ledger_state.c.id == STATE_ID)
-            .values(tree=tree.to_json(), sequenced_at=now)
+            .values(tree=tree.to_json(), sequenced_at=now, sequenced_id=ids[-1])
         )
         return tree, len(pending)
 
@@ -197,11 +217,12 @@ class LedgerRecorder(StoreBase):
                 return tree.head()
 
     def pending_leaves(self) -> int:
-        lv = t.ledger_leaves
+        lv, st = t.ledger_leaves, t.ledger_state
         with self._read() as conn:
+            mark = conn.execute(sa.select(st.c.sequenced_id).where(st.c.id == STATE_ID)).scalar()
             return int(
                 conn.execute(
-                    sa.select(sa.func.count()).select_from(lv).where(lv.c.leaf_index.is_(None))
+                    sa.select(sa.func.count()).select_from(lv).where(lv.c.id > int(mark or 0))
                 ).scalar_one()
             )
 
@@ -258,10 +279,10 @@ class LedgerRecorder(StoreBase):
         """The hashes of leaves 0 to ``size - 1``, in index order."""
         lv = t.ledger_leaves
         with self._read() as conn:
-            rows = conn.execute(
+            rows = conn.execute(  # id order is index order (and the primary key)
                 sa.select(lv.c.leaf_index, lv.c.leaf_hash)
-                .where(lv.c.leaf_index < size)
-                .order_by(lv.c.leaf_index)
+                .where(lv.c.leaf_index.is_not(None), lv.c.leaf_index < size)
+                .order_by(lv.c.id)
             ).all()
         if [r.leaf_index for r in rows] != list(range(size)):
             raise StorageError(f"the ledger does not hold leaves 0 to {size - 1}")

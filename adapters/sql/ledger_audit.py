@@ -61,6 +61,7 @@ Problem = tuple[str, str, str]
 
 
 _MOD = 1 << 256
+_sha256 = hashlib.sha256
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
@@ -76,6 +77,7 @@ class Digests:
     """
 
     def __init__(self) -> None:
+        # unreduced sums (a million 256-bit items stay under 300 bits): reduced on compare
         self.sums: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
 
@@ -85,8 +87,7 @@ class Digests:
         # the instant as whole microseconds since 1970: one spelling for every zone
         micros = (at - _EPOCH) // _MICROSECOND
         text = f"{kind}\x1f{subject}\x1f{leaf_hash}\x1f{micros}\x1f{case_id or ''}"
-        item = int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
-        self.sums[kind] = (self.sums[kind] + item) % _MOD
+        self.sums[kind] += int.from_bytes(_sha256(text.encode()).digest(), "big")
         self.counts[kind] += 1
 
     def add_leaf(self, item: Leaf) -> None:
@@ -94,14 +95,13 @@ class Digests:
 
     def differing(self, other: Digests) -> set[str]:
         kinds = set(self.counts) | set(other.counts)
-        return {
-            k for k in kinds if (self.sums[k], self.counts[k]) != (other.sums[k], other.counts[k])
-        }
+        mine = {k: (self.sums[k] % _MOD, self.counts[k]) for k in kinds}
+        return {k for k in kinds if mine[k] != (other.sums[k] % _MOD, other.counts[k])}
 
 
-def precise_events(store: SqlStore, matcher: LeafMatcher) -> None:
-    """Every stored event against its leaf, one by one (the slow path, run only when the
-    events' digests differ): the leaf is recomputed from the stored hash and time."""
+def event_leaves(store: SqlStore) -> Iterator[Leaf | str]:
+    """The leaf every stored event must have, recomputed from its stored hash and time;
+    the subject alone for an event that cannot be read (the case check reports it)."""
     e = t.events
     after: tuple[str, int] = ("", 0)
     while True:
@@ -115,67 +115,26 @@ def precise_events(store: SqlStore, matcher: LeafMatcher) -> None:
         for row in rows:
             try:
                 at = dt.datetime.fromisoformat(json.loads(row.payload)["at"])
-                matcher.expect(event_leaf(row.case_id, row.version, at, row.hash))
+                yield event_leaf(row.case_id, row.version, at, row.hash)
             except (ValueError, TypeError, KeyError, RecursionError, MoveCarError):
-                continue  # unreadable: the case's own check reports it
-        matcher.flush()
+                yield f"{row.case_id}/{row.version}"
         if len(rows) < BATCH:
             return
         after = (rows[-1].case_id, rows[-1].version)
 
 
 class LeafMatcher:
-    """Compares expected leaves (recomputed from rows) with the stored ones, in batches.
+    """Collects the leaves the rows say there must be into :class:`Digests` (kept in the
+    name: the audit "matches" rows to leaves through the digests), and problems found
+    on the way (a row that cannot be read)."""
 
-    With ``digests`` it only adds the expected leaves to them (the fast path); without,
-    it looks each one up (see :class:`Digests`).
-    """
-
-    def __init__(self, store: SqlStore, digests: Digests | None = None) -> None:
+    def __init__(self, store: SqlStore, digests: Digests) -> None:
         self.store = store
         self.digests = digests
-        self.pending: dict[tuple[str, str], Leaf] = {}
-        self.found: Counter[str] = Counter()
         self.problems: list[Problem] = []
 
     def expect(self, item: Leaf) -> None:
-        if self.digests is not None:
-            self.digests.add_leaf(item)
-            return
-        self.pending[(item.kind.value, item.subject)] = item
-        if len(self.pending) >= BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        lv = t.ledger_leaves
-        todo, self.pending = self.pending, {}
-        by_kind: dict[str, list[str]] = {}
-        for kind, subject in todo:
-            by_kind.setdefault(kind, []).append(subject)
-        stored: dict[tuple[str, str], Any] = {}
-        with self.store._read() as conn:
-            for kind, subjects in by_kind.items():
-                for row in conn.execute(
-                    sa.select(
-                        lv.c.kind, lv.c.subject, lv.c.leaf_hash, lv.c.record_at, lv.c.case_id
-                    ).where(lv.c.kind == kind, lv.c.subject.in_(subjects))
-                ):
-                    stored[(row.kind, row.subject)] = row
-        for key, want in todo.items():
-            have = stored.get(key)
-            label = _label(want)
-            if have is None:
-                self.problems.append((want.kind.value, label, "has no ledger leaf"))
-                continue
-            self.found[want.kind.value] += 1
-            if have.leaf_hash != want.hash:
-                self.problems.append((want.kind.value, label, "differs from its ledger leaf"))
-            elif have.record_at != want.at:
-                self.problems.append((want.kind.value, label, "its leaf's date was changed"))
-            elif have.case_id != want.case_id:
-                self.problems.append((want.kind.value, label, "its leaf names another case"))
+        self.digests.add_leaf(item)
 
 
 def _label(item: Leaf) -> str:
@@ -282,78 +241,75 @@ RECORDS: tuple[tuple[LeafKind, sa.Table, str, Callable[[Any], Leaf]], ...] = (
 )
 
 
-def check_records(
-    store: SqlStore, matcher: LeafMatcher, kinds: frozenset[str] | None = None
-) -> None:
-    """Every non-event record (of ``kinds``, default all) against its leaf (a row that
-    cannot be read is a problem)."""
-    for kind, table, key, to_leaf in RECORDS:
-        if kinds is not None and kind.value not in kinds:
+def record_leaves(
+    store: SqlStore, kind: LeafKind, problems: list[Problem] | None = None
+) -> Iterator[Leaf | str]:
+    """The leaf each non-event record of ``kind`` must have, from its row; the row's
+    subject alone for one that cannot be made into a leaf (a problem, when ``problems``
+    is given)."""
+    for each_kind, table, key, to_leaf in RECORDS:
+        if each_kind is not kind:
             continue
         for row in _pages(store, table, table.c[key]):
             try:
-                matcher.expect(to_leaf(row))
+                yield to_leaf(row)
             except (MoveCarError, ValueError, TypeError, ArithmeticError) as exc:
-                subject = str(getattr(row, key, "?"))[:80]
-                matcher.problems.append((kind.value, subject, f"unreadable ({type(exc).__name__})"))
-    matcher.flush()
+                subject = SUBJECTS[kind](row)
+                if problems is not None:
+                    problems.append((kind.value, subject, f"unreadable ({type(exc).__name__})"))
+                yield subject
 
 
-def check_orphans(
-    store: SqlStore, matcher: LeafMatcher, kinds: frozenset[str] | None = None
-) -> list[Problem]:
-    """Leaves whose record is gone, except those of lawfully purged cases.
-
-    Counted first (cheap); only when the counts do not add up are the leaves of that
-    kind walked to name the missing records.
-    """
-    lv, p = t.ledger_leaves, t.purge_log
-    with store._read() as conn:
-        totals: dict[str, int] = {
-            kind: n
-            for kind, n in conn.execute(sa.select(lv.c.kind, sa.func.count()).group_by(lv.c.kind))
-        }
-        purged: dict[str, int] = {
-            kind: n
-            for kind, n in conn.execute(
-                sa.select(lv.c.kind, sa.func.count())
-                .join(p, p.c.case_id == lv.c.case_id)
-                .where(
-                    lv.c.kind.in_([k.value for k in PURGEABLE]),
-                    # the subject names the case too ("<case id>/..."): a leaf whose
-                    # case_id was pointed at a purged case does not pass for purged
-                    sa.func.substr(lv.c.subject, 1, sa.func.length(lv.c.case_id) + 1)
-                    == lv.c.case_id + "/",
-                )
-                .group_by(lv.c.kind)
-            )
-        }
-    out: list[Problem] = []
-    for kind, total in totals.items():
-        if kinds is not None and kind not in kinds:
-            continue
-        if kind not in LeafKind.__members__.values():
-            out.append(("ledger", kind[:20], f"{total} leaves of an unknown kind"))
-            continue
-        if total != matcher.found[kind] + purged.get(kind, 0):
-            out.extend(_name_orphans(store, LeafKind(kind)))
-    return out
+#: The subject of a record's leaf, from its row (as its leaf function makes it).
+SUBJECTS: dict[LeafKind, Callable[[Any], str]] = {
+    LeafKind.OWNER_LOOKUP: lambda r: f"{r.case_id}/{r.version}",
+    LeafKind.ACCESS: lambda r: str(r.id),
+    LeafKind.LEGAL_HOLD: lambda r: str(r.id),
+    LeafKind.RECORDING: lambda r: f"{r.case_id}/{r.call_id}",
+    LeafKind.REPORT: lambda r: str(r.month),
+    LeafKind.SETTLEMENT: lambda r: str(r.month),
+    LeafKind.PURGE: lambda r: str(r.case_id),
+}
 
 
-def _name_orphans(store: SqlStore, kind: LeafKind) -> list[Problem]:
-    """The leaves of ``kind`` without their record (and not of a lawfully purged case)."""
+def check_records(store: SqlStore, matcher: LeafMatcher) -> None:
+    """Every non-event record into the expected digests."""
+    for kind, _, _, _ in RECORDS:
+        for item in record_leaves(store, kind, matcher.problems):
+            if not isinstance(item, str):
+                matcher.expect(item)
+
+
+def compare_kind(store: SqlStore, kind: LeafKind) -> list[Problem]:
+    """The slow path for one kind whose digests differ: the stored leaves of ``kind`` by
+    subject, against the leaves recomputed from the records, one by one; what is left on
+    either side is named (a leaf whose case was lawfully purged is not)."""
     lv = t.ledger_leaves
+    stored: dict[str, Any] = {}
     out: list[Problem] = []
-    table, key, _ = {k: (tb, ky, f) for k, tb, ky, f in RECORDS}.get(kind, (t.events, "", None))
     for row in _pages_where(store, lv, lv.c.id, lv.c.kind == kind.value):
-        if _record_exists(store, kind, row.subject, table, key):
+        if row.subject in stored:
+            out.append((kind.value, row.subject[:140], "has two ledger leaves"))
+        stored[row.subject] = row
+    wanted = event_leaves(store) if kind is LeafKind.EVENT else record_leaves(store, kind)
+    for want in wanted:
+        if isinstance(want, str):  # a record that cannot be read: reported by its check
+            stored.pop(want, None)
             continue
-        lawful = row.case_id is not None and row.subject.startswith(row.case_id + "/")
-        if lawful and _purged(store, row.case_id):
-            continue
-        out.append((kind.value, row.subject[:140], "record deleted (its leaf remains)"))
-    # Nothing named: every leaf has its record, and the counts differ only by records the
-    # audit could not read, each of which is a finding of its own already.
+        have = stored.pop(want.subject, None)
+        label = want.subject[:140]
+        if have is None:
+            out.append((kind.value, label, "has no ledger leaf"))
+        elif have.leaf_hash != want.hash:
+            out.append((kind.value, label, "differs from its ledger leaf"))
+        elif have.record_at != want.at:
+            out.append((kind.value, label, "its leaf's date was changed"))
+        elif have.case_id != want.case_id:
+            out.append((kind.value, label, "its leaf names another case"))
+    lawful = _lawfully_purged(store)
+    for subject, row in stored.items():
+        if lawful is None or not lawful(row):
+            out.append((kind.value, subject[:140], "record deleted (its leaf remains)"))
     return out
 
 
@@ -371,30 +327,6 @@ def _pages_where(
         if len(rows) < BATCH:
             return
         last = getattr(rows[-1], key.name)
-
-
-def _record_exists(
-    store: SqlStore, kind: LeafKind, subject: str, table: sa.Table, key: str
-) -> bool:
-    if kind in (LeafKind.EVENT, LeafKind.OWNER_LOOKUP, LeafKind.RECORDING):
-        case_id, _, rest = subject.rpartition("/")
-        if kind is LeafKind.RECORDING:
-            where = sa.and_(table.c.case_id == case_id, table.c.call_id == rest)
-        else:
-            if not rest.isdigit():
-                return False
-            where = sa.and_(table.c.case_id == case_id, table.c.version == int(rest))
-    elif key == "id":
-        if not subject.isdigit():
-            return False
-        where = table.c.id == int(subject)
-    else:
-        where = table.c[key] == subject
-    with store._read() as conn:
-        return (
-            conn.execute(sa.select(sa.literal(1)).select_from(table).where(where)).first()
-            is not None
-        )
 
 
 def _purged(store: SqlStore, case_id: str | None) -> bool:
@@ -469,38 +401,34 @@ def given_checkpoints(
 
 
 def check_tree(store: SqlStore, anchors: Sequence[Anchor], digests: Digests) -> list[Problem]:
-    """Walk the sequenced leaves in index order: indices dense, every anchor reproduced,
-    sequencing times never backwards, nothing dated before a checkpoint it is not in;
-    then the pending leaves against the newest checkpoint, and the sequencer's state.
-    Every leaf but those of lawfully purged cases goes into ``digests``."""
+    """Walk the leaves once, in the order they were written: the sequenced ones have
+    dense indices, reproduce every anchor, were sequenced in time order and are not
+    dated before a checkpoint they are not in; the pending ones are not dated before the
+    newest checkpoint; the sequencer's state is the tree of the sequenced ones. Every
+    leaf but those of lawfully purged cases goes into ``digests``."""
     lv = t.ledger_leaves
     lawful = _lawfully_purged(store)
     out: list[Problem] = []
     by_size: dict[int, list[Anchor]] = {}
     for a in anchors:
         by_size.setdefault(a.size, []).append(a)
-    # checkpoints by size, for "the newest checkpoint a leaf at index i is not part of"
-    cps = sorted((a.size, a.issued_at) for a in anchors if a.issued_at is not None)
-    sizes = [s for s, _ in cps]
-    latest_at: list[dt.datetime] = []
-    for _, at in cps:
-        latest_at.append(at if not latest_at or at > latest_at[-1] else latest_at[-1])
-
-    def newest_excluding(index: int) -> dt.datetime | None:
-        # checkpoints of size <= index do not contain leaf number ``index``
-        k = bisect.bisect_right(sizes, index)
-        return latest_at[k - 1] if k else None
+    newest_excluding = _newest_excluding(anchors)
 
     tree = CompactTree()
     for a in by_size.get(0, []):
         _compare(tree, a, out)
+    mark = _sequenced_mark(store)
+    newest = newest_excluding(2**63)
     last_seq: dt.datetime | None = None
     broken = False
-    last = -1
+    last = 0
     while True:
+        # In id order, the order the sequencer gives indices in (no index on leaf_index
+        # to keep up on every write); ids up to the mark are sequenced, the rest pending.
         with store._read() as conn:
             rows = conn.execute(
                 sa.select(
+                    lv.c.id,
                     lv.c.leaf_index,
                     lv.c.leaf_hash,
                     lv.c.kind,
@@ -509,15 +437,21 @@ def check_tree(store: SqlStore, anchors: Sequence[Anchor], digests: Digests) -> 
                     lv.c.sequenced_at,
                     lv.c.case_id,
                 )
-                .where(lv.c.leaf_index > last)
-                .order_by(lv.c.leaf_index)
+                .where(lv.c.id > last)
+                .order_by(lv.c.id)
                 .limit(20_000)
             ).all()
+        add = digests.add
         for row in rows:
-            if not lawful(row):
-                digests.add(row.kind, row.subject, row.leaf_hash, row.record_at, row.case_id)
-            index = int(row.leaf_index)
-            if index != tree.size and not broken:
+            if lawful is None or not lawful(row):
+                add(row.kind, row.subject, row.leaf_hash, row.record_at, row.case_id)
+            if row.id > mark:  # pending
+                if row.leaf_index is not None:
+                    out.append(("ledger", f"leaf #{row.id}", "indexed past the sequencer's mark"))
+                if newest is not None and row.record_at < newest:
+                    out.append(_backdated(row, newest))
+                continue
+            if row.leaf_index != tree.size and not broken:
                 out.append(("ledger", f"leaf {tree.size}", "missing: the indices have a gap"))
                 broken = True
             if not broken:
@@ -526,14 +460,15 @@ def check_tree(store: SqlStore, anchors: Sequence[Anchor], digests: Digests) -> 
                     _compare(tree, a, out)
             if row.sequenced_at is not None:
                 if last_seq is not None and row.sequenced_at < last_seq:
-                    out.append(("ledger", f"leaf {index}", "sequenced before the leaf before it"))
+                    what = f"leaf {row.leaf_index}"
+                    out.append(("ledger", what, "sequenced before the leaf before it"))
                 last_seq = row.sequenced_at
-            cutoff = newest_excluding(index)
+            cutoff = newest_excluding(tree.size - 1)
             if cutoff is not None and row.record_at < cutoff:
                 out.append(_backdated(row, cutoff))
         if len(rows) < 20_000:
             break
-        last = int(rows[-1].leaf_index)
+        last = int(rows[-1].id)
     for size, group in by_size.items():
         if size > tree.size:
             for a in group:
@@ -544,23 +479,41 @@ def check_tree(store: SqlStore, anchors: Sequence[Anchor], digests: Digests) -> 
                         f"covers {size} leaves, the ledger holds {tree.size}: leaves were deleted",
                     )
                 )
-    newest = latest_at[-1] if latest_at else None
-    for row in _pages_where(store, lv, lv.c.id, lv.c.leaf_index.is_(None)):
-        if not lawful(row):
-            digests.add(row.kind, row.subject, row.leaf_hash, row.record_at, row.case_id)
-        if newest is not None and row.record_at < newest:
-            out.append(_backdated(row, newest))
     out.extend(_check_state(store, tree, broken))
     return out
 
 
-def _lawfully_purged(store: SqlStore) -> Callable[[Any], bool]:
-    """Whether a leaf row belongs to a record a retention purge removed with its case (二(四)):
-    a purgeable kind, of a case in the purge log, whose subject names that case."""
+def _newest_excluding(anchors: Sequence[Anchor]) -> Callable[[int], dt.datetime | None]:
+    """For a leaf index, the time of the newest checkpoint that does not contain it (its
+    size is at most the index), or None."""
+    cps = sorted((a.size, a.issued_at) for a in anchors if a.issued_at is not None)
+    sizes = [size for size, _ in cps]
+    latest_at: list[dt.datetime] = []
+    for _, at in cps:
+        latest_at.append(at if not latest_at or at > latest_at[-1] else latest_at[-1])
+
+    def newest_excluding(index: int) -> dt.datetime | None:
+        k = bisect.bisect_right(sizes, index)
+        return latest_at[k - 1] if k else None
+
+    return newest_excluding
+
+
+def _sequenced_mark(store: SqlStore) -> int:
+    with store._read() as conn:
+        mark = conn.execute(
+            sa.select(t.ledger_state.c.sequenced_id).where(t.ledger_state.c.id == 1)
+        ).scalar()
+    return int(mark or 0)
+
+
+def _lawfully_purged(store: SqlStore) -> Callable[[Any], bool] | None:
+    """Whether a leaf row belongs to a record a retention purge removed with its case
+    (二(四)): a purgeable kind, of a case in the purge log, whose subject names that case."""
     with store._read() as conn:
         any_purge = conn.execute(sa.select(t.purge_log.c.case_id).limit(1)).first()
     if any_purge is None:
-        return lambda row: False
+        return None  # nothing was purged: no leaf is a purged record's
     purgeable = {k.value for k in PURGEABLE}
     known: dict[str, bool] = {}  # a purged case has several leaves: ask once per case
 

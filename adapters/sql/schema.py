@@ -266,7 +266,9 @@ legal_holds = sa.Table(
 
 #: The evidence ledger's leaves (:mod:`movecar_core.ledger`): one per evidentiary record,
 #: written in the record's own transaction without an index; the sequencer gives each a
-#: dense ``leaf_index`` later, so writers never wait on one global counter.
+#: dense ``leaf_index`` later, in id order, so writers never wait on one global counter.
+#: No secondary index: a writer pays for one heap row; the audit reads the table in id
+#: order and compares it with the records through order-free digests.
 ledger_leaves = sa.Table(
     "mc_ledger_leaves",
     metadata,
@@ -279,8 +281,6 @@ ledger_leaves = sa.Table(
     sa.Column("case_id", sa.String(CASE_ID_LENGTH), nullable=True),
     sa.Column("leaf_index", sa.BigInteger, nullable=True),
     sa.Column("sequenced_at", UTCDateTime, nullable=True),
-    sa.UniqueConstraint("kind", "subject", name="uq_mc_ledger_leaves_record"),
-    sa.UniqueConstraint("leaf_index", name="uq_mc_ledger_leaves_index"),
     **_MYSQL,
 )
 
@@ -293,6 +293,8 @@ ledger_state = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("tree", sa.Text, nullable=False),
     sa.Column("sequenced_at", UTCDateTime, nullable=True),
+    #: the highest leaf id sequenced: leaves above it are pending
+    sa.Column("sequenced_id", sa.BigInteger, nullable=True),
     sa.Column("checkpoint_size", sa.BigInteger, nullable=True),
     sa.Column("checkpoint_at", UTCDateTime, nullable=True),
     **_MYSQL,

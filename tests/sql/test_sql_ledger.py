@@ -28,6 +28,8 @@ from movecar_adapters.signing import SigningKey
 from movecar_adapters.sql import SqlStore, downgrade, make_engine, upgrade, verify
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.audit import AuditResult
+from movecar_adapters.worker import run
+from movecar_core.app import MoveCar
 from movecar_core.calendar import SHANGHAI
 from movecar_core.clock import ManualClock
 from movecar_core.errors import CasePurged, InvalidInput
@@ -42,6 +44,7 @@ from movecar_core.ledger import (
     verify_inclusion,
 )
 from movecar_core.machine import fold
+from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.settlement import ServiceMonth
 from movecar_core.testing.contracts import sample_history
 
@@ -131,6 +134,21 @@ def test_a_later_checkpoint_extends_the_earlier_one(
     proof = store.prove_consistency(first, second)
     assert verify_consistency(first.size, first.root, second.size, second.root, proof)
     assert audit(store, first, second).ok
+
+
+def test_the_worker_sequences_as_it_goes(fresh_store: SqlStore, clock: ManualClock) -> None:
+    clock.set(MAR)
+    app = MoveCar(
+        store=fresh_store,
+        registry=InMemoryVehicleRegistry({}),
+        telephony=InMemoryTelephony(),
+        clock=clock,
+    )
+    app.open_case(plate="苏D12345", location="武进", requester_phone="13800001111")
+    assert fresh_store.pending_leaves() == 1
+    run(app, once=True, report=lambda line: None)
+    assert fresh_store.pending_leaves() == 0
+    assert fresh_store.sequence().size == 1  # nothing pending: the head, no write
 
 
 def test_sequenced_times_never_go_backwards(fresh_store: SqlStore, clock: ManualClock) -> None:

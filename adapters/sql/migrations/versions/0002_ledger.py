@@ -80,8 +80,6 @@ def upgrade() -> None:
         sa.Column("case_id", sa.String(64), nullable=True),
         sa.Column("leaf_index", sa.BigInteger, nullable=True),
         sa.Column("sequenced_at", Time, nullable=True),
-        sa.UniqueConstraint("kind", "subject", name="uq_mc_ledger_leaves_record"),
-        sa.UniqueConstraint("leaf_index", name="uq_mc_ledger_leaves_index"),
         **MYSQL,
     )
     op.create_table(
@@ -89,6 +87,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("tree", sa.Text, nullable=False),
         sa.Column("sequenced_at", Time, nullable=True),
+        sa.Column("sequenced_id", sa.BigInteger, nullable=True),
         sa.Column("checkpoint_size", sa.BigInteger, nullable=True),
         sa.Column("checkpoint_at", Time, nullable=True),
         **MYSQL,
