@@ -14,8 +14,11 @@ run the engine with its data-encryption keys:
 * no record is dated before a checkpoint it is not part of (a backdated fabrication);
 * each state row's legal-hold flag is the latest hold record of its case.
 
-Event leaves are compared where the case's chain is verified (:mod:`.audit`), the other
-kinds here, table by table; both go through :class:`LeafMatcher`.
+Rows and leaves are compared without a look-up per row: the leaves the rows call for
+(events where the case's chain is verified in :mod:`.audit`, the other kinds here, table
+by table) and the leaves stored are each summed into an order-free digest per kind
+(:class:`Digests`), in one sequential pass each; only a kind whose digests differ is
+compared leaf by leaf (:func:`compare_kind`), to name what differs.
 """
 
 from __future__ import annotations
@@ -137,26 +140,12 @@ class LeafMatcher:
         self.digests.add_leaf(item)
 
 
-def _label(item: Leaf) -> str:
-    return item.subject
-
-
 # --- records other than events ----------------------------------------------------------
 
 
 def _pages(store: SqlStore, table: sa.Table, key: sa.Column[Any]) -> Iterator[Any]:
     """Every row of ``table`` by ``key``, a page per read (never the whole table at once)."""
-    last: Any = None
-    while True:
-        query = sa.select(table).order_by(key).limit(BATCH)
-        if last is not None:
-            query = query.where(key > last)
-        with store._read() as conn:
-            rows = conn.execute(query).all()
-        yield from rows
-        if len(rows) < BATCH:
-            return
-        last = getattr(rows[-1], key.name)
+    return _pages_where(store, table, key, sa.true())
 
 
 def _money(value: Any) -> Decimal:
