@@ -105,8 +105,6 @@ def utc_text(at: dt.datetime) -> str:
 
 
 _UTC = dt.UTC
-#: Case ids and hashes whose JSON form needs no escaping (see :func:`event_leaf_hashes`).
-_PLAIN = re.compile(r"[A-Za-z0-9._:-]*\Z")
 
 
 @attrs.frozen
@@ -153,36 +151,23 @@ def leaf(
 # --- one definition per kind of record --------------------------------------------------
 
 
-def event_leaf(case_id: str, version: int, at: dt.datetime, chain_hash: str) -> Leaf:
-    """A case event. Its chain hash already covers the case, position, type, plaintext
-    payload and the event before it, so the leaf needs only that hash."""
-    return leaf(LeafKind.EVENT, f"{case_id}/{version}", at, chain_hash, case_id=case_id)
-
-
-def event_leaf_hashes(
-    case_id: str,
-    first_version: int,
-    ats: Sequence[dt.datetime],
-    chain_hashes: Sequence[str],
-) -> list[str]:
-    """``[event_leaf(case_id, first_version + i, ats[i], chain_hashes[i]).hash, ...]``: the
-    bulk path's form, without an object per leaf, its canonical JSON written directly
-    when nothing in it needs escaping (``tests/test_ledger.py`` checks they agree)."""
-    if len(ats) != len(chain_hashes):
-        raise InvalidInput(f"{len(ats)} times for {len(chain_hashes)} hashes")
-    if type(first_version) is not int or not _PLAIN.match(case_id + "".join(chain_hashes)):
-        return [
-            event_leaf(case_id, first_version + i, at, h).hash
-            for i, (at, h) in enumerate(zip(ats, chain_hashes, strict=True))
-        ]
-    sha256 = hashlib.sha256
-    head = f'["{LEAF_FORMAT}","{LeafKind.EVENT.value}","{case_id}/'
-    return [
-        sha256(f'\x00{head}{version}","{utc_text(at)}","{h}"]'.encode()).hexdigest()
-        for version, at, h in zip(
-            range(first_version, first_version + len(ats)), ats, chain_hashes, strict=True
-        )
-    ]
+def event_leaf(
+    case_id: str, first_version: int, last_version: int, at: dt.datetime, chain_hash: str
+) -> Leaf:
+    """The events of one append: versions ``first_version`` to ``last_version`` of the
+    case, written together (one command's events, or an imported history). ``at`` is the
+    first one's time and ``chain_hash`` the last one's hash, which covers every event of
+    the case up to it (type, position, plaintext payload): changing, inserting or deleting
+    any of them changes it. One leaf per append, not per event: a bulk import of a
+    five-event history writes one leaf instead of five."""
+    return leaf(
+        LeafKind.EVENT,
+        f"{case_id}/{last_version}",
+        at,
+        first_version,
+        chain_hash,
+        case_id=case_id,
+    )
 
 
 def owner_lookup_leaf(

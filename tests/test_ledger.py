@@ -141,16 +141,20 @@ AT = dt.datetime(2025, 3, 1, 8, 30, tzinfo=dt.UTC)
 
 
 def test_leaves_cover_every_field() -> None:
-    base = event_leaf("c1", 1, AT, "a" * 64)
-    assert base.kind is LeafKind.EVENT and base.subject == "c1/1"
-    assert event_leaf("c1", 1, AT, "a" * 64) == base
+    base = event_leaf("c1", 1, 3, AT, "a" * 64)
+    assert base.kind is LeafKind.EVENT and base.subject == "c1/3" and base.case_id == "c1"
+    assert event_leaf("c1", 1, 3, AT, "a" * 64) == base
     for other in [
-        event_leaf("c2", 1, AT, "a" * 64),
-        event_leaf("c1", 2, AT, "a" * 64),
-        event_leaf("c1", 1, AT + dt.timedelta(microseconds=1), "a" * 64),
-        event_leaf("c1", 1, AT, "b" * 64),
+        event_leaf("c2", 1, 3, AT, "a" * 64),
+        event_leaf("c1", 2, 3, AT, "a" * 64),
+        event_leaf("c1", 1, 4, AT, "a" * 64),
+        event_leaf("c1", 1, 3, AT + dt.timedelta(microseconds=1), "a" * 64),
+        event_leaf("c1", 1, 3, AT, "b" * 64),
     ]:
         assert other.hash != base.hash
+    # the same instant in another zone is the same record
+    shanghai = AT.astimezone(dt.timezone(dt.timedelta(hours=8)))
+    assert event_leaf("c1", 1, 3, shanghai, "a" * 64) == base
 
     def fee_leaf(price: str, fee: str) -> str:
         return settlement_leaf(
@@ -165,9 +169,6 @@ def test_leaves_cover_every_field() -> None:
     # one amount, one leaf (the columns keep two places); another amount, another leaf
     assert fee_leaf("1.50", "15.00") == fee_leaf("1.5", "15")
     assert fee_leaf("1.50", "15.00") != fee_leaf("1.51", "15.00")
-    # the same instant in another zone is the same record
-    shanghai = AT.astimezone(dt.timezone(dt.timedelta(hours=8)))
-    assert event_leaf("c1", 1, shanghai, "a" * 64) == base
 
 
 SIGNATURE = "A" * 86 + "=="

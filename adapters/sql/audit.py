@@ -26,6 +26,7 @@ database: they go to Party A with each monthly report (三), and ``audit verify
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections import Counter, defaultdict
@@ -43,6 +44,7 @@ from movecar_adapters.sql.ledger_audit import (
     Digests,
     LeafMatcher,
     Problem,
+    append_leaves,
     check_holds,
     check_records,
     check_tree,
@@ -61,7 +63,7 @@ from movecar_core.integrity import (
     report_digest,
     verify_chain,
 )
-from movecar_core.ledger import Checkpoint, Leaf, LeafKind, TreeHead, event_leaf_hashes
+from movecar_core.ledger import Checkpoint, Leaf, LeafKind, TreeHead
 from movecar_core.machine import fold
 from movecar_core.reports import report_hash
 from movecar_core.retention import PURGE_CLOCK_SKEW
@@ -460,49 +462,31 @@ def _chain_holds(cid: str, links: list[StoredLink], plain: list[str]) -> bool:
 
 
 def _payloads(cid: str, evs: list[Any], leaves: list[Leaf]) -> list[dict[str, Any] | str]:
-    """Each event's parsed payload, or why it does not parse; and the leaves first, for
-    every event that parses: they need no key (the time is in clear, the hash is stored),
-    so a wrong key leaves the ledger checks intact."""
+    """Each event's parsed payload, or why it does not parse; and the ledger leaves first
+    (one per append): they need no key (the time is in clear, the hash is stored), so a
+    wrong key leaves the ledger checks intact."""
     payloads: list[dict[str, Any] | str] = []
-    versions: list[int] = []
-    ats: list[dt.datetime] = []
-    hashes: list[str] = []
+    stamped: list[tuple[int, Any, dt.datetime | None, str]] = []
     for ev in evs:
+        when = None
         try:
             parsed = json.loads(ev.payload)
         except (ValueError, RecursionError) as exc:
             # RecursionError: JSON nested deeper than the parser goes (a hand-made row)
             payloads.append(f"{type(exc).__name__}: {exc}")
-            continue
-        if not isinstance(parsed, dict):
-            payloads.append("not an object")
-            continue
-        payloads.append(parsed)
-        at = parsed.get("at")
-        try:
-            when = dt.datetime.fromisoformat(at if isinstance(at, str) else "")
-        except ValueError:
-            continue
-        if when.utcoffset() is not None and isinstance(ev.hash, str):
-            versions.append(ev.version)
-            ats.append(when)
-            hashes.append(ev.hash)
-    for first, end in _runs(versions):
-        # consecutive versions at once: the bulk form of event_leaf
-        part = slice(first, end)
-        leaf_hashes = event_leaf_hashes(cid, versions[first], ats[part], hashes[part])
-        for version, when, h in zip(versions[part], ats[part], leaf_hashes, strict=True):
-            leaves.append(Leaf(LeafKind.EVENT, f"{cid}/{version}", when, h, cid))
+        else:
+            if isinstance(parsed, dict):
+                payloads.append(parsed)
+                at = parsed.get("at")
+                with contextlib.suppress(ValueError):
+                    when = dt.datetime.fromisoformat(at if isinstance(at, str) else "")
+                    if when.utcoffset() is None:
+                        when = None
+            else:
+                payloads.append("not an object")
+        stamped.append((ev.version, ev.batch, when, ev.hash))
+    leaves.extend(x for x in append_leaves(cid, stamped) if not isinstance(x, str))
     return payloads
-
-
-def _runs(versions: list[int]) -> Iterator[tuple[int, int]]:
-    """(start, end) positions of the runs of consecutive numbers in ``versions``."""
-    start = 0
-    for i in range(1, len(versions) + 1):
-        if i == len(versions) or versions[i] != versions[i - 1] + 1:
-            yield start, i
-            start = i
 
 
 def _check_purged(store: SqlStore, row: Any, evs: list[Any], purge: Any) -> list[Finding]:

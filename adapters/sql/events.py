@@ -41,12 +41,7 @@ from movecar_core.integrity import (
     GENESIS,
     chain_of_json,
 )
-from movecar_core.ledger import (
-    BackdatedRecord,
-    LeafKind,
-    event_leaf_hashes,
-    owner_lookup_leaf,
-)
+from movecar_core.ledger import BackdatedRecord, event_leaf, owner_lookup_leaf
 from movecar_core.machine import CorruptHistory, fold
 from movecar_core.outbox import plan
 
@@ -78,7 +73,7 @@ class Prepared:
 CASE_COLUMNS = (
     "case_id", "plate", "state", "version", "opened_at", "closed_at", "opened_hash", "head_hash"
 )  # fmt: skip
-EVENT_COLUMNS = ("case_id", "version", "type_name", "payload", "hash")
+EVENT_COLUMNS = ("case_id", "version", "type_name", "payload", "hash", "batch")
 LOOKUP_COLUMNS = ("case_id", "version", "at", "agent_id", "plate", "found", "source")
 
 
@@ -354,7 +349,8 @@ class EventRecorder(LedgerRecorder):
         prepared: Prepared, first_version: int, hashes: list[str]
     ) -> list[Sequence[Any]]:
         """The events' rows by column (:data:`EVENT_COLUMNS`): by column, so the bulk path
-        extends five lists per case instead of making a tuple per event."""
+        extends six lists per case instead of making a tuple per event. ``batch`` is the
+        append's first version: one ledger leaf covers the append."""
         n = len(hashes)
         return [
             [prepared.case_id] * n,
@@ -362,6 +358,7 @@ class EventRecorder(LedgerRecorder):
             prepared.type_names,
             prepared.stored,
             hashes,
+            [first_version] * n,
         ]
 
     @staticmethod
@@ -391,18 +388,12 @@ class EventRecorder(LedgerRecorder):
     def _leaves(
         prepared: Prepared, first_version: int, hashes: list[str], lookups: list[Row]
     ) -> list[Row]:
-        """The ledger rows (:data:`~movecar_adapters.sql.ledger.LEAF_COLUMNS`) of the
-        prepared events and of their look-up rows."""
+        """The ledger rows (:data:`~movecar_adapters.sql.ledger.LEAF_COLUMNS`): one for the
+        append (its events), one per look-up row."""
         case_id = prepared.case_id
-        ats = [e.at for e in prepared.events]
-        leaf_hashes = event_leaf_hashes(case_id, first_version, ats, hashes)
-        kind = LeafKind.EVENT.value
-        rows: list[Row] = [
-            (kind, f"{case_id}/{version}", at, h, case_id)
-            for version, at, h in zip(
-                range(first_version, first_version + len(ats)), ats, leaf_hashes, strict=True
-            )
-        ]
+        last = first_version + len(hashes) - 1
+        at = prepared.events[0].at
+        rows = [leaf_row(event_leaf(case_id, first_version, last, at, hashes[-1]))]
         rows.extend(
             leaf_row(
                 owner_lookup_leaf(

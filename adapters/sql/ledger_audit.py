@@ -102,28 +102,66 @@ class Digests:
         return {k for k in kinds if mine[k] != (other.sums[k] % _MOD, other.counts[k])}
 
 
+def append_leaves(
+    case_id: str, events: Sequence[tuple[int, Any, dt.datetime | None, str]]
+) -> list[Leaf | str]:
+    """The leaves a case's stored events call for, one per append: ``events`` are
+    ``(version, batch, time, hash)`` in version order (the batch column names the
+    append's first version; a missing one counts the event as an append of its own). An
+    append whose first event's time cannot be read gives its leaf's subject alone."""
+    groups: dict[int, list[tuple[int, dt.datetime | None, str]]] = {}
+    for version, batch, at, h in events:
+        first = batch if type(batch) is int else version
+        groups.setdefault(first, []).append((version, at, h))
+    out: list[Leaf | str] = []
+    for first, items in groups.items():
+        last, _, last_hash = items[-1]
+        at = items[0][1]
+        if at is None or not isinstance(last_hash, str):
+            out.append(f"{case_id}/{last}")
+        else:
+            out.append(event_leaf(case_id, first, last, at, last_hash))
+    return out
+
+
 def event_leaves(store: SqlStore) -> Iterator[Leaf | str]:
     """The leaf every stored event must have, recomputed from its stored hash and time;
     the subject alone for an event that cannot be read (the case check reports it)."""
-    e = t.events
-    after: tuple[str, int] = ("", 0)
+    e, c = t.events, t.cases
+    last = ""
     while True:
         with store._read() as conn:
+            ids = list(
+                conn.execute(
+                    sa.select(c.c.case_id)
+                    .where(c.c.case_id > last)
+                    .order_by(c.c.case_id)
+                    .limit(200)
+                ).scalars()
+            )
             rows = conn.execute(
-                sa.select(e.c.case_id, e.c.version, e.c.payload, e.c.hash)
-                .where(sa.tuple_(e.c.case_id, e.c.version) > sa.tuple_(*after))
+                sa.select(e.c.case_id, e.c.version, e.c.batch, e.c.payload, e.c.hash)
+                .where(e.c.case_id.in_(ids))
                 .order_by(e.c.case_id, e.c.version)
-                .limit(BATCH)
             ).all()
+        by_case: dict[str, list[tuple[int, Any, dt.datetime | None, str]]] = {}
         for row in rows:
-            try:
-                at = dt.datetime.fromisoformat(json.loads(row.payload)["at"])
-                yield event_leaf(row.case_id, row.version, at, row.hash)
-            except (ValueError, TypeError, KeyError, RecursionError, MoveCarError):
-                yield f"{row.case_id}/{row.version}"
-        if len(rows) < BATCH:
+            by_case.setdefault(row.case_id, []).append(
+                (row.version, row.batch, _event_time(row.payload), row.hash)
+            )
+        for case_id, events in by_case.items():
+            yield from append_leaves(case_id, events)
+        if len(ids) < 200:
             return
-        after = (rows[-1].case_id, rows[-1].version)
+        last = ids[-1]
+
+
+def _event_time(payload: str) -> dt.datetime | None:
+    try:
+        at = dt.datetime.fromisoformat(json.loads(payload)["at"])
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    return at if at.utcoffset() is not None else None
 
 
 class LeafMatcher:

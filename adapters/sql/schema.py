@@ -133,6 +133,9 @@ events = sa.Table(
     sa.Column("payload", LongText, nullable=False),
     #: integrity.chain_hash over the *plaintext* payload, chained to the previous event
     sa.Column("hash", sa.String(HASH_LENGTH), nullable=False),
+    #: the first version of the append this event was written in: the ledger has one
+    #: leaf per append (:func:`movecar_core.ledger.event_leaf`)
+    sa.Column("batch", sa.Integer, nullable=True),
     **_MYSQL,
 )
 

@@ -5,7 +5,8 @@ Revises: 0001_initial
 Create Date: 2026-11-29
 
 Existing evidence gets its leaves here (pending: the first ``movecar ledger checkpoint``
-sequences and signs them), computed from what the rows hold. No key is needed: an event's
+sequences and signs them), computed from what the rows hold; each existing event counts as
+an append of its own. No key is needed: an event's
 leaf covers its stored chain hash, which already covers the plaintext. A state row under
 legal hold gets a hold record (the flag was all there was).
 """
@@ -58,6 +59,9 @@ _leaves = sa.table(
 
 
 def upgrade() -> None:
+    # Existing events: each its own append (what was written together is not known).
+    op.add_column("mc_events", sa.Column("batch", sa.Integer, nullable=True))
+    op.execute("UPDATE mc_events SET batch = version")
     op.add_column("mc_monthly_reports", sa.Column("tree_size", sa.BigInteger, nullable=True))
     op.add_column("mc_monthly_reports", sa.Column("tree_root", sa.String(64), nullable=True))
     op.create_table(
@@ -169,7 +173,7 @@ def _backfill(conn: sa.Connection) -> None:
 
     for e in _rows(conn, "SELECT case_id, version, payload, hash FROM mc_events"):
         at = dt.datetime.fromisoformat(json.loads(e.payload)["at"])
-        add(lg.event_leaf(e.case_id, e.version, at, e.hash))
+        add(lg.event_leaf(e.case_id, e.version, e.version, at, e.hash))
     for x in _rows(
         conn, "SELECT case_id, version, at, agent_id, plate, found, source FROM mc_owner_lookups"
     ):
@@ -264,3 +268,4 @@ def downgrade() -> None:
         op.drop_table(table)
     op.drop_column("mc_monthly_reports", "tree_root")
     op.drop_column("mc_monthly_reports", "tree_size")
+    op.drop_column("mc_events", "batch")
