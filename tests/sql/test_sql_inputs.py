@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlsupport import Databases
+from sqlsupport import BACKENDS, Databases
 
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore, StorageInputError, make_engine, verify
@@ -53,19 +53,17 @@ SETTINGS = settings(
 )
 
 
-@pytest.fixture(params=["memory", "sql"])
+@pytest.fixture(params=["memory", *BACKENDS])
 def make_engine_for(
-    request: pytest.FixtureRequest, databases: Databases, backend: str, keys: KeyRing
+    request: pytest.FixtureRequest, databases: Databases, keys: KeyRing
 ) -> Iterator[Callable[[], MoveCar]]:
     """Engines on the in-memory store and on each SQL backend (one database per test)."""
     clock = ManualClock()
     store: CaseStore
     if request.param == "memory":
-        if backend != "sqlite":
-            pytest.skip("the in-memory store runs once")
         store = InMemoryCaseStore(clock=clock)
     else:
-        store = SqlStore(make_engine(databases.new(backend)), keys, clock=clock)
+        store = SqlStore(make_engine(databases.new(request.param)), keys, clock=clock)
 
     def make() -> MoveCar:
         return MoveCar(
