@@ -25,7 +25,7 @@ from typing import Any
 
 from movecar_adapters.cli_common import CliError, Exit, database_of, say
 from movecar_adapters.connect import connect
-from movecar_adapters.signing import PublicKey, SigningKey
+from movecar_adapters.signing import PublicKey, SigningKey, read_bounded
 from movecar_adapters.sql.store import SqlStore
 from movecar_core.errors import MoveCarError
 from movecar_core.ledger import Checkpoint, InvalidProof, verify_consistency
@@ -43,11 +43,10 @@ def read_checkpoint(path: str) -> Checkpoint:
 def _read_text(path: str, what: str) -> str:
     p = Path(path)
     try:
-        with p.open("rb") as f:
-            data = f.read(MAX_FILE + 1)
+        data = read_bounded(p, MAX_FILE)
     except OSError as exc:
         raise CliError(f"{what} {p.name}: cannot be read ({exc.strerror})") from None
-    if len(data) > MAX_FILE:
+    if data is None:
         raise CliError(f"{what} {p.name}: larger than any {what}")
     try:
         return data.decode("utf-8")

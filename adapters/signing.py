@@ -36,13 +36,20 @@ def _raw(public: Ed25519PublicKey) -> bytes:
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def read_bounded(path: Path, limit: int) -> bytes | None:
+    """The file's bytes, or None when it holds more than ``limit`` (never read whole).
+    Raises ``OSError``: callers say what the file was for."""
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    return None if len(data) > limit else data
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_KEY_FILE + 1)
+        data = read_bounded(path, MAX_KEY_FILE)
     except OSError as exc:
         raise SigningKeyError(f"{what} {path.name}: cannot be read ({exc.strerror})") from None
-    if len(data) > MAX_KEY_FILE:
+    if data is None:
         raise SigningKeyError(f"{what} {path.name}: larger than a key file")
     return data
 

@@ -148,6 +148,12 @@ def leaf(
     return Leaf(kind, subject, at, leaf_hash(data.encode("utf-8")), case_id)
 
 
+def case_subject(case_id: str, name: object) -> str:
+    """The subject of a record of a case: ``<case id>/<version, last version or call id>``
+    (the audit tells a lawfully purged case's leaves by this prefix)."""
+    return f"{case_id}/{name}"
+
+
 # --- one definition per kind of record --------------------------------------------------
 
 
@@ -162,7 +168,7 @@ def event_leaf(
     five-event history writes one leaf instead of five."""
     return leaf(
         LeafKind.EVENT,
-        f"{case_id}/{last_version}",
+        case_subject(case_id, last_version),
         at,
         first_version,
         chain_hash,
@@ -183,7 +189,7 @@ def owner_lookup_leaf(
     """二(二)/四: a look-up in the owner data source, by whom, for which case."""
     return leaf(
         LeafKind.OWNER_LOOKUP,
-        f"{case_id}/{version}",
+        case_subject(case_id, version),
         at,
         agent_id,
         plate,
@@ -250,7 +256,7 @@ def recording_leaf(
     """二(四) 坐席录音: where a call's audio is, its SHA-256 and length."""
     return leaf(
         LeafKind.RECORDING,
-        f"{case_id}/{call_id}",
+        case_subject(case_id, call_id),
         at,
         location,
         checksum_sha256,

@@ -42,7 +42,6 @@ from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.ledger_audit import (
     Anchor,
     Digests,
-    LeafMatcher,
     Problem,
     append_leaves,
     check_holds,
@@ -202,7 +201,6 @@ def verify(
     findings: list[Finding] = []
     keys = _Keys(store)
     want_leaves = Digests()
-    matcher = LeafMatcher(store, want_leaves)
     n_cases = n_events = 0
     for rows, stored, purges, broken in _pages(store, page):
         findings.extend(broken)
@@ -220,8 +218,8 @@ def verify(
                     Finding("case", str(row.case_id), f"row unreadable ({type(exc).__name__})")
                 )
             for item in leaves:
-                matcher.expect(item)
-    findings.extend(_ledger_findings(store, matcher, want_leaves, checkpoints, public_key))
+                want_leaves.add_leaf(item)
+    findings.extend(_ledger_findings(store, want_leaves, checkpoints, public_key))
     with store._read() as conn:
         orphans = conn.execute(
             sa.select(t.events.c.case_id)
@@ -310,7 +308,6 @@ def _each_or_all(
 
 def _ledger_findings(
     store: SqlStore,
-    matcher: LeafMatcher,
     expected: Digests,
     checkpoints: Sequence[tuple[str, Checkpoint]],
     public_key: PublicKey | None,
@@ -333,8 +330,7 @@ def _ledger_findings(
         return [*out, *more]
 
     stored = Digests()
-    safely("records", lambda: check_records(store, matcher))
-    problems.extend(matcher.problems)
+    safely("records", lambda: check_records(store, expected))
     safely("checkpoints", cps)
     safely("tree", lambda: check_tree(store, anchors, stored))
     differing = frozenset(expected.differing(stored))

@@ -61,6 +61,18 @@ def leaf_row(item: Leaf) -> tuple[str, str, dt.datetime, str, str | None]:
     return (item.kind.value, item.subject, item.at, item.hash, item.case_id)
 
 
+def _tree(text: str) -> CompactTree:
+    """The stored compact tree; unreadable is the store's problem, for the audit to name."""
+    try:
+        return CompactTree.from_json(text)
+    except InvalidInput as exc:
+        raise StorageError(f"{exc}: run `movecar audit verify`") from None
+
+
+#: When the newest checkpoint was issued (NULL: none yet).
+_CHECKPOINT_AT = sa.select(t.ledger_state.c.checkpoint_at).where(t.ledger_state.c.id == STATE_ID)
+
+
 def _runs(ids: Sequence[int]) -> Iterator[tuple[int, int, int]]:
     """(first id, last id, offset into ``ids``) of each run of consecutive ids."""
     start = 0
@@ -81,7 +93,7 @@ class LedgerRecorder(StoreBase):
         shared lock until commit so a checkpoint cannot slip in between."""
         if not self.ledger:
             return
-        query = sa.select(t.ledger_state.c.checkpoint_at).where(t.ledger_state.c.id == STATE_ID)
+        query = _CHECKPOINT_AT
         if self.dialect != "sqlite":
             query = query.with_for_update(read=True)
         newest = conn.execute(query).scalar()
@@ -94,9 +106,7 @@ class LedgerRecorder(StoreBase):
     def newest_checkpoint_at(self) -> dt.datetime | None:
         """When the newest checkpoint was issued (None: none yet)."""
         with self._read() as conn:
-            return conn.execute(
-                sa.select(t.ledger_state.c.checkpoint_at).where(t.ledger_state.c.id == STATE_ID)
-            ).scalar()
+            return conn.execute(_CHECKPOINT_AT).scalar()
 
     def _add_leaves(self, conn: sa.Connection, leaves: Sequence[Leaf]) -> None:
         if self.ledger and leaves:
@@ -142,12 +152,7 @@ class LedgerRecorder(StoreBase):
             mark = 0 if state is None else int(state.sequenced_id or 0)
             idle = conn.execute(sa.select(lv.c.id).where(lv.c.id > mark).limit(1))
             if idle.first() is None and state is not None:
-                tree = state.tree
-                if tree is not None:
-                    try:
-                        return CompactTree.from_json(tree).head()
-                    except InvalidInput as exc:
-                        raise StorageError(f"{exc}: run `movecar audit verify`") from None
+                return _tree(state.tree).head()
         while True:
             tree, done = self._write(lambda conn: self._sequence(conn, batch))
             if done < batch:
@@ -173,10 +178,7 @@ class LedgerRecorder(StoreBase):
     def _sequence(self, conn: sa.Connection, batch: int) -> tuple[CompactTree, int]:
         """One round under the state row's exclusive lock: (the tree after it, leaves done)."""
         state = self._lock_state(conn)
-        try:
-            tree = CompactTree.from_json(state.tree)
-        except InvalidInput as exc:
-            raise StorageError(f"{exc}: run `movecar audit verify`") from None
+        tree = _tree(state.tree)
         lv = t.ledger_leaves
         # Pending: above the mark. Every writer shares the state row's lock from before it
         # takes a leaf id until it commits, and this round holds the row exclusively: no

@@ -46,6 +46,7 @@ from movecar_core.ledger import (
     Leaf,
     LeafKind,
     access_leaf,
+    case_subject,
     event_leaf,
     legal_hold_leaf,
     owner_lookup_leaf,
@@ -75,7 +76,7 @@ class Digests:
 
     The audit computes one from the rows (what the leaves must be) and one from the
     ledger table (what they are), each in one sequential pass; equal digests mean equal
-    sets, so the one-by-one comparison (:class:`LeafMatcher`) runs only for a kind whose
+    sets, so the one-by-one comparison (:func:`compare_kind`) runs only for a kind whose
     digests differ, to name what differs.
     """
 
@@ -118,7 +119,7 @@ def append_leaves(
         last, _, last_hash = items[-1]
         at = items[0][1]
         if at is None or not isinstance(last_hash, str):
-            out.append(f"{case_id}/{last}")
+            out.append(case_subject(case_id, last))
         else:
             out.append(event_leaf(case_id, first, last, at, last_hash))
     return out
@@ -162,20 +163,6 @@ def _event_time(payload: str) -> dt.datetime | None:
     except (ValueError, TypeError, KeyError, RecursionError):
         return None
     return at if at.utcoffset() is not None else None
-
-
-class LeafMatcher:
-    """Collects the leaves the rows say there must be into :class:`Digests` (kept in the
-    name: the audit "matches" rows to leaves through the digests), and problems found
-    on the way (a row that cannot be read)."""
-
-    def __init__(self, store: SqlStore, digests: Digests) -> None:
-        self.store = store
-        self.digests = digests
-        self.problems: list[Problem] = []
-
-    def expect(self, item: Leaf) -> None:
-        self.digests.add_leaf(item)
 
 
 # --- records other than events ----------------------------------------------------------
@@ -289,22 +276,24 @@ def record_leaves(
 
 #: The subject of a record's leaf, from its row (as its leaf function makes it).
 SUBJECTS: dict[LeafKind, Callable[[Any], str]] = {
-    LeafKind.OWNER_LOOKUP: lambda r: f"{r.case_id}/{r.version}",
+    LeafKind.OWNER_LOOKUP: lambda r: case_subject(r.case_id, r.version),
     LeafKind.ACCESS: lambda r: str(r.id),
     LeafKind.LEGAL_HOLD: lambda r: str(r.id),
-    LeafKind.RECORDING: lambda r: f"{r.case_id}/{r.call_id}",
+    LeafKind.RECORDING: lambda r: case_subject(r.case_id, r.call_id),
     LeafKind.REPORT: lambda r: str(r.month),
     LeafKind.SETTLEMENT: lambda r: str(r.month),
     LeafKind.PURGE: lambda r: str(r.case_id),
 }
 
 
-def check_records(store: SqlStore, matcher: LeafMatcher) -> None:
-    """Every non-event record into the expected digests."""
+def check_records(store: SqlStore, digests: Digests) -> list[Problem]:
+    """Every non-event record's leaf into ``digests``; the rows that cannot be read."""
+    problems: list[Problem] = []
     for kind, _, _, _ in RECORDS:
-        for item in record_leaves(store, kind, matcher.problems):
+        for item in record_leaves(store, kind, problems):
             if not isinstance(item, str):
-                matcher.expect(item)
+                digests.add_leaf(item)
+    return problems
 
 
 def compare_kind(store: SqlStore, kind: LeafKind) -> list[Problem]:
