@@ -19,6 +19,7 @@ Every failure is one line on stderr, ``movecar <command>: <what and where>``, at
 
 from __future__ import annotations
 
+import argparse
 import enum
 import re
 import sys
@@ -74,3 +75,10 @@ def database_of(args: Any, what: str) -> str:
 
 def fail_line(command: str, message: str) -> str:
     return scrub(f"movecar {command}: {message}" if command else f"movecar: {message}")
+
+
+def count_1_to_64(text: str) -> int:
+    """An argparse type: threads or processes, 1 to 64."""
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r}: a whole number from 1 to 64")
+    return int(text)

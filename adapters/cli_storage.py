@@ -2,7 +2,7 @@
 
 * ``movecar db upgrade``                          migrate the schema (Alembic) to head
 * ``movecar audit verify [--checkpoint FILE]... [--public-key PATH.pub]
-  [--expect-report M=D] [--json]``  recompute every hash, the ledger and its signed
+  [--expect-report M=D] [--workers N] [--json]``  recompute every hash, the ledger and its signed
   checkpoints; name what changed
 * ``movecar retention purge [--dry-run] [--now T] [--actor A]``  二(四): remove what
   closed at least 3 years ago (never under legal hold); a ``--now`` later than the wall
@@ -27,7 +27,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from movecar_adapters.cli_common import CliError, Exit, database_of, fail_line, say
+from movecar_adapters.cli_common import (
+    CliError,
+    Exit,
+    count_1_to_64,
+    database_of,
+    fail_line,
+    say,
+)
 from movecar_adapters.cli_ledger import read_checkpoint
 from movecar_adapters.config import mask_url
 from movecar_adapters.connect import connect
@@ -135,7 +142,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     public_key = PublicKey.load(args.public_key) if args.public_key else None
     with _engine(args) as mc:
         result = verify(
-            _store(mc), expect_reports=expect, checkpoints=checkpoints, public_key=public_key
+            _store(mc),
+            expect_reports=expect,
+            checkpoints=checkpoints,
+            public_key=public_key,
+            workers=args.workers,
         )
     code = Exit.FINDINGS if result.findings else Exit.ENVIRONMENT if result.unverifiable else 0
     if code is Exit.ENVIRONMENT:
@@ -256,6 +267,12 @@ def register(subparsers: Any) -> None:
         "--public-key",
         metavar="PATH.pub",
         help="the ledger's public key: checks the given and the stored checkpoints' signatures",
+    )
+    ver.add_argument(
+        "--workers",
+        type=count_1_to_64,
+        metavar="N",
+        help="processes checking cases (1-64; default: one per core, up to 4, from 10,000 cases)",
     )
     ver.add_argument("--json", action="store_true", help="print JSON instead of lines")
     ver.set_defaults(func=cmd_audit_verify)

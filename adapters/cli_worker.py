@@ -23,7 +23,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from movecar_adapters.cli_common import CliError, Exit, database_of, scrub
+from movecar_adapters.cli_common import CliError, Exit, count_1_to_64, database_of, scrub
 from movecar_adapters.config import mask_url
 from movecar_adapters.connect import connect
 from movecar_adapters.worker import run
@@ -103,12 +103,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return Exit.ENVIRONMENT if args.once and stats.failed else Exit.OK
 
 
-def _positive_int(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 64:
-        raise argparse.ArgumentTypeError(f"{text[:20]!r}: a whole number from 1 to 64")
-    return int(text)
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -128,7 +122,7 @@ def register(subparsers: Any) -> None:
     )
     worker.add_argument("--once", action="store_true", help="deliver what is due, then exit")
     worker.add_argument(
-        "--concurrency", type=_positive_int, default=1, metavar="N", help="threads (1-64)"
+        "--concurrency", type=count_1_to_64, default=1, metavar="N", help="threads (1-64)"
     )
     worker.add_argument(
         "--poll", type=_seconds, default=1.0, metavar="SECONDS", help="wait when idle (1.0)"

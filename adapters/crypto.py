@@ -118,6 +118,7 @@ class KeyRing:
         if not isinstance(keys, list | tuple) or not keys:
             raise KeyConfigError(f"{source}: needs at least one key")
         self._keys: dict[str, AESGCM] = {}
+        self._entries: list[tuple[str, str]] = []
         for index, entry in enumerate(keys, start=1):
             if not isinstance(entry, tuple) or len(entry) != 2:
                 raise KeyConfigError(f"{source}: entry {index} is not an (id, key) pair")
@@ -139,6 +140,7 @@ class KeyRing:
                     f"{label}: not a url-safe base64 32-byte key (make one: movecar keys new)"
                 )
             self._keys[key_id] = AESGCM(raw)
+            self._entries.append((key_id, base64.urlsafe_b64encode(raw).decode()))
         self._current_id: str = keys[0][0]
         # What every write needs, looked up once: the token prefix, the key, and the start
         # of the associated data (the place is appended per value: one bytes concatenation).
@@ -150,6 +152,12 @@ class KeyRing:
 
     def __repr__(self) -> str:
         return f"KeyRing(key_ids={self.key_ids!r})"  # never the keys
+
+    def entries(self) -> list[tuple[str, str]]:
+        """The ``(id, key)`` pairs of this ring, newest first: ``KeyRing(ring.entries())``
+        is the same ring. They are the secret keys, for a process of your own over a pipe
+        (the audit's helper processes get them so): never log, store or print them."""
+        return list(self._entries)
 
     @classmethod
     def from_config(cls, spec: str, *, source: str = ENV_VAR) -> KeyRing:

@@ -24,7 +24,7 @@ def _error_types() -> dict[str, type[MoveCarError]]:
     found: dict[str, type[MoveCarError]] = {}
     for package in (movecar_core, movecar_adapters):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-            if ".migrations" in info.name or info.name.endswith("bulk_child"):
+            if ".migrations" in info.name or info.name.endswith(("bulk_child", "audit_child")):
                 continue
             module = importlib.import_module(info.name)
             for value in vars(module).values():

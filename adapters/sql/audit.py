@@ -26,24 +26,19 @@ database: they go to Party A with each monthly report (三), and ``audit verify
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import json
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 import sqlalchemy as sa
 
-from movecar_adapters.crypto import DecryptionFailed, place
 from movecar_adapters.signing import PublicKey
 from movecar_adapters.sql import schema as t
+from movecar_adapters.sql.audit_cases import CaseRules, Finding
+from movecar_adapters.sql.audit_pool import CaseChecks, choose_workers
 from movecar_adapters.sql.ledger_audit import (
     Anchor,
     Digests,
     Problem,
-    append_leaves,
     check_holds,
     check_records,
     check_tree,
@@ -51,37 +46,14 @@ from movecar_adapters.sql.ledger_audit import (
     given_checkpoints,
     stored_checkpoints,
 )
-from movecar_adapters.sql.store import PII_FIELDS, SqlStore
-from movecar_core.case import Event
-from movecar_core.codec import decode
+from movecar_adapters.sql.store import SqlStore
 from movecar_core.errors import InvalidInput, MoveCarError
-from movecar_core.integrity import (
-    GENESIS,
-    StoredLink,
-    chain_of_json,
-    report_digest,
-    verify_chain,
-)
-from movecar_core.ledger import Checkpoint, Leaf, LeafKind, TreeHead
-from movecar_core.machine import fold
+from movecar_core.integrity import GENESIS, report_digest
+from movecar_core.ledger import Checkpoint, LeafKind, TreeHead
 from movecar_core.reports import report_hash
-from movecar_core.retention import PURGE_CLOCK_SKEW
 from movecar_core.settlement import ServiceMonth
 
-
-@attrs.frozen
-class Finding:
-    """One thing the audit found wrong: ``kind`` is ``case``, ``report`` or ``settlement``."""
-
-    kind: str
-    subject: str
-    why: str
-    #: The key a value could not be decrypted under, when that is the problem: if no value
-    #: under that key opens, the key is wrong or missing (cannot verify), not the data.
-    key_id: str | None = attrs.field(default=None, eq=False, repr=False)
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.subject}: {self.why}"
+__all__ = ["AuditResult", "Finding", "verify"]
 
 
 @attrs.frozen
@@ -109,75 +81,6 @@ class AuditResult:
         return frozenset(f.subject for f in self.findings if f.kind in ("report", "settlement"))
 
 
-class _Keys:
-    """Counts, per key id, the stored values that opened and those that did not.
-
-    A value that does not open where it is stored was moved there, altered, or the key is
-    wrong: AES-GCM cannot say which. So it is counted, and a key none of whose values open
-    is a wrong key (cannot verify), while a refused value under a key that opens others is
-    tampering (a finding on its case).
-    """
-
-    def __init__(self, store: SqlStore) -> None:
-        self.store = store
-        self.opened: Counter[str] = Counter()
-        self.refused: Counter[str] = Counter()
-
-    def decrypt(self, value: str, where: str) -> tuple[str, bool]:
-        """The plaintext, and whether it was bound to ``where`` (False: a legacy token)."""
-        keys = self.store.keys
-        key_id = keys.key_id_of(value)
-        bound = keys.is_bound(value)
-        try:
-            # The audit opens legacy tokens (the live engine does not) so that a database
-            # not yet rotated is still checked; each is reported by the caller.
-            plain = keys.decrypt(value, where) if bound else keys.decrypt_legacy(value)
-        except DecryptionFailed as exc:
-            self.refused[key_id] += 1
-            raise _KeyFailure(key_id, str(exc)) from None
-        self.opened[key_id] += 1
-        return plain, bound
-
-    def open_phones(
-        self, case_id: str, version: int, type_name: str, payload: dict[str, Any]
-    ) -> list[str]:
-        """Decrypt the phones of one stored event in place, each at its own place; the
-        fields that held a legacy (unbound) token, for the finding."""
-        unbound = []
-        for key in PII_FIELDS.get(type_name, ()):
-            if isinstance(payload.get(key), str):
-                where = place(case_id, version, type_name, key)
-                payload[key], bound = self.decrypt(payload[key], where)
-                if not bound:
-                    unbound.append(f"v{version} {type_name}.{key}")
-        return unbound
-
-    def unverifiable(self) -> dict[str, str]:
-        """Key ids none of whose values opened, with why."""
-        configured = set(self.store.keys.key_ids)
-        out = {}
-        for key_id, n in self.refused.items():
-            if self.opened[key_id]:
-                continue
-            if key_id in configured:
-                out[key_id] = (
-                    f"none of the {n} values stored under key {key_id!r} opens with the "
-                    "configured key: a wrong key (cannot verify)"
-                )
-            else:
-                out[key_id] = (
-                    f"{n} values are stored under key {key_id!r}, which the configured keys "
-                    "do not include (cannot verify)"
-                )
-        return out
-
-
-class _KeyFailure(Exception):
-    def __init__(self, key_id: str, why: str) -> None:
-        super().__init__(why)
-        self.key_id = key_id
-
-
 def verify(
     store: SqlStore,
     *,
@@ -185,6 +88,7 @@ def verify(
     expect_reports: Mapping[ServiceMonth, str] | None = None,
     checkpoints: Sequence[tuple[str, Checkpoint]] = (),
     public_key: PublicKey | None = None,
+    workers: int | None = None,
 ) -> AuditResult:
     """Check every case, report, settlement and ledger leaf in the store (see the module
     docstring and :mod:`movecar_adapters.sql.ledger_audit`).
@@ -195,152 +99,109 @@ def verify(
     in the database.
     A row the database cannot even hand back (a malformed time, say) is a finding naming
     it, and the audit goes on with the rest.
+
+    ``workers`` processes check the cases, ``page`` cases at a time
+    (:mod:`movecar_adapters.sql.audit_pool`); by default one per core, up to four, for a
+    database of 10,000 cases or more, and only this process below that. The result is
+    the same whatever the number.
     """
     if checkpoints and public_key is None:
         raise InvalidInput("checkpoints can only be verified with the public key")
-    findings: list[Finding] = []
-    keys = _Keys(store)
-    want_leaves = Digests()
-    n_cases = n_events = 0
-    for rows, stored, purges, broken in _pages(store, page):
-        findings.extend(broken)
-        for row in rows:
-            n_cases += 1
-            evs = stored.get(row.case_id, [])
-            n_events += len(evs)
-            leaves: list[Leaf] = []
-            try:
-                findings.extend(
-                    _check_case(store, keys, row, evs, purges.get(row.case_id), leaves=leaves)
-                )
-            except Exception as exc:  # one bad row is one finding; the audit goes on
-                findings.append(
-                    Finding("case", str(row.case_id), f"row unreadable ({type(exc).__name__})")
-                )
-            for item in leaves:
-                want_leaves.add_leaf(item)
-    findings.extend(_ledger_findings(store, want_leaves, checkpoints, public_key))
+    if type(page) is not int or not 1 <= page <= 100_000:
+        raise InvalidInput("page must be a whole number from 1 to 100000")
+    n = choose_workers(store.engine, workers, lambda: _count_cases(store))
+    rules = CaseRules(store.clock.now(), store.contract.retention_years)
+    checks = CaseChecks(store.engine, store._read, store.keys, rules, page=page, workers=n)
+    try:
+        # While helpers check cases, this process checks the rest; then joins them.
+        records = Digests()
+        stored = Digests()
+        ledger = _ledger_records(store, checkpoints, public_key, records, stored)
+        orphans = _orphans(store)
+        expected = {str(month): digest for month, digest in (expect_reports or {}).items()}
+        report_findings, n_reports = _check_reports(store, expected)
+        cases = checks.finish()
+    finally:
+        checks.close()
+    records.add_all(cases.leaves)
+    ledger += _ledger_leaves(store, records, stored)
+    findings = [*cases.findings, *_as_findings(ledger), *orphans, *report_findings]
+    blocked = cases.unverifiable(store.keys.key_ids)
+    kept = tuple(f for f in findings if f.key_id is None or f.key_id not in blocked)
+    return AuditResult(kept, cases.cases, cases.events, n_reports, tuple(blocked.values()))
+
+
+def _count_cases(store: SqlStore) -> int:
+    with store._read() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(t.cases)).scalar() or 0)
+
+
+def _orphans(store: SqlStore) -> list[Finding]:
+    """Events whose case has no state row, and purge-log rows whose tombstone is gone."""
     with store._read() as conn:
         orphans = conn.execute(
             sa.select(t.events.c.case_id)
             .where(~sa.exists().where(t.cases.c.case_id == t.events.c.case_id))
             .distinct()
         ).scalars()
-        findings.extend(Finding("case", cid, "events without a state row") for cid in orphans)
+        out = [Finding("case", cid, "events without a state row") for cid in orphans]
         lost = conn.execute(
             sa.select(t.purge_log.c.case_id).where(
                 ~sa.exists().where(t.cases.c.case_id == t.purge_log.c.case_id)
             )
         ).scalars()
-        findings.extend(Finding("case", cid, "purged case's tombstone deleted") for cid in lost)
-    expected = {str(month): digest for month, digest in (expect_reports or {}).items()}
-    report_findings, n_reports = _check_reports(store, expected)
-    findings.extend(report_findings)
-    blocked = keys.unverifiable()
-    kept = tuple(f for f in findings if f.key_id is None or f.key_id not in blocked)
-    return AuditResult(kept, n_cases, n_events, n_reports, tuple(blocked.values()))
+        out.extend(Finding("case", cid, "purged case's tombstone deleted") for cid in lost)
+    return out
 
 
-Page = tuple[list[Any], dict[str, list[Any]], dict[str, Any], list[Finding]]
-
-
-def _pages(store: SqlStore, page: int) -> Iterator[Page]:
-    """Pages of state rows with their events and purge-log rows, and findings for rows
-    that cannot be read (each read again alone, so one bad row spoils only itself)."""
-    last = -1
-    c, e, p = t.cases, t.events, t.purge_log
-    while True:
-        with store._read() as conn:
-            keys = conn.execute(
-                sa.select(c.c.seq, c.c.case_id).where(c.c.seq > last).order_by(c.c.seq).limit(page)
-            ).all()
-            if not keys:
-                return
-            broken: list[Finding] = []
-            rows = _each_or_all(
-                conn,
-                sa.select(c).where(c.c.seq.in_([k.seq for k in keys])).order_by(c.c.seq),
-                lambda keys=keys: [  # type: ignore[misc]
-                    (str(k.case_id), sa.select(c).where(c.c.seq == k.seq)) for k in keys
-                ],
-                broken,
-                "state row unreadable",
-            )
-            ids = [r.case_id for r in rows]
-            stored: dict[str, list[Any]] = defaultdict(list)
-            for ev in _each_or_all(
-                conn,
-                sa.select(e).where(e.c.case_id.in_(ids)).order_by(e.c.case_id, e.c.version),
-                lambda ids=ids: [  # type: ignore[misc]
-                    (cid, sa.select(e).where(e.c.case_id == cid).order_by(e.c.version))
-                    for cid in ids
-                ],
-                broken,
-                "events unreadable",
-            ):
-                stored[ev.case_id].append(ev)
-            spoiled = {f.subject for f in broken}
-            purges = {x.case_id: x for x in conn.execute(sa.select(p).where(p.c.case_id.in_(ids)))}
-        yield [r for r in rows if r.case_id not in spoiled], stored, purges, broken
-        last = keys[-1].seq
-
-
-def _each_or_all(
-    conn: sa.Connection,
-    whole: sa.Select[Any],
-    parts: Callable[[], list[tuple[str, sa.Select[Any]]]],
-    broken: list[Finding],
-    why: str,
-) -> list[Any]:
-    """``whole``'s rows; if one cannot be read, each of ``parts()`` alone (built only
-    then: they are a query per row)."""
+def _safely(problems: list[Problem], what: str, check: Callable[[], list[Problem] | None]) -> None:
+    """Run one of the ledger's checks so that a row it cannot read is one finding and the
+    others still run."""
     try:
-        return list(conn.execute(whole).all())
-    except (ValueError, TypeError, ArithmeticError, sa.exc.StatementError):
-        rows: list[Any] = []
-        for subject, query in parts():
-            try:
-                rows.extend(conn.execute(query).all())
-            except (ValueError, TypeError, ArithmeticError, sa.exc.StatementError) as exc:
-                broken.append(Finding("case", subject, f"{why} ({type(exc).__name__})"))
-        return rows
+        problems.extend(check() or ())
+    except (MoveCarError, ValueError, TypeError, ArithmeticError, sa.exc.StatementError) as e:
+        problems.append(("ledger", what, f"unreadable ({type(e).__name__})"))
 
 
-def _ledger_findings(
+def _ledger_records(
     store: SqlStore,
-    expected: Digests,
     checkpoints: Sequence[tuple[str, Checkpoint]],
     public_key: PublicKey | None,
-) -> list[Finding]:
-    """The ledger's checks (:mod:`movecar_adapters.sql.ledger_audit`), each run so that a
-    row it cannot read is one finding and the others still run."""
+    records: Digests,
+    stored: Digests,
+) -> list[Problem]:
+    """The ledger's checks that need no case (:mod:`movecar_adapters.sql.ledger_audit`):
+    ``records`` gets the leaves the other evidentiary records call for, ``stored`` the
+    leaves stored, and the tree is checked against every checkpoint and report head."""
     problems: list[Problem] = []
     anchors: list[Anchor] = []
 
-    def safely(what: str, check: Callable[[], list[Problem] | None]) -> None:
-        try:
-            problems.extend(check() or ())
-        except (MoveCarError, ValueError, TypeError, ArithmeticError, sa.exc.StatementError) as e:
-            problems.append(("ledger", what, f"unreadable ({type(e).__name__})"))
-
     def cps() -> list[Problem]:
-        stored, out = stored_checkpoints(store, public_key)
+        kept, out = stored_checkpoints(store, public_key)
         given, more = given_checkpoints(checkpoints, public_key)
-        anchors.extend([*stored, *given, *_report_anchors(store)])
+        anchors.extend([*kept, *given, *_report_anchors(store)])
         return [*out, *more]
 
-    stored = Digests()
-    safely("records", lambda: check_records(store, expected))
-    safely("checkpoints", cps)
-    safely("tree", lambda: check_tree(store, anchors, stored))
-    differing = frozenset(expected.differing(stored))
-    for kind in sorted(differing):
-        # The rows and the leaves of this kind differ: compare them one by one to name how.
+    _safely(problems, "records", lambda: check_records(store, records))
+    _safely(problems, "checkpoints", cps)
+    _safely(problems, "tree", lambda: check_tree(store, anchors, stored))
+    return problems
+
+
+def _ledger_leaves(store: SqlStore, expected: Digests, stored: Digests) -> list[Problem]:
+    """The leaves the records call for against those stored (one by one only for a kind
+    whose digests differ, to name how), and the legal holds against their flags."""
+    problems: list[Problem] = []
+    for kind in sorted(expected.differing(stored)):
         if kind in LeafKind.__members__.values():
-            safely(kind, lambda kind=kind: compare_kind(store, LeafKind(kind)))  # type: ignore[misc]
+            _safely(problems, kind, lambda kind=kind: compare_kind(store, LeafKind(kind)))  # type: ignore[misc]
         else:
             problems.append(("ledger", kind[:20], "leaves of an unknown kind"))
-    safely("legal holds", lambda: check_holds(store))
+    _safely(problems, "legal holds", lambda: check_holds(store))
+    return problems
+
+
+def _as_findings(problems: list[Problem]) -> list[Finding]:
     out = []
     for kind, subject, why in problems:
         if kind == LeafKind.EVENT.value:
@@ -358,181 +219,6 @@ def _report_anchors(store: SqlStore) -> list[Anchor]:
             sa.select(r.c.month, r.c.tree_size, r.c.tree_root).where(r.c.tree_size.is_not(None))
         ).all()
     return [Anchor(f"{x.month} tree head", int(x.tree_size), x.tree_root, None) for x in rows]
-
-
-def _check_case(
-    store: SqlStore, keys: _Keys, row: Any, evs: list[Any], purge: Any, *, leaves: list[Leaf]
-) -> list[Finding]:
-    """The case's findings; ``leaves`` gets the ledger leaf each stored event must have
-    (from its stored hash: a rewritten event whose hash was recomputed differs from it)."""
-    cid = row.case_id
-
-    def bad(why: str) -> list[Finding]:
-        return [Finding("case", cid, why)]
-
-    if type(row.version) is not int:  # SQLite keeps any text in an INTEGER column
-        return bad(f"state row version {row.version!r:.40} is not a number")
-    if row.purged_at is not None:
-        return _check_purged(store, row, evs, purge)
-    if purge is not None:
-        return bad("listed in the purge log but not purged")
-    if not evs:
-        return bad("state row without events: the events were deleted")
-    links: list[StoredLink] = []
-    events: list[Event] = []
-    unreadable: list[Finding] = []
-    payloads = _payloads(cid, evs, leaves)
-    unbound: list[str] = []
-    plain: list[str] = []  # each payload's canonical plaintext JSON, for the chain
-    for ev, payload in zip(evs, payloads, strict=True):
-        if isinstance(payload, str):
-            return bad(f"event v{ev.version} unreadable: {payload}")
-        try:
-            fields = PII_FIELDS.get(ev.type_name)
-            if fields is None:  # nothing sealed: the stored JSON is the plaintext's
-                plain.append(ev.payload)
-            else:
-                sealed = {k: payload[k] for k in fields if k in payload}
-                unbound += keys.open_phones(cid, ev.version, ev.type_name, payload)
-                plain.append(_plain_json(ev.payload, sealed, payload))
-        except _KeyFailure as exc:
-            return [Finding("case", cid, f"event v{ev.version} unreadable: {exc}", exc.key_id)]
-        except (ValueError, RecursionError, DecryptionFailed) as exc:
-            # RecursionError: JSON nested deeper than the parser goes (a hand-made row)
-            return bad(f"event v{ev.version} unreadable: {type(exc).__name__}: {exc}")
-        links.append(StoredLink(ev.version, ev.type_name, payload, ev.hash))
-        try:
-            events.append(decode(cid, ev.type_name, payload))
-        except MoveCarError as exc:
-            unreadable += bad(f"event v{ev.version}: {exc}")
-    if not _chain_holds(cid, links, plain):
-        broken = verify_chain(cid, links)
-        if broken is not None:
-            return bad(f"chain breaks at v{broken.version}: {broken.why}")
-    if unreadable:
-        return unreadable
-    out = []
-    if unbound:
-        # Not opened by the engine, and a way around the binding while it stays: a value
-        # that could have been copied in from any case. Rotation rebinds it.
-        out += bad(
-            f"{len(unbound)} phone value(s) not bound to their place ({', '.join(unbound)}; "
-            "written before schema 0003): run `movecar keys rotate`"
-        )
-    if len(links) != row.version:
-        out += bad(f"state row says version {row.version}, {len(links)} events stored")
-    if links[-1].hash != row.head_hash:
-        out += bad("last event's hash is not the state row's head hash")
-    if links[0].hash != row.opened_hash:
-        out += bad("first event's hash is not the state row's opened hash")
-    try:
-        record = fold(events)
-    except MoveCarError as exc:
-        return [*out, *bad(f"events do not fold: {exc}")]
-    want = (record.state.value, record.version, record.opened_at, record.closed_at, record.plate)
-    have = (row.state, row.version, row.opened_at, row.closed_at, row.plate)
-    if want != have:
-        out += bad(f"state row {have!r} is not the fold of its events {want!r}")
-    return out
-
-
-def _plain_json(stored: str, sealed: dict[str, Any], opened: dict[str, Any]) -> str:
-    """The stored canonical JSON with each sealed phone replaced by its plaintext: the
-    canonical JSON of the opened payload, without encoding it again (tokens are unique:
-    a random nonce each)."""
-    for key, token in sealed.items():
-        if isinstance(token, str):
-            stored = stored.replace(
-                json.dumps(token), json.dumps(opened[key], ensure_ascii=False), 1
-            )
-    return stored
-
-
-def _chain_holds(cid: str, links: list[StoredLink], plain: list[str]) -> bool:
-    """Does every stored hash equal the chain over the events' plaintext? The fast form
-    of :func:`~movecar_core.integrity.verify_chain` (which names the break when not)."""
-    if [link.version for link in links] != list(range(1, len(links) + 1)):
-        return False
-    hashes = chain_of_json(GENESIS, cid, 1, [link.type_name for link in links], plain)
-    return hashes == [link.hash for link in links]
-
-
-def _payloads(cid: str, evs: list[Any], leaves: list[Leaf]) -> list[dict[str, Any] | str]:
-    """Each event's parsed payload, or why it does not parse; and the ledger leaves first
-    (one per append): they need no key (the time is in clear, the hash is stored), so a
-    wrong key leaves the ledger checks intact."""
-    payloads: list[dict[str, Any] | str] = []
-    stamped: list[tuple[int, Any, dt.datetime | None, str]] = []
-    for ev in evs:
-        when = None
-        try:
-            parsed = json.loads(ev.payload)
-        except (ValueError, RecursionError) as exc:
-            # RecursionError: JSON nested deeper than the parser goes (a hand-made row)
-            payloads.append(f"{type(exc).__name__}: {exc}")
-        else:
-            if isinstance(parsed, dict):
-                payloads.append(parsed)
-                at = parsed.get("at")
-                with contextlib.suppress(ValueError):
-                    when = dt.datetime.fromisoformat(at if isinstance(at, str) else "")
-                    if when.utcoffset() is None:
-                        when = None
-            else:
-                payloads.append("not an object")
-        stamped.append((ev.version, ev.batch, when, ev.hash))
-    leaves.extend(x for x in append_leaves(cid, stamped) if not isinstance(x, str))
-    return payloads
-
-
-def _check_purged(store: SqlStore, row: Any, evs: list[Any], purge: Any) -> list[Finding]:
-    """A purged case: only its tombstone left, matching the purge log, and purged lawfully."""
-    out: list[Finding] = []
-    cid = row.case_id
-    if evs:
-        out.append(Finding("case", cid, f"{len(evs)} events remain after the purge"))
-    if purge is None:
-        out.append(Finding("case", cid, "purged without a purge-log entry"))
-    elif (purge.anchor_version, purge.anchor_hash) != (row.version, row.head_hash):
-        out.append(Finding("case", cid, "tombstone does not match the purge log's anchor"))
-    elif (purge.closed_at, purge.purged_at) != (row.closed_at, row.purged_at):
-        out.append(
-            Finding("case", cid, "tombstone's closed or purge time differs from the purge log's")
-        )
-    return out + _early_purge(store, row)
-
-
-def _early_purge(store: SqlStore, row: Any) -> list[Finding]:
-    """二(四) "所有移车服务数据及电话录音资料，必须保存 3 年": a tombstone whose times say
-    it was purged less than 3 years after closing, or whose times cannot be true.
-
-    The times are the tombstone's own, which an attacker may have edited, so each way to
-    make an early purge look lawful is checked: a closing time moved back before the case
-    opened, or a purge time moved into the future (a forged ``--now`` or clock, which the
-    purge itself refuses beyond :data:`~movecar_core.retention.PURGE_CLOCK_SKEW`), judged by
-    the audit's own clock (the store's).
-    """
-    cid = row.case_id
-    if row.closed_at is None:
-        return [Finding("case", cid, "purged while open (二(四): 3 years after closing)")]
-    out = []
-    if not store.retention_due(row.closed_at, row.purged_at):
-        out.append(
-            Finding("case", cid, "purged before the retention period (二(四): 3 years) ended")
-        )
-    if row.closed_at < row.opened_at:
-        out.append(Finding("case", cid, "tombstone says it closed before it opened"))
-    now = store.clock.now()
-    if row.purged_at > now + PURGE_CLOCK_SKEW:
-        out.append(
-            Finding(
-                "case",
-                cid,
-                f"purged at {row.purged_at.isoformat()}, later than the audit's clock "
-                f"({now.isoformat()}): a forged time (二(四): 3 years after closing)",
-            )
-        )
-    return out
 
 
 def _check_reports(store: SqlStore, expect: Mapping[str, str]) -> tuple[list[Finding], int]:

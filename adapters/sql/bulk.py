@@ -8,17 +8,11 @@ them, one transaction per chunk, while the caller prepares the next chunks, so t
 kinds of work run on two cores. (Threads cannot do this: a writer thread takes the GIL
 back after every row it inserts, while the preparing thread holds it.)
 
-The child is ``python -I -c BOOT movecar_adapters.sql.bulk_child`` (not ``multiprocessing``,
-so a host script needs no ``if __name__ == "__main__"`` guard), started isolated: ``-I``
-ignores every ``PYTHON*`` variable and user site-packages and keeps the current directory
-off ``sys.path``, and its environment holds only what a database client needs
-(:func:`child_environment`: no ``MOVECAR_KEYS``, no database password). It needs no key
-(this process encrypts); the database URL, with its password, reaches it over the pipe.
-It speaks length-prefixed frames on its stdin and stdout, and only to its parent:
+The child is ``python -I -c BOOT movecar_adapters.sql.bulk_child``, started isolated as
+:mod:`movecar_adapters.sql.child` describes. It needs no key (this process encrypts); the
+database URL, with its password, reaches it over the pipe. The frames:
 
-* parent to child: the import path (JSON, read by ``BOOT`` before anything is imported:
-  this process's ``sys.path`` without the current directory, see :func:`child_path`),
-  then pickle frames: ``(url, engine options)`` once (see
+* parent to child: ``(url, engine options)`` once (see
   :func:`~movecar_adapters.sql.engine.engine_recipe`), then one list of :data:`Part` per chunk,
   then ``None``;
 * child to parent: one reply per chunk written, ``("ok", None)``,
@@ -31,15 +25,9 @@ pipe do not wait for the child's current transaction.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
-import os
 import pickle
 import queue
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from typing import IO, Any, NoReturn
@@ -47,6 +35,7 @@ from typing import IO, Any, NoReturn
 import sqlalchemy as sa
 
 from movecar_adapters.sql import schema as t
+from movecar_adapters.sql.child import Child, child_url, frame, read_body, read_frame
 from movecar_adapters.sql.engine import engine_recipe, make_engine
 from movecar_adapters.sql.errors import StorageError, StorageInputError
 from movecar_adapters.sql.writes import (
@@ -64,8 +53,6 @@ Part = tuple[str, tuple[str, ...], list[Sequence[Any]]]
 #: Called with a failed chunk's case ids and the database's message; raises the error
 #: to report (a conflict with an existing case, or a storage error).
 OnIntegrityError = Callable[[Sequence[str], str], NoReturn]
-
-_LENGTH = 8  # bytes of the big-endian frame length
 
 
 def write_parts(conn: sa.Connection, parts: Sequence[Part], *, bound: bool = False) -> None:
@@ -117,27 +104,6 @@ def _unpack_parts(packed: Sequence[tuple[str, tuple[str, ...], list[Packed]]]) -
     return [(name, columns, [_unpack(v) for v in values]) for name, columns, values in packed]
 
 
-def _frame(obj: object) -> bytes:
-    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return len(body).to_bytes(_LENGTH, "big") + body
-
-
-def _read_body(source: IO[bytes]) -> bytes:
-    """The next frame's pickled bytes; EOFError at a clean or a torn end."""
-    head = source.read(_LENGTH)
-    if len(head) < _LENGTH:
-        raise EOFError
-    size = int.from_bytes(head, "big")
-    body = source.read(size)
-    if len(body) < size:
-        raise EOFError
-    return body
-
-
-def _read_frame(source: IO[bytes]) -> Any:
-    return pickle.loads(_read_body(source))
-
-
 class InlineWriter:
     """Writes each chunk in the calling process, in turn with preparing the next."""
 
@@ -158,65 +124,6 @@ class InlineWriter:
         """Nothing is pending: the chunks before the failure are written."""
 
 
-#: The child's first code: reads the import path from the pipe, then runs the module named
-#: by its argument as ``__main__``. Nothing but the standard library is imported before.
-BOOT = (
-    "import json, runpy, sys\n"
-    "size = int.from_bytes(sys.stdin.buffer.read(8), 'big')\n"
-    "sys.path[:] = json.loads(sys.stdin.buffer.read(size))\n"
-    "runpy.run_module(sys.argv[1], run_name='__main__', alter_sys=True)\n"
-)
-
-#: Variables the child keeps, if set: finding programs and libraries, locale, time zone,
-#: temporary files, and what Windows needs to open a socket. Nothing else is inherited.
-CHILD_ENVIRONMENT = frozenset(
-    {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "WINDIR"}
-)
-#: libpq's settings for reaching a PostgreSQL server (host, TLS files, service file), kept
-#: for a PostgreSQL database. ``PGPASSWORD`` is not among them: it goes in the URL, over
-#: the pipe (see :func:`child_url`).
-LIBPQ_ENVIRONMENT = frozenset(
-    {
-        "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSFILE", "PGSERVICE",
-        "PGSERVICEFILE", "PGSSLMODE", "PGSSLCERT", "PGSSLKEY", "PGSSLROOTCERT", "PGSSLCRL",
-        "PGSSLNEGOTIATION", "PGCONNECT_TIMEOUT", "PGAPPNAME", "PGTARGETSESSIONATTRS", "PGTZ",
-    }
-)  # fmt: skip
-
-
-def child_environment(url: str) -> dict[str, str]:
-    """The bulk writer's whole environment: :data:`CHILD_ENVIRONMENT` and ``LC_*`` from this
-    process's, and :data:`LIBPQ_ENVIRONMENT` for a PostgreSQL ``url``."""
-    keep = CHILD_ENVIRONMENT
-    if sa.make_url(url).get_backend_name() == "postgresql":
-        keep = keep | LIBPQ_ENVIRONMENT
-    return {k: v for k, v in os.environ.items() if k in keep or k.startswith("LC_")}
-
-
-def child_url(url: str) -> str:
-    """``url`` with the password libpq would read from ``PGPASSWORD`` (the child's
-    environment has none), so a deployment that sets it keeps working."""
-    u = sa.make_url(url)
-    password = os.environ.get("PGPASSWORD")
-    if u.get_backend_name() != "postgresql" or u.password is not None or not password:
-        return url
-    return u.set(password=password).render_as_string(hide_password=False)
-
-
-def child_path() -> list[str]:
-    """This process's ``sys.path`` as absolute folders, without the current directory
-    (``""``, ``"."`` or its absolute path): the isolated child must not import from it."""
-    try:
-        here = os.path.realpath(os.getcwd())
-    except OSError:  # the current directory was deleted: nothing to leave out
-        here = None
-    return [
-        p
-        for p in sys.path
-        if isinstance(p, str) and os.path.isabs(p) and os.path.realpath(p) != here
-    ]
-
-
 class ProcessWriter:
     """Writes chunks in a child process, up to ``depth`` chunks behind the caller."""
 
@@ -233,7 +140,7 @@ class ProcessWriter:
             )
         url, options = recipe
         try:
-            opening = _frame(((child_url(url), options), depth))
+            opening = frame(((child_url(url), options), depth))
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise StorageInputError(
                 "writer", "process", f"the engine's options cannot go to another process: {exc}"
@@ -242,53 +149,16 @@ class ProcessWriter:
         self.dialect = engine.dialect
         self.depth = depth
         self.in_flight: list[Sequence[str]] = []
-        self.stopped = False
-        # The child's stderr, read if it dies (a file: a pipe nobody reads could fill up).
-        self.errors: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _stop
-        self.child = subprocess.Popen(
-            [sys.executable, "-I", "-c", BOOT, self.child_module],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.errors,
-            env=child_environment(recipe[0]),
-        )
-        # The child imports what this process can (its sys.path, not only what is
-        # installed), minus the current directory: a file planted there is never imported.
-        path = json.dumps(child_path()).encode()
-        self._send(len(path).to_bytes(_LENGTH, "big") + path)
-        self._send(opening)
-
-    def _send(self, frame: bytes) -> None:
-        stdin = self.child.stdin
-        assert stdin is not None
-        try:
-            stdin.write(frame)
-            stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
-            raise self._died() from exc
-
-    def _died(self) -> StorageError:
-        self.child.wait()
-        self.errors.seek(0)
-        said = self.errors.read().decode("utf-8", "replace").strip().splitlines()[-5:]
-        self._stop()
-        return StorageError(
-            f"the bulk writer process ended (exit {self.child.returncode}): "
-            + (" | ".join(said) or "no message")
-        )
+        self.child = Child(self.child_module, url, "the bulk writer process")
+        self.child.send_bytes(opening)
 
     def _receive(self) -> None:
         """Wait for the oldest chunk in flight and raise its failure, if it failed."""
-        stdout = self.child.stdout
-        assert stdout is not None
-        try:
-            status, message = _read_frame(stdout)
-        except EOFError:
-            raise self._died() from None
+        status, message = self.child.receive()
         case_ids = self.in_flight.pop(0)
         if status == "ok":
             return
-        self._stop()
+        self.child.stop()
         if status == "integrity":
             self.on_integrity_error(case_ids, message)
         raise StorageError(f"bulk import: {message}")
@@ -301,44 +171,28 @@ class ProcessWriter:
             (name, columns, bind_columns(t.metadata.tables[name], columns, values, self.dialect))
             for name, columns, values in parts
         ]
-        frame = _frame(_pack_parts(bound))
+        data = frame(_pack_parts(bound))
         self.in_flight.append(case_ids)
-        self._send(frame)
+        self.child.send_bytes(data)
 
     def close(self) -> None:
         """Wait until every chunk sent is written (or one fails), then end the child."""
         try:
-            self._send(_frame(None))
+            self.child.send(None)
             while self.in_flight:
                 self._receive()
         finally:
-            self._stop()
+            self.child.stop()
 
     def abandon(self) -> None:
         """The caller failed: end the child once it has written the chunks it was sent
         (it stops at the end of its input), as inline would have written them."""
-        self._stop()
-
-    def _stop(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        if self.child.stdin is not None and not self.child.stdin.closed:
-            with contextlib.suppress(OSError):  # the child is gone already
-                self.child.stdin.close()
-        try:
-            self.child.wait(timeout=300)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a child stuck in the DB
-            self.child.kill()
-            self.child.wait()
-        if self.child.stdout is not None:
-            self.child.stdout.close()
-        self.errors.close()
+        self.child.stop()
 
 
 def serve(source: IO[bytes], replies: IO[bytes]) -> None:
     """The child's side: write each chunk read from ``source``, reply on ``replies``."""
-    (url, options), depth = _read_frame(source)
+    (url, options), depth = read_frame(source)
     engine = make_engine(url, **options)
     ahead: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
 
@@ -347,7 +201,7 @@ def serve(source: IO[bytes], replies: IO[bytes]) -> None:
         # after every row it inserts.
         try:
             while True:
-                ahead.put(_read_body(source))
+                ahead.put(read_body(source))
         except EOFError:  # the end, or the parent went away: what is not committed is lost
             ahead.put(None)
 
@@ -366,7 +220,7 @@ def serve(source: IO[bytes], replies: IO[bytes]) -> None:
                 reply, failed = ("integrity", str(exc.orig)), True
             except Exception as exc:  # the parent raises it; this process only reports
                 reply, failed = ("error", f"{type(exc).__name__}: {exc}"), True
-            replies.write(_frame(reply))
+            replies.write(frame(reply))
             replies.flush()
     finally:
         engine.dispose()

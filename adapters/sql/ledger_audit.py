@@ -97,6 +97,11 @@ class Digests:
     def add_leaf(self, item: Leaf) -> None:
         self.add(item.kind.value, item.subject, item.hash, item.at, item.case_id)
 
+    def add_all(self, other: Digests) -> None:
+        """Sum ``other``'s leaves in (the digest of the union of two disjoint sets)."""
+        self.sums.update(other.sums)
+        self.counts.update(other.counts)
+
     def differing(self, other: Digests) -> set[str]:
         kinds = set(self.counts) | set(other.counts)
         mine = {k: (self.sums[k] % _MOD, self.counts[k]) for k in kinds}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
-from movecar_adapters.sql.bulk import _frame, _read_frame
+from movecar_adapters.sql.child import frame as _frame
+from movecar_adapters.sql.child import read_frame as _read_frame
 
 if __name__ == "__main__":
     (url, _options), _depth = _read_frame(sys.stdin.buffer)

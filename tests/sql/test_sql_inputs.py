@@ -22,13 +22,13 @@ from sqlsupport import BACKENDS, Databases
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore, StorageInputError, make_engine, verify
 from movecar_adapters.sql import schema as t
-from movecar_adapters.sql.bulk import (
+from movecar_adapters.sql.bulk import ProcessWriter
+from movecar_adapters.sql.child import (
     CHILD_ENVIRONMENT,
     LIBPQ_ENVIRONMENT,
-    ProcessWriter,
-    _read_frame,
     child_environment,
     child_url,
+    read_frame,
 )
 from movecar_adapters.sql.engine import engine_recipe
 from movecar_core.app import MoveCar
@@ -188,8 +188,7 @@ def test_the_bulk_writer_process_starts_isolated(
     engine = make_engine(fresh_url)
     writer = ProcessWriter(engine, on_integrity_error=lambda ids, why: pytest.fail(why))
     try:
-        assert writer.child.stdout is not None
-        status, report = _read_frame(writer.child.stdout)
+        status, report = read_frame(writer.child.stdout)
     finally:
         writer.abandon()
         engine.dispose()
