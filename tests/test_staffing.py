@@ -134,9 +134,7 @@ def test_ten_erlangs(seats: int, waits: float) -> None:
 
 def test_the_call_centre_example() -> None:
     """200 calls an hour of 180 s each is 10 erlangs. 13 seats answer 79.56 % within 20 s,
-    14 seats 88.84 % (40-digit reference values): 14 seats meet 80/20. The same example
-    (100 calls a half hour, 3 minutes each: 14 agents) is a common worked example of
-    call-centre staffing."""
+    14 seats 88.84 % (40-digit reference values): 14 seats meet 80/20."""
     assert offered_traffic(200, 180) == 10.0
     for seats in (11, 12, 13, 14, 15):
         want = exact_service_level(10, seats, 180, 20)
