@@ -114,6 +114,14 @@ from movecar_core.settlement import (
     monthly_deadlines,
     open_settlement,
 )
+from movecar_core.staffing import (
+    MAX_SEATS,
+    erlang_b,
+    erlang_c,
+    offered_traffic,
+    seats_needed,
+    service_level,
+)
 from movecar_core.term import Assessment, ContractTerm, ServiceYear
 from movecar_core.views import CaseView, RequesterView
 
@@ -122,6 +130,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CN_CALENDAR",
     "MAX_ANNUAL_VOLUME",
+    "MAX_SEATS",
     "PURGE_CLOCK_SKEW",
     "RETENTION_CLAUSE",
     "WUJIN_114_2024",
@@ -232,18 +241,23 @@ __all__ = [
     "annual_fee",
     "breach_liability",
     "cliffs",
+    "erlang_b",
+    "erlang_c",
     "fold",
     "fold_settlement",
     "late_payment_penalty",
     "month_payable",
     "monthly_deadlines",
+    "offered_traffic",
     "open_settlement",
     "parse_phone",
     "parse_plate",
     "plan",
     "purge_time",
     "retention_due",
+    "seats_needed",
     "service_gap_penalty",
+    "service_level",
     "settle_year",
     "unit_price",
 ]
