@@ -144,8 +144,32 @@ def leaf(
     The data hashed is the canonical JSON of ``[format, kind, subject, at, *fields]``;
     times are written :func:`utc_text`, decimals as their text.
     """
-    data = canonical_json([LEAF_FORMAT, kind.value, subject, utc_text(at), *map(_value, fields)])
+    data = leaf_json([LEAF_FORMAT, kind.value, subject, utc_text(at), *map(_value, fields)])
     return Leaf(kind, subject, at, leaf_hash(data.encode("utf-8")), case_id)
+
+
+#: What the canonical encoder writes for a str (``ensure_ascii=False``): its own function.
+_text = json.encoder.encode_basestring
+_LITERALS = {None: "null", True: "true", False: "false"}
+
+
+def leaf_json(values: list[object]) -> str:
+    """``canonical_json(values)``, written directly when every value is a str, an int, a
+    bool or None (every leaf's are: one is made per append and per record, so this is on
+    the write path), and by the canonical encoder otherwise.
+    ``tests/test_ledger.py`` checks the two agree for any such list."""
+    parts = []
+    for value in values:
+        kind = type(value)
+        if isinstance(value, str) and kind is str:
+            parts.append(_text(value))
+        elif isinstance(value, int) and kind is int:
+            parts.append(int.__repr__(value))
+        elif value is None or kind is bool:
+            parts.append(_LITERALS[value])  # type: ignore[index]
+        else:
+            return canonical_json(values)
+    return "[" + ",".join(parts) + "]"
 
 
 def case_subject(case_id: str, name: object) -> str:

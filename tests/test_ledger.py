@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from movecar_core.errors import InvalidInput
+from movecar_core.integrity import canonical_json
 from movecar_core.ledger import (
     EMPTY_ROOT,
     Checkpoint,
@@ -23,6 +24,7 @@ from movecar_core.ledger import (
     event_leaf,
     inclusion_proof,
     leaf_hash,
+    leaf_json,
     merkle_root,
     node_hash,
     settlement_leaf,
@@ -196,3 +198,21 @@ def test_checkpoint_json_round_trip_and_refusals() -> None:
     for text in bad:
         with pytest.raises(InvalidCheckpoint):
             Checkpoint.parse(text)
+
+
+LEAF_VALUES = st.lists(
+    st.one_of(
+        st.text(),
+        st.integers(),
+        st.booleans(),
+        st.none(),
+        st.floats(allow_nan=False),  # not a leaf value: goes the defining way
+        st.lists(st.integers(), max_size=2),
+    ),
+    max_size=8,
+)
+
+
+@given(LEAF_VALUES)
+def test_leaf_json_is_canonical_json(values: list[object]) -> None:
+    assert leaf_json(values) == canonical_json(values)

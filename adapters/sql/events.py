@@ -517,9 +517,10 @@ class EventRecorder(LedgerRecorder):
     ) -> Iterator[Row]:
         """The ledger rows of a new case's history; refused if it reaches back before the
         newest checkpoint (五(三): history older than a signed checkpoint cannot join it)."""
-        earliest = min(e.at for e in prepared.events)
-        if newest is not None and earliest < newest:
-            raise BackdatedRecord(f"case {prepared.case_id}", earliest, newest)
+        if newest is not None:  # none yet (a new database): nothing to compare
+            earliest = min(e.at for e in prepared.events)
+            if earliest < newest:
+                raise BackdatedRecord(f"case {prepared.case_id}", earliest, newest)
         return iter(self._leaves(prepared, 1, hashes, lookups))
 
     def _conflict_in(self, case_ids: Sequence[str], message: str) -> NoReturn:
