@@ -45,6 +45,7 @@ from movecar_core.errors import (
 from movecar_core.machine import mermaid
 from movecar_core.memory import InMemoryVehicleRegistry
 from movecar_core.plates import parse_plate
+from movecar_core.simulation import SimulationFailed
 
 #: Modules that add sub-commands with ``register(subparsers)``; one is skipped only when
 #: an optional extra it needs (``movecar[sql]``) is not installed.
@@ -53,6 +54,7 @@ _PLUGINS = (
     "movecar_adapters.cli_storage",
     "movecar_adapters.cli_ledger",
     "movecar_adapters.cli_worker",
+    "movecar_adapters.cli_simulate",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
 
@@ -299,6 +301,8 @@ def exit_code(exc: BaseException) -> Exit:
     name = type(exc).__module__.split(".")[0]
     if isinstance(exc, ConfigError | PortError | OSError | CalendarYearNotCovered):
         return Exit.ENVIRONMENT
+    if isinstance(exc, SimulationFailed):  # an invariant broke: a finding about the engine
+        return Exit.FINDINGS
     if name == "sqlalchemy" or type(exc).__name__ in _ENVIRONMENT:
         return Exit.ENVIRONMENT
     if isinstance(exc, MoveCarError | ValueError):

@@ -1,0 +1,88 @@
+"""``movecar simulate``: the main job from the command line, as a newcomer runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from movecar_adapters.cli import main
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
+SMALL = ["--volume", "3000"]
+
+
+def test_defaults_write_a_report_and_json_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MOVECAR_KEYS", raising=False)
+    assert main(["simulate", *SMALL, "--json", "run.json"]) == 0
+    said = capsys.readouterr().out
+    assert "on sqlite" in said and "movecar-simulation/report.md" in said
+    out = tmp_path / "movecar-simulation"
+    assert (out / "simulation.db").exists()
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Contract findings" in report and "## Seat planning" in report
+    data = json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))
+    (month,) = data["months"]
+    for key in ("month", "inbound", "connected", "billable_calls", "provisional_fee"):
+        assert key in month
+    assert data["seed"] == 2024 and isinstance(data["findings"], list)
+    assert month["month"] == "2024-04" and month["billable_calls"] == month["connected"] > 0
+
+
+def test_the_same_options_give_the_same_bytes(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        args = ["simulate", str(SCENARIOS / "unreliable_switch.toml"), *SMALL, "--seed", "5"]
+        assert (
+            main([*args, "--store", "memory", "--out", str(out), "--json", str(out / "r.json")])
+            == 0
+        )
+        runs.append(((out / "r.json").read_bytes(), (out / "report.md").read_bytes()))
+    assert runs[0] == runs[1]
+    data = json.loads(runs[0][0])
+    assert data["options"]["faults"] is True and data["findings"]
+
+
+def test_json_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["simulate", *SMALL, "--store", "memory", "--out", str(tmp_path), "--json", "-"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["format"] == "movecar-simulation/1"
+    assert "simulated 1 month(s)" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["missing.toml"], 2, "cannot read it"),
+        (["--volume", "3500001"], 2, "calls a year"),
+        (["--volume", "-1"], 2, "calls a year"),
+        (["--start", "2024-13"], 2, "YYYY-MM"),
+        (["--months", "0"], 2, "1 to 36"),
+        (["--seed", "x"], 2, "whole number"),
+        (["--start", "2023-01"], 2, "outside the contract"),
+        (["--start", "2026-12"], 3, "2027"),
+    ],
+)
+def test_bad_input_is_one_line_and_an_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int, said: str
+) -> None:
+    assert main(["simulate", *args, "--store", "memory", "--out", str(tmp_path)]) == code
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_a_scenario_file_that_is_not_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"calls_per_year = 'many'\n")
+    assert main(["simulate", str(bad), "--store", "memory", "--out", str(tmp_path)]) == 2
+    assert "calls_per_year" in capsys.readouterr().err
+    bad.write_bytes(b"\xff\xfe")
+    assert main(["simulate", str(bad), "--store", "memory", "--out", str(tmp_path)]) == 2
