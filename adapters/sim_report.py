@@ -19,6 +19,10 @@ def markdown(data: dict[str, Any]) -> str:
         f"{data['cases']:,} cases through the engine, {data['invariant_checks']:,} checked "
         "against their event history.",
         "",
+        "Faults and outages the run went through: "
+        + (", ".join(f"{k} {v:,}" for k, v in data["injected"].items() if v) or "none")
+        + ".",
+        "",
         "## Months",
         "",
         "| month | inbound | connected | abandoned | lost to outages | answered ≤ 20 s "

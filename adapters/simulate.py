@@ -128,6 +128,7 @@ def result_json(result: SimulationResult, options: dict[str, Any]) -> dict[str, 
         "period": {"start": str(s.start), "months": s.months},
         "cases": result.cases,
         "invariant_checks": result.invariant_checks,
+        "injected": result.injected,
         "months": [
             {
                 "month": str(m.month),

@@ -127,6 +127,14 @@ def test_outages_and_late_notices_are_findings_with_their_cost() -> None:
     ).quantize(Decimal("0.01"))
 
 
+def test_every_kind_of_fault_happens_and_the_run_survives_it() -> None:
+    faults = Faults(enabled=True, dial_failure=0.2, transfer_failure=0.3, store_failure=0.2)
+    scenario = small(months=2, faults=faults, outages=Outages(per_month=3))
+    result = simulate(scenario, 8, memory)
+    balanced(result)
+    assert all(result.injected.values()), result.injected
+
+
 def test_a_year_end_gives_both_true_ups() -> None:
     scenario = small(start=ServiceMonth(2025, 1), months=3)  # service year 0 ends 2025-03-31
     result = simulate(scenario, 5, memory)

@@ -45,6 +45,7 @@ from movecar_core.errors import (
     CalendarYearNotCovered,
     InvalidInput,
     MoveCarError,
+    PortError,
     RegistryUnavailable,
     TelephonyError,
 )
@@ -136,6 +137,8 @@ class SimulationResult:
     seat_plan: tuple[HourPlan, ...]
     cases: int
     invariant_checks: int
+    #: What went wrong on purpose or by outage, by kind: the run survived each.
+    injected: dict[str, int]
     outages: tuple[tuple[dt.datetime, dt.datetime], ...]
 
 
@@ -176,15 +179,18 @@ class SimSwitch:
         self.refuse_next_transfer = False
         self.dials = 0
         self.transfers = 0
+        self.refused = Counter[str]()
 
     def place_call(self, request: OutboundCallRequest) -> None:
         if self.out_of_service or self.refuse_next_dial:
+            self.refused["dials refused by the switch"] += 1
             self.refuse_next_dial = False
             raise TelephonyError(f"call {request.call_id}: the switch refused the call")
         self.dials += 1
 
     def transfer_to_110(self, case_id: str, number: str, reason: str) -> None:
         if self.out_of_service or self.refuse_next_transfer:
+            self.refused["transfers to 110 refused"] += 1
             self.refuse_next_transfer = False
             raise TelephonyError(f"case {case_id}: transfer to {number} failed")
         self.transfers += 1
@@ -225,12 +231,49 @@ class SimReminders:
 @attrs.define
 class _Case:
     n: int
+    plate: str
+    #: the draw that decides the case's course (emergency, cancel, or the usual)
+    roll: float
     case_id: str = ""
-    plate: str = ""
     month: int = 0
     call_id: str | None = None
     calls: int = 0
-    steps: int = 0
+    #: commands committed: names the next command (``<step>-<seq>``), so a command
+    #: retried after a failed write keeps its id and is applied once
+    seq: int = 0
+    #: the owner's answer drawn for the call in flight (kept for a retry)
+    outcome: CallOutcome | None = None
+
+
+class StoreFault(PortError):
+    """The simulated database failed a write (a fault injected by seed): before writing,
+    or after (committed, but reported failed)."""
+
+
+class FaultyStore:
+    """The engine's store, failing a share of its writes while ``active()``."""
+
+    def __init__(
+        self, inner: Any, rng: random.Random, share: float, active: Callable[[], bool]
+    ) -> None:
+        self.inner = inner
+        self.rng = rng
+        self.share = share
+        self.active = active
+        self.failed = 0
+
+    def append(self, case_id: str, events: Any, expected_version: int) -> int:
+        if self.share and self.active() and self.rng.random() < self.share:
+            self.failed += 1
+            if self.rng.random() < 0.5:
+                raise StoreFault(f"case {case_id}: the write failed (nothing written)")
+            self.inner.append(case_id, events, expected_version)
+            raise StoreFault(f"case {case_id}: the write was committed, then reported failed")
+        version: int = self.inner.append(case_id, events, expected_version)
+        return version
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 _MINUTE = 60
@@ -267,6 +310,7 @@ class Simulation:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
             raise InvalidInput(f"seed={seed!r:.40}: must be a whole number from 0 to 2**63-1")
         self.scenario = scenario
+        self.faults = scenario.faults
         self.seed = seed
         self.contract = contract
         self.calendar = calendar or WorkingDayCalendar.default()
@@ -298,8 +342,18 @@ class Simulation:
         )
         self.rng = {
             name: random.Random(f"movecar-sim:{seed}:{name}")
-            for name in ("arrivals", "seats", "cases", "outages", "faults")
+            for name in ("arrivals", "seats", "cases", "outages", "faults", "store")
         }
+        if self.faults.enabled and self.faults.store_failure:
+            # Every command of the engine writes through its store: wrapped here, the
+            # failures reach the engine exactly as a database's would.
+            self.mc.store = FaultyStore(
+                self.mc.store,
+                self.rng["store"],
+                self.faults.store_failure,
+                lambda: self._faulty(self.now),
+            )
+        self.now = 0
         self.months = [MonthFigures(m) for m in _months(scenario)]
         self.heap: list[tuple[int, int, str, Any]] = []
         self._seq = 0
@@ -309,6 +363,7 @@ class Simulation:
         self.checks = 0
         self.outages = self._outages()
         self.registry_down = self._registry_outages()
+        self.jumps = self._clock_jumps()
         # seats: free times (a min-heap) and how many must leave when they next free up
         self.free: list[int] = []
         self.leaving = 0
@@ -394,6 +449,8 @@ class Simulation:
         if o.per_month <= 0:
             return out
         rate = o.per_month / (30 * 86400)
+        if rate <= 0:  # a rate so small it underflows: none
+            return out
         t = 0
         while True:
             gap = rng.expovariate(rate)
@@ -406,6 +463,23 @@ class Simulation:
             out.append((t, min(t + length, self.t_end)))
             t += length
 
+    def _clock_jumps(self) -> list[tuple[int, int]]:
+        """With faults, the clock steps forward across each month end but the last (and
+        not in the quiet days): ``(from, to)`` in seconds."""
+        minutes = self.faults.clock_jump_minutes
+        if not self.faults.enabled or not minutes:
+            return []
+        out = []
+        for figures in self.months[:-1]:
+            end = _seconds(
+                self.t0,
+                dt.datetime.combine(figures.month.next().first_day(), dt.time(), tzinfo=SHANGHAI),
+            )
+            half = int(minutes * _MINUTE / 2)
+            if self._faulty(end + half):
+                out.append((end - half, end + half))
+        return out
+
     def _registry_outages(self) -> list[tuple[int, int]]:
         f = self.scenario.faults
         if not f.enabled or f.registry_down_per_day <= 0:
@@ -413,6 +487,8 @@ class Simulation:
         rng = self.rng["faults"]
         quiet = self.t_end - f.quiet_days * 86400
         rate = f.registry_down_per_day / 86400
+        if rate <= 0:
+            return []
         out: list[tuple[int, int]] = []
         t = 0
         while True:
@@ -459,7 +535,12 @@ class Simulation:
             t, _, kind, data = heapq.heappop(self.heap)
             if t > self.t_end + LIVENESS_BOUND.total_seconds() + 10 * 86400:
                 break  # pragma: no cover - guarded by the liveness check below
-            self.clock.set(self._at(t))
+            for start, end in self.jumps:  # what falls in a jump happens at its end
+                if start <= t < end:
+                    t = end
+            if t != self.now:
+                self.now = t
+                self.clock.set(self._at(t))
             handlers[kind](t, data)
             if kind == "hour" and self.progress is not None:
                 done_hours += 1
@@ -473,6 +554,7 @@ class Simulation:
             seat_plan=self._seat_plan(),
             cases=self.n_cases,
             invariant_checks=self.checks,
+            injected=self._injected(),
             outages=tuple((self._at(a), self._at(b)) for a, b in self.outages),
         )
 
@@ -566,26 +648,31 @@ class Simulation:
         if start - t <= ANSWER_WITHIN_S:
             figures.answered_within_20s += 1
         self.n_cases += 1
-        case = _Case(self.n_cases, month=self.months.index(figures))
+        registered = rng.random() >= self.scenario.behaviour.lookup_miss
+        letters = "".join(rng.choice(_PLATE_LETTERS) for _ in range(2))
+        plate = f"苏{'D' if registered else 'E'}{letters}{self.n_cases % 1000:03d}"
+        case = _Case(self.n_cases, plate, rng.random(), month=self.months.index(figures))
         self._push(start, "step", (case, "open"))
 
     # --- the case, step by step through the engine ------------------------------------
 
     def _step(self, t: int, data: tuple[_Case, str]) -> None:
         case, what = data
-        case.steps += 1
         step: Callable[[int, _Case], None] = getattr(self, f"_case_{what}")
-        step(t, case)
+        try:
+            step(t, case)
+        except StoreFault:
+            # The seat tries again with the same command id: applied once either way.
+            self._then(t, case, what, 30)
+
+    def _cid(self, case: _Case, what: str) -> str:
+        return f"{what}-{case.seq}"
 
     def _then(self, t: int, case: _Case, what: str, after_s: float) -> None:
         self._push(t + max(1, int(after_s)), "step", (case, what))
 
     def _case_open(self, t: int, case: _Case) -> None:
-        rng = self.rng["cases"]
         b = self.scenario.behaviour
-        registered = rng.random() >= b.lookup_miss
-        letters = "".join(rng.choice(_PLATE_LETTERS) for _ in range(2))
-        case.plate = f"苏{'D' if registered else 'E'}{letters}{case.n % 1000:03d}"
         case.case_id = self.mc.open_case(
             plate=case.plate,
             location="武进区湖塘镇",
@@ -593,8 +680,9 @@ class Simulation:
             agent_id="seat",
             command_id=f"sim-{self.seed}-{case.n}",
         )
+        case.seq += 1
         self.open[case.n] = case
-        roll = rng.random()
+        roll = case.roll
         if roll < b.emergency:
             self._then(t, case, "escalate_emergency", 45)
         elif roll < b.emergency + b.cancel:
@@ -604,30 +692,49 @@ class Simulation:
 
     def _case_locate(self, t: int, case: _Case) -> None:
         try:
-            view = self.mc.locate_owner(case.case_id, agent_id="seat")
+            view = self.mc.locate_owner(
+                case.case_id, agent_id="seat", command_id=self._cid(case, "locate")
+            )
         except RegistryUnavailable:
             self._then(t, case, "locate", 2 * _MINUTE)
             return
+        case.seq += 1
         if view.state.is_terminal:
             self._closed(t, case)
         else:
             self._then(t, case, "call", 30)
 
     def _case_call(self, t: int, case: _Case) -> None:
-        f = self.scenario.faults
-        if f.enabled and t < self.t_end - f.quiet_days * 86400:
-            self.switch.refuse_next_dial = self.rng["faults"].random() < f.dial_failure
-        case.calls += 1
-        self.months[case.month].outbound_calls += 1
+        if self._faulty(t):
+            self.switch.refuse_next_dial = self.rng["faults"].random() < self.faults.dial_failure
         try:
-            call = self.mc.call_owner(case.case_id, agent_id="seat")
-        except TelephonyError:
-            self.switch.refuse_next_dial = False
+            call = self.mc.call_owner(
+                case.case_id, agent_id="seat", command_id=self._cid(case, "call")
+            )
+        except TelephonyError:  # committed as a failed attempt
+            case.seq += 1
+            self._count_call(case)
             self._after_failed_call(t, case)
             return
-        self.switch.refuse_next_dial = False
+        finally:
+            self.switch.refuse_next_dial = False
+        case.seq += 1
+        self._count_call(case)
+        if self.mc.record(case.case_id).call_in_flight != call.call_id:
+            # A repeat of a call whose first run was written, then failed on its way
+            # (a failed write after the dial was refused): its outcome is recorded already.
+            self._after_failed_call(t, case)
+            return
         case.call_id = call.call_id
         self._then(t, case, "answer", 15 + self.rng["cases"].random() * 30)
+
+    def _count_call(self, case: _Case) -> None:
+        case.calls += 1
+        self.months[case.month].outbound_calls += 1
+
+    def _faulty(self, t: int) -> bool:
+        """Faults are on and not yet quiet (they stop before the end: liveness)."""
+        return self.faults.enabled and t < self.t_end - self.faults.quiet_days * 86400
 
     def _after_failed_call(self, t: int, case: _Case) -> None:
         state = self.mc.record(case.case_id).state
@@ -639,10 +746,16 @@ class Simulation:
     def _case_answer(self, t: int, case: _Case) -> None:
         b = self.scenario.behaviour
         rng = self.rng["cases"]
-        outcome = rng.choices(_OUTCOMES, (b.agree, b.refuse, b.dispute, b.no_answer, b.busy))[0]
+        if case.outcome is None:
+            weights = (b.agree, b.refuse, b.dispute, b.no_answer, b.busy)
+            case.outcome = rng.choices(_OUTCOMES, weights)[0]
+        outcome = case.outcome
         assert case.call_id is not None
-        view = self.mc.record_call_outcome(case.case_id, case.call_id, outcome)
-        case.call_id = None
+        view = self.mc.record_call_outcome(
+            case.case_id, case.call_id, outcome, command_id=self._cid(case, "answer")
+        )
+        case.seq += 1
+        case.call_id = case.outcome = None
         if view.state.is_terminal:
             self._closed(t, case)
         elif outcome is CallOutcome.ANSWERED_AGREED:
@@ -658,24 +771,34 @@ class Simulation:
             self._then(t, case, "call", b.retry_minutes * _MINUTE)
 
     def _case_moved(self, t: int, case: _Case) -> None:
-        self.mc.confirm_moved(case.case_id)
+        self.mc.confirm_moved(case.case_id, command_id=self._cid(case, "moved"))
+        case.seq += 1
         self._closed(t, case)
 
     def _case_cancel(self, t: int, case: _Case) -> None:
-        self.mc.cancel(case.case_id, note="求助人已自行解决")
+        self.mc.cancel(case.case_id, note="求助人已自行解决", command_id=self._cid(case, "cancel"))
+        case.seq += 1
         self._closed(t, case)
 
     def _escalate(self, t: int, case: _Case, reason: EscalationReason, retry: str) -> None:
-        f = self.scenario.faults
-        if f.enabled and t < self.t_end - f.quiet_days * 86400:
-            self.switch.refuse_next_transfer = self.rng["faults"].random() < f.transfer_failure
+        if self._faulty(t):
+            chance = self.faults.transfer_failure
+            self.switch.refuse_next_transfer = self.rng["faults"].random() < chance
         try:
-            self.mc.escalate(case.case_id, reason, command_id=f"{case.case_id}:esc:{case.steps}")
-        except TelephonyError:
-            self.switch.refuse_next_transfer = False
+            self.mc.escalate(case.case_id, reason, command_id=self._cid(case, "escalate"))
+        except TelephonyError:  # committed as a failed transfer: retried with a new id
+            case.seq += 1
             self._then(t, case, retry, 2 * _MINUTE)
             return
-        self.switch.refuse_next_transfer = False
+        finally:
+            self.switch.refuse_next_transfer = False
+        case.seq += 1
+        if not self.mc.record(case.case_id).state.is_terminal:
+            # The transfer was requested by the first run of this command, which failed
+            # before its outcome was written; a repeat returns that run: escalate again,
+            # with a new id, as the engine's docs say to retry a transfer.
+            self._then(t, case, retry, _MINUTE)
+            return
         self.months[case.month].escalations[reason.value] += 1
         self._closed(t, case)
 
@@ -822,6 +945,15 @@ class Simulation:
                     figures.service_gap_penalty,
                 )
             )
+
+    def _injected(self) -> dict[str, int]:
+        store = self.mc.store
+        counts = Counter(self.switch.refused)
+        counts["failed database writes"] = store.failed if isinstance(store, FaultyStore) else 0
+        counts["owner-registry outages"] = len(self.registry_down)
+        counts["clock jumps across a month end"] = len(self.jumps)
+        counts["service outages"] = len(self.outages)
+        return dict(sorted(counts.items()))
 
     def _liveness(self) -> None:
         for case in self.open.values():

@@ -127,14 +127,21 @@ class Outages:
 @attrs.frozen
 class Faults:
     """Injected by seed when ``--faults`` is on (``enabled``): a share of dials and
-    transfers the switch refuses, and owner-registry outages of a few minutes a day.
-    Faults stop ``quiet_days`` before the end so that liveness can be checked."""
+    transfers the switch refuses, owner-registry outages of a few minutes a day, failed
+    database writes, and clock jumps across month ends. Faults stop ``quiet_days`` before
+    the end so that liveness can be checked."""
 
     enabled: bool = False
     dial_failure: float = 0.02
     transfer_failure: float = 0.05
     registry_down_per_day: float = 0.5
     registry_down_minutes: float = 10.0
+    #: Share of the store's writes that fail: half before writing, half after (committed,
+    #: but the engine is told it failed): the command is retried with its command id.
+    store_failure: float = 0.01
+    #: At each month end but the last, the clock jumps this many minutes forward across
+    #: midnight (an NTP step): what was due in between happens at the jump's end.
+    clock_jump_minutes: float = 5.0
     quiet_days: int = 2
 
 
@@ -255,6 +262,7 @@ _OUTAGE_LIMITS = {"per_month": (0, 100), "mean_minutes": (1, 24 * 60), "late_not
 _FAULT_LIMITS = {
     "dial_failure": (0, 0.5), "transfer_failure": (0, 0.5),
     "registry_down_per_day": (0, 24), "registry_down_minutes": (0.5, 120),
+    "store_failure": (0, 0.5), "clock_jump_minutes": (0, 60),
 }  # fmt: skip
 
 
