@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
+import attrs
 import pytest
 
 from movecar_adapters.cli import main
@@ -86,3 +88,30 @@ def test_a_scenario_file_that_is_not_one(
     assert "calls_per_year" in capsys.readouterr().err
     bad.write_bytes(b"\xff\xfe")
     assert main(["simulate", str(bad), "--store", "memory", "--out", str(tmp_path)]) == 2
+
+
+def test_a_broken_invariant_prints_the_command_that_reproduces_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from movecar_core.simulation import run as model
+
+    real = model.fold
+
+    def off_by_one(events: object) -> object:  # a bug in the engine, as a test can make one
+        record = real(events)  # type: ignore[arg-type]
+        return (
+            attrs.evolve(record, version=record.version + 1)
+            if record.case_id[0] in "0123"
+            else record
+        )
+
+    monkeypatch.setattr(model, "fold", off_by_one)
+    args = ["simulate", *SMALL, "--seed", "17", "--store", "memory", "--out", str(tmp_path)]
+    assert main(args) == 1
+    first = capsys.readouterr().err
+    assert "invariant broken" in first and "seed 17" in first
+    command = first.split("reproduce: ", 1)[1].strip()
+    assert command.startswith("movecar simulate --seed 17 --volume 3000")
+    again = shlex.split(command)[1:]
+    assert main([*again, "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == first  # the same run, the same failure
