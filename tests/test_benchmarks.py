@@ -18,6 +18,7 @@ RUNS = {
         "--repeat", "1",
     ],
     "bench_pricing.py": ["--calls", "20000", "--repeat", "1"],
+    "bench_simulate.py": ["--volume", "3000", "--sqlite-volume", "300"],
     "bench_storage.py": [
         "--events", "2000", "--repeat", "2", "--year-cases", "2000", "--command-cases", "2",
     ],
@@ -26,7 +27,11 @@ RUNS = {
 
 @pytest.mark.parametrize("script", sorted(RUNS))
 def test_benchmark_runs_and_prints_json(script: str, tmp_path: Path) -> None:
-    extra = ["--dir", str(tmp_path)] if script in ("bench_storage.py", "bench_ledger.py") else []
+    extra = (
+        ["--dir", str(tmp_path)]
+        if script in ("bench_storage.py", "bench_ledger.py", "bench_simulate.py")
+        else []
+    )
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *RUNS[script], *extra],
         capture_output=True,
@@ -41,6 +46,10 @@ def test_benchmark_runs_and_prints_json(script: str, tmp_path: Path) -> None:
     if script == "bench_ledger.py":
         assert result["audit"]["events"] == 500 and result["bulk"]["events"] == 500
         assert result["audit"]["ratio_median"] > 0
+    if script == "bench_simulate.py":
+        for store in ("memory", "sqlite"):
+            assert result[store]["cases"] > 0
+            assert sum(result[store]["share"].values()) == pytest.approx(1, abs=0.01)
     if script == "bench_storage.py":
         assert result["bulk"]["events"] == 2000
         assert len(result["bulk"]["runs"]) == 2
