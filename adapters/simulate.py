@@ -21,7 +21,7 @@ from movecar_adapters.config import MEMORY_URL
 from movecar_adapters.connect import connect
 from movecar_adapters.sql.errors import StorageInputError
 from movecar_core.app import MoveCar
-from movecar_core.contract import WUJIN_114_2024, Contract
+from movecar_core.contract import Contract
 from movecar_core.penalties import month_payable
 from movecar_core.simulation import Finding, Scenario, SimulationResult, simulate
 
@@ -48,7 +48,7 @@ def run(
     seed: int,
     url: str,
     *,
-    contract: Contract = WUJIN_114_2024,
+    contract: Contract | None = None,
     progress: Callable[[int, int], None] | None = None,
     check_every: int = 1,
 ) -> SimulationResult:

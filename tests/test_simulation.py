@@ -135,6 +135,19 @@ def test_every_kind_of_fault_happens_and_the_run_survives_it() -> None:
     assert all(result.injected.values()), result.injected
 
 
+def test_a_scenario_prices_with_its_own_tiers_and_attempts() -> None:
+    scenario = Scenario.from_toml(
+        "calls_per_year = 2000\n[contract]\nmax_call_attempts = 1\n"
+        'tiers = [{from = 0, to = 100, price = "2.50"}, {from = 100, price = "1.20"}]\n'
+    )
+    assert scenario.max_call_attempts == 1
+    result = simulate(scenario, 4, memory)
+    balanced(result)
+    (month,) = result.months
+    assert month.billable_calls > 100 and month.unit_price == Decimal("1.20")
+    assert month.outbound_calls <= month.connected  # one call per case at most
+
+
 def test_a_year_end_gives_both_true_ups() -> None:
     scenario = small(start=ServiceMonth(2025, 1), months=3)  # service year 0 ends 2025-03-31
     result = simulate(scenario, 5, memory)
@@ -199,6 +212,15 @@ def test_scenario_files() -> None:
         ("[outages]\nwhen = 3", "unknown key"),
         ("seats = 3", "must be a table"),
         ("not toml at all [", "not a TOML"),
+        ("[contract]\nmax_call_attempts = 0", "contract.max_call_attempts"),
+        ("[contract]\nmax_call_attempts = 11", "contract.max_call_attempts"),
+        ("[contract]\ntiers = []", "contract.tiers"),
+        ("[contract]\ntiers = [{from = 0, price = 1.9}]", "contract.tiers\\[0\\].price"),
+        ('[contract]\ntiers = [{from = 5, price = "1.9"}]', "first tier starts at 5"),
+        ('[contract]\ntiers = [{from = 0, to = 10, price = "1"}]', "last tier must be open"),
+        ('[contract]\ntiers = [{from = 0, price = "-1"}]', "not positive"),
+        ('[contract]\ntiers = [{from = 0, price = "x"}]', "not a decimal"),
+        ("[contract]\nfee = 3", "unknown key"),
     ],
 )
 def test_bad_scenarios_name_the_key(text: str, why: str) -> None:

@@ -40,7 +40,7 @@ from movecar_core.app import MoveCar
 from movecar_core.calendar import SHANGHAI, WorkingDayCalendar
 from movecar_core.case import CallOutcome, EscalationReason
 from movecar_core.clock import ManualClock
-from movecar_core.contract import WUJIN_114_2024, Contract
+from movecar_core.contract import Contract
 from movecar_core.errors import (
     CalendarYearNotCovered,
     InvalidInput,
@@ -301,7 +301,7 @@ class Simulation:
         seed: int,
         factory: EngineFactory,
         *,
-        contract: Contract = WUJIN_114_2024,
+        contract: Contract | None = None,
         calendar: WorkingDayCalendar | None = None,
         policy: CasePolicy | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -312,9 +312,9 @@ class Simulation:
         self.scenario = scenario
         self.faults = scenario.faults
         self.seed = seed
-        self.contract = contract
+        self.contract = contract or scenario.contract
         self.calendar = calendar or WorkingDayCalendar.default()
-        self.policy = policy or CasePolicy()
+        self.policy = policy or CasePolicy(max_call_attempts=scenario.max_call_attempts)
         self.progress = progress
         self.check_every = max(1, check_every)
         self.t0 = dt.datetime.combine(scenario.start.first_day(), dt.time(), tzinfo=SHANGHAI)
@@ -337,7 +337,7 @@ class Simulation:
             command_centre=self.centre,
             reminders=self.reminders,
             term=self._term(),
-            contract=contract,
+            contract=self.contract,
             policy=self.policy,
         )
         self.rng = {

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from movecar_core.contract import WUJIN_114_2024, Contract, Tier
 from movecar_core.errors import InvalidInput
 from movecar_core.settlement import ServiceMonth
 
@@ -159,6 +160,11 @@ class Scenario:
     behaviour: Behaviour = Behaviour()
     outages: Outages = Outages()
     faults: Faults = Faults()
+    #: The contract priced and judged (another district's, or what-if tiers).
+    contract: Contract = WUJIN_114_2024
+    #: The operator's policy: outbound calls per case before it is unresolved (annex 2:
+    #: calls are few and human-placed).
+    max_call_attempts: int = 3
 
     def __attrs_post_init__(self) -> None:
         _count("calls_per_year", self.calls_per_year, 0, MAX_CALLS_PER_YEAR)
@@ -176,9 +182,8 @@ class Scenario:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Scenario:
         top = dict(data)
-        sections = {
-            k: top.pop(k, {}) for k in ("profile", "seats", "behaviour", "outages", "faults")
-        }
+        names = ("profile", "seats", "behaviour", "outages", "faults", "contract")
+        sections = {k: top.pop(k, {}) for k in names}
         for key, value in sections.items():
             if not isinstance(value, dict):
                 raise InvalidScenario(f"[{key}]: must be a table")
@@ -231,7 +236,10 @@ class Scenario:
         faults = attrs.evolve(
             _section(Faults, "faults", f, _FAULT_LIMITS), enabled=enabled, quiet_days=quiet
         )
+        contract, attempts = _contract(sections["contract"])
         scenario = cls(
+            contract=contract,
+            max_call_attempts=attempts,
             profile=profile,
             seats=seats,
             behaviour=behaviour,
@@ -280,6 +288,50 @@ def _section(
     _only(f"{name}.", table, set(limits))
     values = {key: _number(f"{name}.{key}", value, *limits[key]) for key, value in table.items()}
     return cls(**values)
+
+
+def _contract(table: Mapping[str, Any]) -> tuple[Contract, int]:
+    """``[contract]``: what-if tiers and notice deadlines over the Wujin contract, and the
+    operator's call attempts per case."""
+    _only(
+        "contract.",
+        table,
+        {"tiers", "max_call_attempts", "outage_notice_minutes", "recovery_notice_minutes"},
+    )
+    attempts = _count("contract.max_call_attempts", table.get("max_call_attempts", 3), 1, 10)
+    changes: dict[str, Any] = {}
+    for key in ("outage_notice_minutes", "recovery_notice_minutes"):
+        if key in table:
+            changes[key] = _count(f"contract.{key}", table[key], 1, 24 * 60)
+    if "tiers" in table:
+        changes["tiers"] = _tiers(table["tiers"])
+    try:
+        return attrs.evolve(WUJIN_114_2024, **changes), attempts
+    except InvalidInput as exc:
+        raise InvalidScenario(f"contract: {exc}") from None
+
+
+def _tiers(raw: object) -> tuple[Tier, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise InvalidScenario("contract.tiers: must be a list of {from, to, price} tables")
+    tiers = []
+    for i, item in enumerate(raw):
+        key = f"contract.tiers[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidScenario(f"{key}: must be a table {{from, to, price}}")
+        _only(f"{key}.", item, {"from", "to", "price"})
+        price = item.get("price")
+        if not isinstance(price, str):
+            raise InvalidScenario(f'{key}.price: must be text, e.g. "1.90" (yuan, exact)')
+        upper = item.get("to")
+        lower = _count(f"{key}.from", item.get("from"), 0, 10**9)
+        try:
+            tiers.append(
+                Tier(lower, None if upper is None else _count(f"{key}.to", upper, 1, 10**9), price)
+            )
+        except InvalidInput as exc:
+            raise InvalidScenario(f"{key}: {exc}") from None
+    return tuple(tiers)
 
 
 def _month(key: str, value: object) -> ServiceMonth:
