@@ -12,6 +12,9 @@ SQLite file ``DIR/simulation.db``, report in ``DIR`` (default ``movecar-simulati
 Exit 0 when the run completed (breaches of the contract are results, in the report),
 1 when an invariant broke (the message gives the command that reproduces it), 2 for bad
 input, 3 when the store cannot be used.
+
+The report is ``report.md`` and ``report.html`` with charts in ``charts/`` (the charts need
+matplotlib, the ``simulate`` extra).
 """
 
 from __future__ import annotations
@@ -140,14 +143,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"{exc}; reproduce: {_command_line(args, scenario)}", Exit.FINDINGS
         ) from None
     data = result_json(result, _options(args, scenario))
-    written = sim_report.write(data, out)
+    report = sim_report.write(data, out)
+    # One line however many files: the charts go by their folder.
+    written = [str(report.markdown), str(report.html)]
+    if report.charts:
+        written.append(f"{len(report.charts)} charts in {report.charts[0].parent}")
     if args.json:
         target = sys.stdout if args.json == "-" else None
         if target is not None:
             target.write(dumps(data))
         else:
             Path(args.json).write_text(dumps(data), encoding="utf-8")
-            written.append(Path(args.json))
+            written.append(args.json)
     seconds = time.monotonic() - started
     fees = sum(float(m["provisional_fee"] or 0) for m in data["months"])
     say(
@@ -155,7 +162,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"simulated {scenario.months} month(s) from {scenario.start}: {result.cases:,} cases "
         f"on {mask_url(url) if args.store not in ('memory', 'sqlite') else args.store}, "
         f"{len(result.findings)} finding(s), fees {fees:,.2f} yuan, in {seconds:.1f} s; "
-        f"report: {', '.join(str(p) for p in written)}",
+        f"report: {', '.join(written)}"
+        + (f"; {report.charts_missing}" if report.charts_missing else ""),
     )
     return Exit.OK
 
