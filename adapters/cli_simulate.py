@@ -12,6 +12,10 @@ SQLite file ``DIR/simulation.db``, report in ``DIR`` (default ``movecar-simulati
 Exit 0 when the run completed (breaches of the contract are results, in the report),
 1 when an invariant broke (the message gives the command that reproduces it), 2 for bad
 input, 3 when the store cannot be used.
+
+The report is ``report.md`` and ``report.html`` with charts in ``charts/`` (the charts need
+matplotlib, the ``simulate`` extra). On a terminal, a run that takes more than a few
+seconds shows a progress bar on stderr (rich, the same extra), gone when the run ends.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
@@ -30,10 +35,15 @@ from movecar_core.settlement import ServiceMonth
 from movecar_core.simulation import DEFAULT, Scenario, SimulationFailed
 from movecar_core.simulation.scenario import MAX_CALLS_PER_YEAR, InvalidScenario
 
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
 #: The seed when none is given: every run of the same options is the same run.
 DEFAULT_SEED = 2024
 DEFAULT_OUT = "movecar-simulation"
 MAX_SCENARIO_BYTES = 1_000_000
+#: Seconds of wall time before the progress bar appears: a shorter run would only flicker.
+PROGRESS_AFTER_S = 2.0
 
 
 def _seed(text: str) -> int:
@@ -108,9 +118,94 @@ def _command_line(args: argparse.Namespace, scenario: Scenario) -> str:
     return shlex.join(words)
 
 
+def progress_wanted(stream: TextIO) -> bool:
+    """A bar only where a person watches: a terminal, never a pipe, a file or a CI log."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # not a real stream, or closed
+        return False
+
+
+class ProgressBar:
+    """The run's progress (simulated hours done of all) as a rich bar on ``stream``, shown
+    once the run has taken :data:`PROGRESS_AFTER_S`, and erased when it stops, so the
+    summary stays the command's one line."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        finishing: str = "finishing",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.finishing = finishing
+        self.clock = clock
+        self.started = clock()
+        self._live: tuple[Progress, TaskID] | None = None
+
+    @property
+    def shown(self) -> bool:
+        return self._live is not None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._live is None:
+            if self.clock() - self.started < PROGRESS_AFTER_S:
+                return
+            self._live = self._show(total)
+        bar, task = self._live
+        if done >= total:
+            # The model is done; the liveness check and an audit still take their time.
+            bar.update(task, completed=done, description=self.finishing)
+        else:
+            bar.update(task, completed=done)
+
+    def _show(self, total: int) -> tuple[Progress, TaskID]:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("simulated hours"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(file=self.stream),
+            transient=True,
+            # The bar never touches stdout, where --json - writes.
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        bar.start()
+        return bar, bar.add_task("simulating", total=total)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live[0].stop()
+
+
+def progress_bar(stream: TextIO, *, finishing: str = "finishing") -> ProgressBar | None:
+    """A :class:`ProgressBar` on ``stream`` when it is a terminal and rich is installed."""
+    if not progress_wanted(stream):
+        return None
+    try:
+        import rich.progress  # noqa: F401
+    except ImportError:
+        return None
+    return ProgressBar(stream, finishing=finishing)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from movecar_adapters import sim_report
-    from movecar_adapters.config import mask_url
+    from movecar_adapters.config import MEMORY_URL, mask_url
     from movecar_adapters.simulate import dumps, result_json, run, store_url
 
     scenario = load_scenario(args.scenario)
@@ -133,21 +228,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ) from None
     url = store_url(args.store, out)
     started = time.monotonic()
+    bar = progress_bar(
+        sys.stderr, finishing="finishing" if url == MEMORY_URL else "auditing the store"
+    )
     try:
-        result = run(scenario, args.seed, url)
+        result = run(scenario, args.seed, url, progress=bar)
     except SimulationFailed as exc:
         raise CliError(
             f"{exc}; reproduce: {_command_line(args, scenario)}", Exit.FINDINGS
         ) from None
+    finally:
+        if bar is not None:
+            bar.close()
     data = result_json(result, _options(args, scenario))
-    written = sim_report.write(data, out)
+    report = sim_report.write(data, out)
+    # One line however many files: the charts go by their folder.
+    written = [str(report.markdown), str(report.html)]
+    if report.charts:
+        written.append(f"{len(report.charts)} charts in {report.charts[0].parent}")
     if args.json:
         target = sys.stdout if args.json == "-" else None
         if target is not None:
             target.write(dumps(data))
         else:
             Path(args.json).write_text(dumps(data), encoding="utf-8")
-            written.append(Path(args.json))
+            written.append(args.json)
     seconds = time.monotonic() - started
     fees = sum(float(m["provisional_fee"] or 0) for m in data["months"])
     say(
@@ -155,7 +260,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"simulated {scenario.months} month(s) from {scenario.start}: {result.cases:,} cases "
         f"on {mask_url(url) if args.store not in ('memory', 'sqlite') else args.store}, "
         f"{len(result.findings)} finding(s), fees {fees:,.2f} yuan, in {seconds:.1f} s; "
-        f"report: {', '.join(str(p) for p in written)}",
+        f"report: {', '.join(written)}"
+        + (f"; {report.charts_missing}" if report.charts_missing else ""),
     )
     return Exit.OK
 

@@ -22,8 +22,11 @@ from movecar_adapters.connect import connect
 from movecar_adapters.sql.errors import StorageInputError
 from movecar_core.app import MoveCar
 from movecar_core.contract import Contract
+from movecar_core.errors import OutsideContractTerm
 from movecar_core.penalties import month_payable
+from movecar_core.settlement import ServiceMonth
 from movecar_core.simulation import Finding, Scenario, SimulationResult, simulate
+from movecar_core.term import service_year
 
 #: The simulation database file of ``--store sqlite`` (replaced at each run).
 SQLITE_FILE = "simulation.db"
@@ -113,11 +116,25 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-def result_json(result: SimulationResult, options: dict[str, Any]) -> dict[str, Any]:
+def _service_year_index(contract: Contract, month: ServiceMonth) -> int:
+    """The service year (0 the initial one) a month belongs to; the simulation refuses
+    periods outside the contract's possible term, so one always does."""
+    day = month.first_day()
+    for index in range(contract.max_renewals + 1):
+        if service_year(contract, index).contains(day):
+            return index
+    raise OutsideContractTerm(f"month={month}: outside {contract.name}'s possible term")
+
+
+def result_json(
+    result: SimulationResult, options: dict[str, Any], *, contract: Contract | None = None
+) -> dict[str, Any]:
     """The result as JSON-ready data: one entry per month, the findings (clause, when,
-    cost), the seat plan, the seed and the options that reproduce the run. Money is text
-    (exact yuan), and nothing depends on the wall clock, so the same seed and options give
-    the same bytes."""
+    cost), the seat plan, the contract's tiers, the seed and the options that reproduce
+    the run. Money is text (exact yuan), and nothing depends on the wall clock, so the
+    same seed and options give the same bytes. ``contract``: the one the run used, when
+    not the scenario's own."""
+    contract = contract or result.scenario.contract
     s = result.scenario
     return {
         "format": JSON_FORMAT,
@@ -129,9 +146,14 @@ def result_json(result: SimulationResult, options: dict[str, Any]) -> dict[str, 
         "cases": result.cases,
         "invariant_checks": result.invariant_checks,
         "injected": result.injected,
+        # 三's tier boundaries, so every output (the cumulative chart) reads them from here.
+        "tiers": [
+            {"lower": t.lower, "upper": t.upper, "price": _money(t.price)} for t in contract.tiers
+        ],
         "months": [
             {
                 "month": str(m.month),
+                "service_year": _service_year_index(contract, m.month),
                 "inbound": m.inbound,
                 "connected": m.connected,
                 "abandoned": m.abandoned,

@@ -22,6 +22,9 @@ FORBIDDEN = {
     "subprocess",
     "chinese_calendar",
     "cryptography",
+    # The simulator's charts and progress bar are adapters' (the simulate extra).
+    "matplotlib",
+    "rich",
 }
 #: (module, imported name) pairs allowed as deferred imports inside a function.
 DEFERRED_ALLOWED: set[tuple[str, str]] = set()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import builtins
+import io
 import json
 import shlex
+import sys
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
+from movecar_adapters import cli_simulate
 from movecar_adapters.cli import main
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "examples" / "scenarios"
@@ -44,7 +49,9 @@ def test_the_same_options_give_the_same_bytes(tmp_path: Path) -> None:
             main([*args, "--store", "memory", "--out", str(out), "--json", str(out / "r.json")])
             == 0
         )
-        runs.append(((out / "r.json").read_bytes(), (out / "report.md").read_bytes()))
+        runs.append(
+            tuple((out / name).read_bytes() for name in ("r.json", "report.md", "report.html"))
+        )
     assert runs[0] == runs[1]
     data = json.loads(runs[0][0])
     assert data["options"]["faults"] is True and data["findings"]
@@ -115,3 +122,73 @@ def test_a_broken_invariant_prints_the_command_that_reproduces_it(
     again = shlex.split(command)[1:]
     assert main([*again, "--out", str(tmp_path)]) == 1
     assert capsys.readouterr().err == first  # the same run, the same failure
+
+
+# --- the progress bar (on a terminal only) --------------------------------------------------
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        super().isatty()  # raises on a closed stream, as a real terminal's does
+        return True
+
+
+def test_a_progress_bar_only_on_a_terminal() -> None:
+    assert cli_simulate.progress_wanted(FakeTerminal())
+    assert not cli_simulate.progress_wanted(io.StringIO())
+    closed = FakeTerminal()
+    closed.close()
+    assert not cli_simulate.progress_wanted(closed)
+    assert cli_simulate.progress_bar(io.StringIO()) is None
+    assert isinstance(cli_simulate.progress_bar(FakeTerminal()), cli_simulate.ProgressBar)
+
+
+def test_the_bar_waits_a_few_seconds_before_it_shows() -> None:
+    now = [100.0]
+    screen = FakeTerminal()
+    bar = cli_simulate.ProgressBar(screen, clock=lambda: now[0])
+    bar(1, 720)
+    now[0] += cli_simulate.PROGRESS_AFTER_S - 0.1
+    bar(2, 720)
+    assert not bar.shown and screen.getvalue() == ""  # a short run never flickers a bar
+    now[0] += 0.2
+    bar(3, 720)
+    bar(720, 720)
+    assert bar.shown
+    bar.close()
+    assert screen.getvalue()  # drawn on the stream it was given, and erased
+
+
+def test_no_bar_without_rich(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = builtins.__import__
+
+    def fake(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.split(".", maxsplit=1)[0] == "rich":
+            raise ModuleNotFoundError(name=name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    assert cli_simulate.progress_bar(FakeTerminal()) is None
+
+
+def test_the_bar_goes_to_the_terminal_never_into_json_on_stdout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    made: list[cli_simulate.ProgressBar | None] = []
+    real = cli_simulate.progress_bar
+
+    def spy(stream: Any, **kwargs: Any) -> cli_simulate.ProgressBar | None:
+        made.append(real(stream, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(cli_simulate, "progress_bar", spy)
+    monkeypatch.setattr(cli_simulate, "PROGRESS_AFTER_S", 0.0)
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    args = ["simulate", *SMALL, "--store", "memory", "--out", str(tmp_path), "--json", "-"]
+    assert main(args) == 0
+    (bar,) = made
+    assert bar is not None and bar.shown
+    assert json.loads(capsys.readouterr().out)["format"] == "movecar-simulation/1"
+    # The bar is erased; the summary is still the last line.
+    assert "simulated 1 month(s)" in terminal.getvalue().splitlines()[-1]
