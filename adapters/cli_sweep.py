@@ -202,7 +202,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-call-attempts",
         type=_axis("max_call_attempts"),
         metavar="2,3",
-        help="case policies: outbound calls a case allows (default 3)",
+        help="case policies: outbound calls a case allows (default: the scenario's, 3)",
     )
     sw.add_argument("--start", type=_axis("start"), metavar="YYYY-MM,...", help="first months")
     sw.add_argument("--months", type=_axis("months"), metavar="N,...", help="lengths (1-36)")

@@ -1,9 +1,10 @@
 """The simulation over a grid of scenarios, in parallel: what ``movecar sweep`` runs.
 
 A :class:`Grid` is a base scenario and axes: annual volumes, first months, lengths, faults
-on or off, case policies (``max_call_attempts``) and seeds. :meth:`Grid.points` is their
-product in a fixed order (the seed varies fastest). Each point is one :func:`run_point`, a
-pure function of (scenario, seed, policy, store) that runs
+on or off, the operator's case policy (``max_call_attempts``, the outbound calls a case
+allows) and seeds. :meth:`Grid.points` is their product in a fixed order (the seed varies
+fastest), each a scenario with the axes' values, a seed and a store. Each point is one
+:func:`run_point`, a pure function of (scenario, seed, store) that runs
 :func:`movecar_adapters.simulate.run` and returns the point's row, JSON-ready; a point
 that fails is a row too, whose ``status`` and one-line ``error`` say why.
 
@@ -16,7 +17,7 @@ Helper processes start isolated as :mod:`movecar_adapters.sql.child` describes (
 calling :func:`sweep` needs no ``if __name__ == "__main__"`` guard. Each helper runs one
 point at a time; one that dies takes only that point with it (its row says so) and a fresh
 helper goes on with the rest. Frames (pickle, between parent and helper only): parent to
-helper ``(index, scenario, seed, policy, store)`` per point, then ``None``; helper to
+helper ``(index, scenario, seed, store)`` per point, then ``None``; helper to
 parent ``(index, row)``.
 
 Each point uses a store of its own: in memory by default (a sweep is many runs, and the
@@ -49,7 +50,6 @@ from movecar_adapters.config import MEMORY_URL, ConfigError
 from movecar_adapters.simulate import SQLITE_FILE, run
 from movecar_adapters.sql.child import Child, frame, read_frame
 from movecar_core.errors import InvalidInput
-from movecar_core.machine import CasePolicy
 from movecar_core.settlement import ServiceMonth
 from movecar_core.simulation import DEFAULT, Scenario, SimulationResult
 from movecar_core.simulation.scenario import MAX_CALLS_PER_YEAR
@@ -63,14 +63,14 @@ DEFAULT_SEED = 2024
 #: A grid larger than this is refused: it is more likely a typo (a range of seeds one
 #: digit too long) than a sweep anyone wants to wait for.
 MAX_POINTS = 10_000
-#: Annex 2 十三(四) forbids mass calling: a policy of more calls than this per case is
-#: not one a sweep needs to explore.
-MAX_CALL_ATTEMPTS = 20
+#: As a scenario's ``[contract] max_call_attempts``: annex 2 十三(四) forbids mass
+#: calling, so a policy of more calls per case is not one to explore.
+MAX_CALL_ATTEMPTS = 10
 STORES = ("memory", "sqlite")
 #: With ``workers=None``, helper processes start only for a grid expected to hold at least
-#: this many cases: each helper costs about a second to start (imports), and below this
-#: the points run sooner here (measured: 12 points of 80-270 cases took 1.9 s in this
-#: process, 2.6 s in two helpers).
+#: this many cases: a helper costs up to a second to start (imports), and below this the
+#: points run sooner here (measured: 12 points of 80-270 cases took 1.0 s in this
+#: process, 1.4 s in two helpers).
 PARALLEL_FROM_CASES = 5_000
 #: Seconds to wait for a Dask scheduler to answer before giving up (exit 3 in the CLI).
 DASK_CONNECT_TIMEOUT_S = 20
@@ -128,14 +128,13 @@ class Point:
 
     scenario: Scenario
     seed: int
-    policy: CasePolicy
     store: str = "memory"
 
 
 @attrs.frozen
 class Grid:
     """A base scenario and the axes to sweep it over. An empty axis keeps the scenario's
-    own value (its volume, start, length, faults) or the default policy."""
+    own value (its volume, start, length, faults, call attempts)."""
 
     scenario: Scenario = DEFAULT
     volumes: tuple[int, ...] = ()
@@ -181,7 +180,7 @@ class Grid:
             "start": [str(m) for m in self.starts or (s.start,)],
             "months": list(self.months or (s.months,)),
             "faults": list(self.faults or (s.faults.enabled,)),
-            "max_call_attempts": list(self.max_call_attempts or (CasePolicy().max_call_attempts,)),
+            "max_call_attempts": list(self.max_call_attempts or (s.max_call_attempts,)),
             "seed": list(self.seeds),
         }
 
@@ -193,7 +192,7 @@ class Grid:
             self.starts or (s.start,),
             self.months or (s.months,),
             self.faults or (s.faults.enabled,),
-            self.max_call_attempts or (CasePolicy().max_call_attempts,),
+            self.max_call_attempts or (s.max_call_attempts,),
             self.seeds,
         )
         return [
@@ -204,9 +203,9 @@ class Grid:
                     start=start,
                     months=months,
                     faults=attrs.evolve(s.faults, enabled=faults),
+                    max_call_attempts=attempts,
                 ),
                 seed,
-                CasePolicy(max_call_attempts=attempts),
                 self.store,
             )
             for volume, start, months, faults, attempts, seed in axes
@@ -336,7 +335,7 @@ def _total(values: Iterable[Decimal | None]) -> Decimal:
     return sum((v for v in values if v is not None), Decimal("0.00"))
 
 
-def grid_values(scenario: Scenario, seed: int, policy: CasePolicy) -> Row:
+def grid_values(scenario: Scenario, seed: int) -> Row:
     """A point's grid columns (all but ``point``, which is its place in the grid)."""
     return {
         "scenario": scenario.name,
@@ -344,7 +343,7 @@ def grid_values(scenario: Scenario, seed: int, policy: CasePolicy) -> Row:
         "start": str(scenario.start),
         "months": scenario.months,
         "faults": scenario.faults.enabled,
-        "max_call_attempts": policy.max_call_attempts,
+        "max_call_attempts": scenario.max_call_attempts,
         "seed": seed,
     }
 
@@ -399,18 +398,18 @@ def _failed(exc: Exception) -> Row:
     return failure(status, message)
 
 
-def run_point(scenario: Scenario, seed: int, policy: CasePolicy, store: str = "memory") -> Row:
+def run_point(scenario: Scenario, seed: int, store: str = "memory") -> Row:
     """Simulate one point and return its row (without ``point``); never raises for a
     point that fails: the row's ``status`` and ``error`` say why. A pure function of its
     arguments, so any process (or Dask worker) gives the same row."""
-    row = grid_values(scenario, seed, policy)
+    row = grid_values(scenario, seed)
     try:
         if store == "memory":
-            result = run(scenario, seed, MEMORY_URL, policy=policy)
+            result = run(scenario, seed, MEMORY_URL)
         elif store == "sqlite":
             with tempfile.TemporaryDirectory(prefix="movecar-sweep-") as folder:
                 url = f"sqlite:///{os.path.join(folder, SQLITE_FILE)}"
-                result = run(scenario, seed, url, policy=policy)
+                result = run(scenario, seed, url)
         else:
             raise InvalidGrid(f"store={store!r:.40}: must be one of {', '.join(STORES)}")
     except Exception as exc:  # the row says what went wrong; the sweep goes on
@@ -480,7 +479,7 @@ def sweep(
 def _here(points: Sequence[Point], progress: Progress | None) -> list[Row]:
     rows = []
     for p in points:
-        rows.append(run_point(p.scenario, p.seed, p.policy, p.store))
+        rows.append(run_point(p.scenario, p.seed, p.store))
         if progress is not None:
             progress(len(rows), len(points))
     return rows
@@ -543,7 +542,7 @@ class _Helpers:
 
     def _grid(self, index: int) -> Row:
         p = self.points[index]
-        return grid_values(p.scenario, p.seed, p.policy)
+        return grid_values(p.scenario, p.seed)
 
     def _start(self) -> Child:
         child = Child(self.child_module, MEMORY_URL, "the helper process")
@@ -586,7 +585,7 @@ class _Helpers:
                     child = self._start()
                 p = self.points[index]
                 try:
-                    child.send((index, p.scenario, p.seed, p.policy, p.store))
+                    child.send((index, p.scenario, p.seed, p.store))
                     got, row = child.receive()
                     if got != index or not isinstance(row, dict):
                         raise ValueError("a reply that is not this point's row")
@@ -611,7 +610,7 @@ class _Helpers:
 def serve(
     source: IO[bytes],
     replies: IO[bytes],
-    point: Callable[[Scenario, int, CasePolicy, str], Row] = run_point,
+    point: Callable[[Scenario, int, str], Row] = run_point,
 ) -> None:
     """A helper's side: run each point read from ``source``, reply on ``replies``.
 
@@ -620,8 +619,8 @@ def serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         while (task := read_frame(source)) is not None:
-            index, scenario, seed, policy, store = task
-            replies.write(frame((index, point(scenario, seed, policy, store))))
+            index, scenario, seed, store = task
+            replies.write(frame((index, point(scenario, seed, store))))
             replies.flush()
     except (EOFError, BrokenPipeError):  # the sweep went away
         pass
@@ -649,15 +648,14 @@ def _on_dask(
         # pure=False: a point's key must not depend on hashing a Scenario; every point is
         # its own task even if two were equal.
         futures = [
-            client.submit(run_point, p.scenario, p.seed, p.policy, p.store, pure=False)
-            for p in points
+            client.submit(run_point, p.scenario, p.seed, p.store, pure=False) for p in points
         ]
         for p, future in zip(points, futures, strict=True):
             try:
                 row = future.result()
             except Exception as exc:  # the cluster could not run it (a worker died, ...)
                 row = {
-                    **grid_values(p.scenario, p.seed, p.policy),
+                    **grid_values(p.scenario, p.seed),
                     **failure(
                         "environment",
                         f"the Dask cluster did not run this point: {type(exc).__name__}: {exc}",

@@ -11,10 +11,10 @@ from typing import Any
 from movecar_adapters.sweep import run_point, serve
 
 
-def _point(scenario: Any, seed: int, policy: Any, store: str) -> dict[str, Any]:
+def _point(scenario: Any, seed: int, store: str) -> dict[str, Any]:
     if seed == 2:
         os._exit(9)
-    return run_point(scenario, seed, policy, store)
+    return run_point(scenario, seed, store)
 
 
 if __name__ == "__main__":

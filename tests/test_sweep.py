@@ -21,7 +21,6 @@ import pytest
 from movecar_adapters import sweep as sweep_module
 from movecar_adapters.cli import main
 from movecar_adapters.sweep import COLUMNS, Grid, _Helpers, run_point
-from movecar_core.machine import CasePolicy
 from movecar_core.simulation import Scenario, SimulationFailed, SimulationResult
 
 #: Eight points of one small month each (80 to 270 cases): well under a second a point.
@@ -136,7 +135,7 @@ def test_a_helper_that_dies_takes_only_its_point(
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["status"] for r in rows] == ["ok", "environment", "ok", "ok"]
     assert rows[1]["error"] == "the helper process running this point ended (exit 9)"
-    alone = run_point(Scenario(calls_per_year=1000), 3, CasePolicy())
+    alone = run_point(Scenario(calls_per_year=1000), 3)
     assert rows[2]["cases"] == str(alone["cases"])
 
 
@@ -317,9 +316,9 @@ def _state(pid: int) -> str:
 
 
 def test_run_point_is_a_pure_function_of_its_arguments() -> None:
-    scenario = Scenario(calls_per_year=1000)
-    once = run_point(scenario, 4, CasePolicy(max_call_attempts=2))
-    assert once == run_point(scenario, 4, CasePolicy(max_call_attempts=2))
+    scenario = Scenario(calls_per_year=1000, max_call_attempts=2)
+    once = run_point(scenario, 4)
+    assert once == run_point(scenario, 4)
     assert once["status"] == "ok" and once["max_call_attempts"] == 2
     assert list(once) == [c for c in COLUMNS if c != "point"]
 
@@ -330,6 +329,16 @@ def test_the_grid_refuses_what_it_cannot_sweep() -> None:
     with pytest.raises(ValueError, match="store='postgres'"):
         Grid(store="postgres")
     assert len(Grid(volumes=(1, 2), seeds=(1, 2, 3)).points()) == 6
+
+
+def test_an_axis_not_given_keeps_the_scenarios_value() -> None:
+    base = Scenario(name="strict", calls_per_year=2000, max_call_attempts=2)
+    (point,) = Grid(base).points()
+    assert point.scenario == base and point.seed == 2024
+    assert Grid(base).axes()["max_call_attempts"] == [2]
+    assert [
+        p.scenario.max_call_attempts for p in Grid(base, max_call_attempts=(1, 3)).points()
+    ] == [1, 3]
 
 
 def test_small_grids_run_here_and_large_ones_on_every_core() -> None:
