@@ -55,6 +55,7 @@ _PLUGINS = (
     "movecar_adapters.cli_ledger",
     "movecar_adapters.cli_worker",
     "movecar_adapters.cli_simulate",
+    "movecar_adapters.cli_sweep",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
 
