@@ -128,7 +128,7 @@ def bench_memory(n: int) -> dict[str, float]:
         mc.locate_owner(case_id, agent_id="seat-1")
         mc.call_owner(case_id, agent_id="seat-1")
     registry.lookups.clear()  # the test double's own log, not the engine's memory
-    telephony.calls.clear()
+    telephony.clear()
     gc.collect()
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
