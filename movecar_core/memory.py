@@ -28,11 +28,12 @@ from movecar_core.errors import (
     TelephonyError,
 )
 from movecar_core.integrity import GENESIS, chain_of_json
-from movecar_core.machine import CorruptHistory, apply, fold
+from movecar_core.machine import CorruptHistory, advanced, fold
 from movecar_core.outbox import (
     Claimed,
     Effect,
     EffectPolicy,
+    Plan,
     born_claimed,
     inline_token,
     plan,
@@ -86,7 +87,10 @@ class InMemoryCaseStore:
 
     As the SQL store does, an append folds the case through the state machine and refuses
     a batch no valid command sequence could produce (writing nothing), then schedules the
-    effects of the new events with ``effects`` and cancels the timers they make moot.
+    effects of the new events with ``effects`` and cancels the timers they make moot. The
+    record it folded is kept beside the stream and handed back by :meth:`load_folded` and
+    :meth:`append_folded` (:class:`~movecar_core.ports.FoldedCaseStore`), with the plan
+    of each append: the engine never folds a history nor plans a batch twice.
     ``clock`` is only needed by :meth:`claim` without ``now`` and by :meth:`purge`; the
     engine always passes it. ``contract`` gives the retention period of :meth:`purge`.
 
@@ -127,11 +131,24 @@ class InMemoryCaseStore:
                 raise CasePurged(case_id, tomb.purged_at)
             return tuple(self._streams.get(case_id, ()))
 
+    def load_folded(self, case_id: str) -> tuple[Sequence[Event], CaseRecord | None]:
+        with self._lock:
+            tomb = self._tombstones.get(case_id)
+            if tomb is not None:
+                raise CasePurged(case_id, tomb.purged_at)
+            return tuple(self._streams.get(case_id, ())), self._records.get(case_id)
+
     def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
+        return self.append_folded(case_id, events, expected_version)[0].version
+
+    def append_folded(
+        self, case_id: str, events: Sequence[Event], expected_version: int
+    ) -> tuple[CaseRecord, Plan]:
         if not isinstance(events, list | tuple) or not events:
             raise InvalidInput(f"append to case {case_id!r:.80}: no events to append")
-        if any(getattr(e, "case_id", None) != case_id for e in events):
-            raise InvalidInput(f"append to case {case_id!r:.80}: events of another case")
+        for event in events:
+            if getattr(event, "case_id", None) != case_id:
+                raise InvalidInput(f"append to case {case_id!r:.80}: events of another case")
         for event in events:
             # The same text rule as the SQL store's (through the codec): a backend choice
             # never changes what is accepted.
@@ -148,12 +165,9 @@ class InMemoryCaseStore:
                 raise ConcurrencyConflict(case_id, expected_version, actual)
             before = self._records.get(case_id)
             try:
-                if before is None:
-                    record = fold(events)
-                else:
-                    record = attrs.evolve(before)  # a copy: nothing changes on refusal
-                    for event in events:
-                        apply(record, event)
+                # The kept record is never changed in place: a refusal leaves it as it was,
+                # and load_folded hands it out to be read.
+                record = fold(events) if before is None else advanced(before, events)
             except (CorruptHistory, AttributeError, TypeError) as exc:
                 raise InvalidInput(
                     f"append to case {case_id!r:.80}: not a valid case history: {exc}"
@@ -183,7 +197,7 @@ class InMemoryCaseStore:
                 self._pending[effect.key] = row
                 self._by_case.setdefault(case_id, []).append(effect.key)
                 heapq.heappush(self._due, (effect.due_at, self._next_id, effect.key))
-            return len(stream)
+            return record, todo
 
     def case_ids(self) -> Iterator[str]:
         with self._lock:

@@ -13,6 +13,7 @@ from movecar_core.ports import CaseStore, Clock
 from movecar_core.testing.contracts import (
     CaseStoreContract,
     ClockContract,
+    FoldedCaseStoreContract,
     OutboxStoreContract,
     TelephonyContract,
     VehicleRegistryContract,
@@ -86,4 +87,10 @@ def test_in_memory_switch_finds_a_repeat_among_many_calls_and_can_forget() -> No
 class TestInMemoryOutbox(OutboxStoreContract):
     @pytest.fixture
     def outbox_store(self) -> InMemoryCaseStore:
+        return InMemoryCaseStore()
+
+
+class TestInMemoryFoldedStore(FoldedCaseStoreContract):
+    @pytest.fixture
+    def folded_store(self) -> InMemoryCaseStore:
         return InMemoryCaseStore()
