@@ -11,7 +11,6 @@ case's id as if it still held anything.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import enum
 import hashlib
@@ -355,8 +354,12 @@ class MoveCar:
         case_id = uuid.uuid5(CASE_ID_NAMESPACE, cid).hex if cid else _random_id()
         # The requester's phone is not in the fingerprint (a hash of a phone number is
         # easily reversed); a repeat is compared with the stored event's phone instead.
-        fingerprint = fingerprint_of(
-            "open_case", cid, plate=canonical_plate, location=place, agent_id=agent
+        fingerprint = (
+            None
+            if cid is None
+            else fingerprint_of(
+                "open_case", cid, plate=canonical_plate, location=place, agent_id=agent
+            )
         )
         existing = self._load_for_open(case_id, cid)
         if existing:
@@ -658,13 +661,16 @@ class MoveCar:
         sends = [e for e in todo.schedule if e.kind in SENDS and e.due_at <= now]
         if not sends:
             return
-        if self.outbox is None:
-            for effect in sends:
-                with contextlib.suppress(MoveCarError):
-                    self.run_effect(effect)
-            return
-        claimed = [Claimed(0, inline_token(e.key), e, 1, e.due_at) for e in sends]
-        self._run_claimed(self.outbox, claimed)
+        # The sends are read with the record this command left: what they read of it (the
+        # plate, the location, the requester) no command changes.
+        outbox = self.outbox
+        for effect in sends:
+            try:
+                self._carry_out(effect, after)
+            except MoveCarError:
+                continue  # pending under its lease (see above); without an outbox, dropped
+            if outbox is not None:
+                outbox.complete(Claimed(0, inline_token(effect.key), effect, 1, effect.due_at))
 
     def run_effect(self, effect: Effect) -> str:
         """Carry out one effect from the store's outbox; says what it did.
@@ -683,8 +689,11 @@ class MoveCar:
         * ``follow_up_call``: a reminder through the ``reminders`` port; calls stay
           human-placed (annex 2 十三(四)), so the engine dials nothing by itself.
         """
+        return self._carry_out(effect, self._record(effect.case_id))
+
+    def _carry_out(self, effect: Effect, record: CaseRecord) -> str:
+        """:meth:`run_effect`, with the case's record at hand."""
         case_id = effect.case_id
-        record = self._record(case_id)
         if effect.kind == PLACE_CALL:
             call_id = str(effect.payload["call_id"])
             if record.call_in_flight != call_id or record.owner_phone is None:

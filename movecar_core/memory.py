@@ -133,10 +133,13 @@ class InMemoryCaseStore:
 
     def load_folded(self, case_id: str) -> tuple[Sequence[Event], CaseRecord | None]:
         with self._lock:
+            stream = self._streams.get(case_id)
+            if stream is not None:  # a purged case has no stream: no tombstone to look for
+                return tuple(stream), self._records[case_id]
             tomb = self._tombstones.get(case_id)
             if tomb is not None:
                 raise CasePurged(case_id, tomb.purged_at)
-            return tuple(self._streams.get(case_id, ())), self._records.get(case_id)
+            return (), None
 
     def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
         return self.append_folded(case_id, events, expected_version)[0].version
@@ -144,7 +147,7 @@ class InMemoryCaseStore:
     def append_folded(
         self, case_id: str, events: Sequence[Event], expected_version: int
     ) -> tuple[CaseRecord, Plan]:
-        if not isinstance(events, list | tuple) or not events:
+        if not isinstance(events, (list, tuple)) or not events:
             raise InvalidInput(f"append to case {case_id!r:.80}: no events to append")
         for event in events:
             if getattr(event, "case_id", None) != case_id:
@@ -156,10 +159,10 @@ class InMemoryCaseStore:
             if problem is not None:
                 raise InvalidInput(f"append to case {case_id!r:.80}: {problem}")
         with self._lock:
-            tomb = self._tombstones.get(case_id)
-            if tomb is not None:  # nothing is appended to a purged case, not even a new opening
-                raise CasePurged(case_id, tomb.purged_at)
             stream = self._streams.get(case_id)
+            if stream is None and (tomb := self._tombstones.get(case_id)) is not None:
+                # nothing is appended to a purged case, not even a new opening
+                raise CasePurged(case_id, tomb.purged_at)
             actual = 0 if stream is None else len(stream)
             if actual != expected_version:
                 raise ConcurrencyConflict(case_id, expected_version, actual)
@@ -187,6 +190,7 @@ class InMemoryCaseStore:
             if todo.cancel and keys:
                 for key in [k for k in keys if self._pending[k].effect.kind in todo.cancel]:
                     self._drop(key)
+                keys = self._by_case.get(case_id)  # gone with the last key dropped
             for effect in todo.schedule:
                 self._next_id += 1
                 row = _OutboxRow(self._next_id, effect)
@@ -195,7 +199,9 @@ class InMemoryCaseStore:
                     row.lease_until = effect.due_at + self.lease
                     row.attempts = 1
                 self._pending[effect.key] = row
-                self._by_case.setdefault(case_id, []).append(effect.key)
+                if keys is None:
+                    keys = self._by_case[case_id] = []
+                keys.append(effect.key)
                 heapq.heappush(self._due, (effect.due_at, self._next_id, effect.key))
             return record, todo
 
