@@ -726,6 +726,8 @@ class MoveCar:
             )
             return "notice sent to 110"
         if effect.kind == NOTIFY_REQUESTER:
+            if self.notifier is None:
+                return "skipped: no requester channel"
             try:
                 state = CaseState(str(effect.payload.get("state")))
             except ValueError:
@@ -733,7 +735,7 @@ class MoveCar:
                     "effect.payload.state", effect.payload, "no case state"
                 ) from None
             message = requester_message(record.plate, state)
-            if self.notifier is None or message is None:
+            if message is None:
                 return "skipped: no requester channel"
             self.notifier.notify(case_id, record.requester_phone, message)
             return "requester notified"
@@ -1050,7 +1052,8 @@ class MoveCar:
                 if attempt == self.max_retries:
                     raise
                 continue
-            self._deliver(new, case, record, todo)
+            if todo is None or todo.schedule:
+                self._deliver(new, case, record, todo)
             return new, True, record
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -111,8 +111,10 @@ class InMemoryCaseStore:
         self.clock = clock
         self.lease = lease
         self.contract = contract
-        self._streams: dict[str, list[Event]] = {}
-        self._records: dict[str, CaseRecord] = {}
+        # case id -> (its events, their record): one immutable pair, replaced whole by each
+        # append, so a reader takes both at once without the lock and hands them out as
+        # they are (nothing to copy, nothing half-written to see)
+        self._cases: dict[str, tuple[tuple[Event, ...], CaseRecord]] = {}
         self._tombstones: dict[str, _Tombstone] = {}  # purged cases (二(四)), by id
         self._pending: dict[str, _OutboxRow] = {}  # by effect key
         # case id -> keys of its pending effects (a list: a case has one or two, and a set
@@ -125,21 +127,17 @@ class InMemoryCaseStore:
         self._lock = threading.Lock()
 
     def load(self, case_id: str) -> Sequence[Event]:
-        with self._lock:
-            tomb = self._tombstones.get(case_id)
-            if tomb is not None:
-                raise CasePurged(case_id, tomb.purged_at)
-            return tuple(self._streams.get(case_id, ()))
+        return self.load_folded(case_id)[0]
 
     def load_folded(self, case_id: str) -> tuple[Sequence[Event], CaseRecord | None]:
-        with self._lock:
-            stream = self._streams.get(case_id)
-            if stream is not None:  # a purged case has no stream: no tombstone to look for
-                return tuple(stream), self._records[case_id]
-            tomb = self._tombstones.get(case_id)
-            if tomb is not None:
-                raise CasePurged(case_id, tomb.purged_at)
-            return (), None
+        found = self._cases.get(case_id)
+        if found is not None:
+            return found
+        # A purge writes the tombstone before it drops the case: no moment without either.
+        tomb = self._tombstones.get(case_id)
+        if tomb is not None:
+            raise CasePurged(case_id, tomb.purged_at)
+        return (), None
 
     def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
         return self.append_folded(case_id, events, expected_version)[0].version
@@ -159,14 +157,14 @@ class InMemoryCaseStore:
             if problem is not None:
                 raise InvalidInput(f"append to case {case_id!r:.80}: {problem}")
         with self._lock:
-            stream = self._streams.get(case_id)
-            if stream is None and (tomb := self._tombstones.get(case_id)) is not None:
+            found = self._cases.get(case_id)
+            if found is None and (tomb := self._tombstones.get(case_id)) is not None:
                 # nothing is appended to a purged case, not even a new opening
                 raise CasePurged(case_id, tomb.purged_at)
-            actual = 0 if stream is None else len(stream)
+            stream, before = ((), None) if found is None else found
+            actual = len(stream)
             if actual != expected_version:
                 raise ConcurrencyConflict(case_id, expected_version, actual)
-            before = self._records.get(case_id)
             try:
                 # The kept record is never changed in place: a refusal leaves it as it was,
                 # and load_folded hands it out to be read.
@@ -182,10 +180,7 @@ class InMemoryCaseStore:
                 before=None if before is None else before.state,
                 after=record.state,
             )
-            if stream is None:
-                stream = self._streams[case_id] = []
-            stream.extend(events)
-            self._records[case_id] = record
+            self._cases[case_id] = (*stream, *events), record
             keys = self._by_case.get(case_id)
             if todo.cancel and keys:
                 for key in [k for k in keys if self._pending[k].effect.kind in todo.cancel]:
@@ -207,7 +202,7 @@ class InMemoryCaseStore:
 
     def case_ids(self) -> Iterator[str]:
         with self._lock:
-            ids = list(self._streams)
+            ids = list(self._cases)
         return iter(ids)
 
     # --- retention (二(四)) -----------------------------------------------------------------
@@ -231,18 +226,18 @@ class InMemoryCaseStore:
         with self._lock:
             due = [
                 case_id
-                for case_id, r in self._records.items()
+                for case_id, (_, r) in self._cases.items()
                 if r.closed_at is not None and retention_due(r.closed_at, at, years)
             ]
             if dry_run:
                 return tuple(due)
             for case_id in due:
-                record = self._records.pop(case_id)
-                stream = self._streams.pop(case_id)
+                stream, record = self._cases[case_id]
                 assert record.closed_at is not None  # only closed cases are due
                 self._tombstones[case_id] = _Tombstone(
                     len(stream), record.opened_at, _opened_hash(stream[0]), record.closed_at, at
                 )
+                del self._cases[case_id]  # after its tombstone: readers take no lock
                 for key in list(self._by_case.get(case_id, ())):
                     self._drop(key)
         return tuple(due)
@@ -322,7 +317,7 @@ class InMemoryCaseStore:
     def count_opened(self, start: dt.datetime, end: dt.datetime) -> int:
         # Purged cases were served too: they count, as the SQL store's tombstones do.
         with self._lock:
-            return sum(1 for r in self._records.values() if start <= r.opened_at < end) + sum(
+            return sum(1 for _, r in self._cases.values() if start <= r.opened_at < end) + sum(
                 1 for x in self._tombstones.values() if start <= x.opened_at < end
             )
 
@@ -330,8 +325,8 @@ class InMemoryCaseStore:
         start, end = month.bounds()
         with self._lock:
             opened = [
-                (case_id, _opened_hash(self._streams[case_id][0]))
-                for case_id, r in self._records.items()
+                (case_id, _opened_hash(stream[0]))
+                for case_id, (stream, r) in self._cases.items()
                 if start <= r.opened_at < end
             ] + [
                 (case_id, x.opened_hash)
