@@ -361,7 +361,9 @@ class MoveCar:
                 "open_case", cid, plate=canonical_plate, location=place, agent_id=agent
             )
         )
-        existing = self._load_for_open(case_id, cid)
+        # Only a case id derived from a command id can be taken already (a random one would
+        # meet the append's version check): that repeat is looked for, nothing else.
+        existing = () if cid is None else self._load_for_open(case_id, cid)
         if existing:
             self._repeat_of_open(existing, cid, fingerprint, phone)
             return case_id
@@ -1035,8 +1037,9 @@ class MoveCar:
         """
         cid = None if command_id is None else _command_id(command_id)
         fingerprint = None if cid is None else fingerprint_of(name, cid, **arguments)
+        folded = self._folded
         for attempt in range(self.max_retries + 1):
-            events, case = self._read(case_id)
+            events, case = self._read(case_id) if folded is None else folded.load_folded(case_id)
             if case is None:
                 raise UnknownCase(case_id)
             if cid is not None:
@@ -1047,7 +1050,10 @@ class MoveCar:
                     return earlier, False, fold(earlier)
             new = decide(case, self._now(), cid, fingerprint)
             try:
-                record, todo = self._append(case_id, new, case)
+                if folded is None:
+                    record, todo = self._append(case_id, new, case)
+                else:  # the store's fold and plan, handed back (the command path)
+                    record, todo = folded.append_folded(case_id, new, case.version)
             except ConcurrencyConflict:
                 if attempt == self.max_retries:
                     raise

@@ -188,11 +188,16 @@ class InMemoryCaseStore:
                 keys = self._by_case.get(case_id)  # gone with the last key dropped
             for effect in todo.schedule:
                 self._next_id += 1
-                row = _OutboxRow(self._next_id, effect)
                 if born_claimed(effect, self.effects):
-                    row.token = inline_token(effect.key)
-                    row.lease_until = effect.due_at + self.lease
-                    row.attempts = 1
+                    row = _OutboxRow(
+                        self._next_id,
+                        effect,
+                        inline_token(effect.key),
+                        effect.due_at + self.lease,
+                        1,
+                    )
+                else:
+                    row = _OutboxRow(self._next_id, effect)
                 self._pending[effect.key] = row
                 if keys is None:
                     keys = self._by_case[case_id] = []

@@ -171,12 +171,13 @@ def plan(
             )
         elif type(event) is CallOutcomeRecorded:
             cancel.add(CALL_OUTCOME_DUE)
-            schedule = [e for e in schedule if e.kind != CALL_OUTCOME_DUE]
-            follows_unresolved = CaseUnresolved in map(type, events[offset + 1 :])
+            if schedule:
+                schedule = [e for e in schedule if e.kind != CALL_OUTCOME_DUE]
+            # No reminder after the last attempt: the batch then closes the case unresolved.
             if (
                 not event.outcome.answered
                 and rules.follow_up_after is not None
-                and not follows_unresolved
+                and CaseUnresolved not in map(type, events[offset + 1 :])
             ):
                 schedule.append(
                     Effect(
@@ -199,7 +200,8 @@ def plan(
             )
     if after in _NO_TIMERS:
         cancel |= TIMERS
-        schedule = [e for e in schedule if e.kind not in TIMERS]
+        if schedule:
+            schedule = [e for e in schedule if e.kind not in TIMERS]
     if rules.notify_requester and after is not before and requester_status(after) is not None:
         last = events[-1]
         schedule.append(
