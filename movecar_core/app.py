@@ -1037,9 +1037,8 @@ class MoveCar:
         """
         cid = None if command_id is None else _command_id(command_id)
         fingerprint = None if cid is None else fingerprint_of(name, cid, **arguments)
-        folded = self._folded
         for attempt in range(self.max_retries + 1):
-            events, case = self._read(case_id) if folded is None else folded.load_folded(case_id)
+            events, case = self._read(case_id)
             if case is None:
                 raise UnknownCase(case_id)
             if cid is not None:
@@ -1050,10 +1049,7 @@ class MoveCar:
                     return earlier, False, fold(earlier)
             new = decide(case, self._now(), cid, fingerprint)
             try:
-                if folded is None:
-                    record, todo = self._append(case_id, new, case)
-                else:  # the store's fold and plan, handed back (the command path)
-                    record, todo = folded.append_folded(case_id, new, case.version)
+                record, todo = self._append(case_id, new, case)
             except ConcurrencyConflict:
                 if attempt == self.max_retries:
                     raise
