@@ -20,10 +20,11 @@ information. Targets: ``facade_vs_machine_ratio`` at most 0.25, ``store_size.rat
 (large / small) at most 1.3.
 
 Times are CPU time of the process (the machine is shared: waiting for a core is not the
-engine's cost). Measured on the project's 2-core machine, three runs of the defaults:
-facade 68 µs per case against 291–304 µs for a machine per case, ratio **0.23** (medians
-0.226, 0.233, 0.237; rounds 0.21–0.36); with command ids 99 µs (0.33); per case with
-100,000 cases stored / with 1,000: **0.95–0.99**. Before (the same benchmark on the code
+engine's cost). Measured on the project's 2-core machine, four runs of the defaults:
+facade 68–72 µs per case against 291–380 µs for a machine per case, ratio **0.23** (medians
+0.215, 0.226, 0.233, 0.237; single rounds 0.18–0.36); with command ids 99–109 µs
+(0.29–0.34); per case with 100,000 cases stored / with 1,000: **0.95–1.05** (single
+rounds 0.64–1.33). Before (the same benchmark on the code
 that folded every history and scanned every earlier call per dial): 211 µs, ratio 0.75,
 and 7.1x at 20,000 cases stored against 1,000 (the cost grew with the store). See
 ``docs/embedding.md`` ("What a command costs").
