@@ -90,7 +90,9 @@ class InMemoryCaseStore:
     effects of the new events with ``effects`` and cancels the timers they make moot. The
     record it folded is kept beside the stream and handed back by :meth:`load_folded` and
     :meth:`append_folded` (:class:`~movecar_core.ports.FoldedCaseStore`), with the plan
-    of each append: the engine never folds a history nor plans a batch twice.
+    of each append: the engine never folds a history nor plans a batch twice. Every append
+    goes through :meth:`append_folded` (the engine's and :meth:`append`): a subclass that
+    changes what an append does overrides that one.
     ``clock`` is only needed by :meth:`claim` without ``now`` and by :meth:`purge`; the
     engine always passes it. ``contract`` gives the retention period of :meth:`purge`.
 
