@@ -11,10 +11,10 @@ case's id as if it still held anything.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import enum
 import hashlib
+import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -58,7 +58,7 @@ from movecar_core.errors import (
     UnknownCase,
 )
 from movecar_core.integrity import canonical_json
-from movecar_core.machine import CasePolicy, apply, check, fold
+from movecar_core.machine import CasePolicy, advanced, check, fold
 from movecar_core.outbox import (
     CALL_OUTCOME_DUE,
     FOLLOW_UP_CALL,
@@ -70,6 +70,7 @@ from movecar_core.outbox import (
     Effect,
     EffectPolicy,
     OutboxStore,
+    Plan,
     inline_token,
     plan,
 )
@@ -79,6 +80,7 @@ from movecar_core.ports import (
     CaseStore,
     Clock,
     CommandCentre,
+    FoldedCaseStore,
     FollowUpReminder,
     OutboundCallRequest,
     RequesterNotifier,
@@ -110,7 +112,9 @@ SYSTEM_AGENT = "system"
 MAX_NOTE_LENGTH = 2000
 MAX_LOCATION_LENGTH = 500
 
-Decide = Callable[[CaseRecord, dt.datetime, str | None], list[Event]]
+#: A command's decision: (the case's record, now, the command id, its fingerprint) -> the
+#: new events, each carrying that id and fingerprint; or a typed error, writing nothing.
+Decide = Callable[[CaseRecord, dt.datetime, str | None, str | None], list[Event]]
 #: The event class a command's first event has (or the classes, when it changed).
 Kind = type[Any] | tuple[type[Any], ...]
 
@@ -140,6 +144,18 @@ class EffectRun:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def _random_id() -> str:
+    """A new random id, as ``uuid.uuid4().hex`` writes one (version 4, RFC 4122 variant),
+    without building the UUID: a case and each call take one, on the command path."""
+    bits = int.from_bytes(os.urandom(16)) & _UUID4_KEEP | _UUID4_SET
+    return f"{bits:032x}"
+
+
+#: The version (4) and variant (10) bits of a UUID4, over 128 random bits.
+_UUID4_KEEP = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4 << 76) | (0x2 << 62)
 
 
 def _text(field: str, value: object, *, required: bool, limit: int) -> str:
@@ -210,6 +226,9 @@ class MoveCar:
         self.max_retries = max_retries
         #: The service years granted so far (一(三)); renewals are Party A's decision.
         self.term: ContractTerm = term if term is not None else ContractTerm.start(contract)
+        #: The store, when it keeps each case's record beside its events (the in-memory
+        #: store does): a command then reads the record instead of folding the history.
+        self._folded: FoldedCaseStore | None = store if isinstance(store, FoldedCaseStore) else None
         #: The store's outbox, when it keeps one (both stores of the library do).
         self.outbox: OutboxStore | None = store if isinstance(store, OutboxStore) else None
         #: The effect rules: the outbox's own, so the engine and the store never disagree.
@@ -289,16 +308,31 @@ class MoveCar:
         return events
 
     def record(self, case_id: str) -> CaseRecord:
-        """The case folded from its history."""
-        return fold(self.history(case_id))
+        """The case folded from its history (yours to keep: a copy of the store's)."""
+        return advanced(self._record(case_id), ())
 
     def case(self, case_id: str) -> CaseView:
         """The seat's view of the case (phone numbers masked)."""
-        return CaseView.of(self.record(case_id))
+        return CaseView.of(self._record(case_id))
 
     def requester_view(self, case_id: str) -> RequesterView:
         """What the requester may see: never anything about the owner."""
-        return RequesterView.of(self.record(case_id))
+        return RequesterView.of(self._record(case_id))
+
+    def _read(self, case_id: str) -> tuple[Sequence[Event], CaseRecord | None]:
+        """The case's events and record (None: no such case): the record the store keeps
+        (read-only), or the events folded when the store keeps none."""
+        if self._folded is not None:
+            return self._folded.load_folded(case_id)
+        events = self.store.load(case_id)
+        return events, fold(events) if events else None
+
+    def _record(self, case_id: str) -> CaseRecord:
+        """The case's record, read-only (the store's own when it keeps one)."""
+        record = self._read(case_id)[1]
+        if record is None:
+            raise UnknownCase(case_id)
+        return record
 
     # --- commands -----------------------------------------------------------------------
 
@@ -317,13 +351,19 @@ class MoveCar:
         phone = parse_phone(requester_phone).canonical
         agent = _text("agent_id", agent_id, required=True, limit=100)
         cid = _command_id(command_id)
-        case_id = uuid.uuid5(CASE_ID_NAMESPACE, cid).hex if cid else uuid.uuid4().hex
+        case_id = uuid.uuid5(CASE_ID_NAMESPACE, cid).hex if cid else _random_id()
         # The requester's phone is not in the fingerprint (a hash of a phone number is
         # easily reversed); a repeat is compared with the stored event's phone instead.
-        fingerprint = fingerprint_of(
-            "open_case", cid, plate=canonical_plate, location=place, agent_id=agent
+        fingerprint = (
+            None
+            if cid is None
+            else fingerprint_of(
+                "open_case", cid, plate=canonical_plate, location=place, agent_id=agent
+            )
         )
-        existing = self._load_for_open(case_id, cid)
+        # Only a case id derived from a command id can be taken already (a random one would
+        # meet the append's version check): that repeat is looked for, nothing else.
+        existing = () if cid is None else self._load_for_open(case_id, cid)
         if existing:
             self._repeat_of_open(existing, cid, fingerprint, phone)
             return case_id
@@ -338,14 +378,14 @@ class MoveCar:
             command_fingerprint=fingerprint,
         )
         try:
-            self.store.append(case_id, [opened], expected_version=0)
+            record, todo = self._append(case_id, [opened], None)
         except ConcurrencyConflict:
             # The same open_case command ran concurrently and won: same result.
             if cid is None:
                 raise
             self._repeat_of_open(self._load_for_open(case_id, cid), cid, fingerprint, phone)
             return case_id
-        self._deliver(case_id, [opened], 1, None, CaseState.RECEIVED)
+        self._deliver([opened], None, record, todo)
         return case_id
 
     def locate_owner(
@@ -354,7 +394,9 @@ class MoveCar:
         """Look the owner up in the vehicle registry; each look-up is an event (四)."""
         agent = _text("agent_id", agent_id, required=True, limit=100)
 
-        def decide(case: CaseRecord, at: dt.datetime, cid: str | None) -> list[Event]:
+        def decide(
+            case: CaseRecord, at: dt.datetime, cid: str | None, fp: str | None
+        ) -> list[Event]:
             check(case, "owner_found", self.policy)  # only for an open, unlocated case
             contact = self.registry.lookup(case.plate)
             phone = None if contact is None else parse_phone(contact.phone).canonical
@@ -363,6 +405,7 @@ class MoveCar:
                     case_id=case_id,
                     at=at,
                     command_id=cid,
+                    command_fingerprint=fp,
                     agent_id=agent,
                     found=contact is not None,
                     owner_phone=phone,
@@ -385,7 +428,9 @@ class MoveCar:
         agent = _text("agent_id", agent_id, required=True, limit=100)
         callee: list[str] = []
 
-        def decide(case: CaseRecord, at: dt.datetime, cid: str | None) -> list[Event]:
+        def decide(
+            case: CaseRecord, at: dt.datetime, cid: str | None, fp: str | None
+        ) -> list[Event]:
             check(case, "call_placed", self.policy)
             assert case.owner_phone is not None  # the machine calls only a located owner
             callee[:] = [case.owner_phone]
@@ -394,7 +439,8 @@ class MoveCar:
                     case_id=case_id,
                     at=at,
                     command_id=cid,
-                    call_id=uuid.uuid4().hex,
+                    command_fingerprint=fp,
+                    call_id=_random_id(),
                     attempt=case.attempts + 1,
                     agent_id=agent,
                     caller_id=self.contract.caller_id,
@@ -571,15 +617,32 @@ class MoveCar:
             )
         return self.outbox
 
+    def _append(
+        self, case_id: str, new: Sequence[Event], case: CaseRecord | None
+    ) -> tuple[CaseRecord, Plan | None]:
+        """Append ``new`` after ``case`` (None: they open the case); the record after them,
+        and their effects' plan when the store made it (a :class:`FoldedCaseStore`)."""
+        if self._folded is not None:
+            return self._folded.append_folded(case_id, new, 0 if case is None else case.version)
+        if case is None:
+            self.store.append(case_id, new, expected_version=0)
+            return fold(new), None
+        self.store.append(case_id, new, expected_version=case.version)
+        # ``case`` advanced by the new events only (a new record: ``case`` is needed again
+        # after a conflict).
+        return advanced(case, new), None
+
     def _deliver(
         self,
-        case_id: str,
         new: Sequence[Event],
-        first_version: int,
-        before: CaseState | None,
-        after: CaseState,
+        before: CaseRecord | None,
+        after: CaseRecord,
+        todo: Plan | None,
     ) -> None:
         """With ``Dispatch.INLINE``: deliver now what this command asked to send.
+
+        ``todo`` is the plan the store made for ``new`` (None: the engine plans them with
+        the same rules and policy).
 
         The store wrote the sends with the events, already leased to this engine
         (:func:`~movecar_core.outbox.born_claimed`): here they are run and marked done,
@@ -590,18 +653,26 @@ class MoveCar:
         """
         if self.dispatch is not Dispatch.INLINE:
             return
-        todo = plan(new, first_version, self.effects, before=before, after=after)
+        if todo is None:
+            first_version = 1 if before is None else before.version + 1
+            state = None if before is None else before.state
+            todo = plan(new, first_version, self.effects, before=state, after=after.state)
+        if not todo.schedule:
+            return
         now = self._now()
         sends = [e for e in todo.schedule if e.kind in SENDS and e.due_at <= now]
         if not sends:
             return
-        if self.outbox is None:
-            for effect in sends:
-                with contextlib.suppress(MoveCarError):
-                    self.run_effect(effect)
-            return
-        claimed = [Claimed(0, inline_token(e.key), e, 1, e.due_at) for e in sends]
-        self._run_claimed(self.outbox, claimed)
+        # The sends are read with the record this command left: what they read of it (the
+        # plate, the location, the requester) no command changes.
+        outbox = self.outbox
+        for effect in sends:
+            try:
+                self._carry_out(effect, after)
+            except MoveCarError:
+                continue  # pending under its lease (see above); without an outbox, dropped
+            if outbox is not None:
+                outbox.complete(Claimed(0, inline_token(effect.key), effect, 1, effect.due_at))
 
     def run_effect(self, effect: Effect) -> str:
         """Carry out one effect from the store's outbox; says what it did.
@@ -620,8 +691,11 @@ class MoveCar:
         * ``follow_up_call``: a reminder through the ``reminders`` port; calls stay
           human-placed (annex 2 十三(四)), so the engine dials nothing by itself.
         """
+        return self._carry_out(effect, self._record(effect.case_id))
+
+    def _carry_out(self, effect: Effect, record: CaseRecord) -> str:
+        """:meth:`run_effect`, with the case's record at hand."""
         case_id = effect.case_id
-        record = self.record(case_id)
         if effect.kind == PLACE_CALL:
             call_id = str(effect.payload["call_id"])
             if record.call_in_flight != call_id or record.owner_phone is None:
@@ -654,6 +728,8 @@ class MoveCar:
             )
             return "notice sent to 110"
         if effect.kind == NOTIFY_REQUESTER:
+            if self.notifier is None:
+                return "skipped: no requester channel"
             try:
                 state = CaseState(str(effect.payload.get("state")))
             except ValueError:
@@ -661,7 +737,7 @@ class MoveCar:
                     "effect.payload.state", effect.payload, "no case state"
                 ) from None
             message = requester_message(record.plate, state)
-            if self.notifier is None or message is None:
+            if message is None:
                 return "skipped: no requester channel"
             self.notifier.notify(case_id, record.requester_phone, message)
             return "requester notified"
@@ -698,9 +774,16 @@ class MoveCar:
         except ValueError:
             raise InvalidCommand("outcome", outcome, "not a CallOutcome") from None
 
-        def decide(case: CaseRecord, at: dt.datetime, cid: str | None) -> list[Event]:
+        def decide(
+            case: CaseRecord, at: dt.datetime, cid: str | None, fp: str | None
+        ) -> list[Event]:
             event = CallOutcomeRecorded(
-                case_id=case_id, at=at, command_id=cid, call_id=call_id, outcome=result
+                case_id=case_id,
+                at=at,
+                command_id=cid,
+                call_id=call_id,
+                outcome=result,
+                command_fingerprint=fp,
             )
             check(case, event.trigger, self.policy)
             if case.call_in_flight != call_id:
@@ -718,6 +801,7 @@ class MoveCar:
                         at=at,
                         command_id=cid,
                         reason=UnresolvedReason.OWNER_UNREACHABLE,
+                        command_fingerprint=fp,
                     )
                 )
             return events
@@ -779,7 +863,9 @@ class MoveCar:
         text = _text("note", note, required=why is EscalationReason.OTHER, limit=MAX_NOTE_LENGTH)
         number = self.contract.transfer_110_number
 
-        def decide(case: CaseRecord, at: dt.datetime, cid: str | None) -> list[Event]:
+        def decide(
+            case: CaseRecord, at: dt.datetime, cid: str | None, fp: str | None
+        ) -> list[Event]:
             check(case, "escalation_requested", self.policy)
             return [
                 EscalationRequested(
@@ -789,6 +875,7 @@ class MoveCar:
                     reason=why,
                     note=text or None,
                     transfer_number=number,
+                    command_fingerprint=fp,
                 )
             ]
 
@@ -832,21 +919,18 @@ class MoveCar:
         nothing to add: this transfer is already in the history as its request.
         """
         for attempt in range(self.max_retries + 1):
-            events = self.store.load(case_id)
-            case = fold(events)
+            case = self._record(case_id)
             if case.state is not CaseState.ESCALATING:
                 return CaseView.of(case)
             event = outcome(self._now())
             check(case, event.trigger, self.policy)
             try:
-                self.store.append(case_id, [event], expected_version=len(events))
+                record, todo = self._append(case_id, [event], case)
             except ConcurrencyConflict:
                 if attempt == self.max_retries:
                     raise
                 continue
-            record = attrs.evolve(case)
-            apply(record, event)
-            self._deliver(case_id, [event], len(events) + 1, case.state, record.state)
+            self._deliver([event], case, record, todo)
             return CaseView.of(record)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -861,8 +945,10 @@ class MoveCar:
     def _simple(
         self, case_id: str, command_id: str | None, name: str, kind: type[Any], **fields: Any
     ) -> CaseView:
-        def decide(case: CaseRecord, at: dt.datetime, cid: str | None) -> list[Event]:
-            event = kind(case_id=case_id, at=at, command_id=cid, **fields)
+        def decide(
+            case: CaseRecord, at: dt.datetime, cid: str | None, fp: str | None
+        ) -> list[Event]:
+            event = kind(case_id=case_id, at=at, command_id=cid, command_fingerprint=fp, **fields)
             check(case, event.trigger, self.policy)
             return [event]
 
@@ -939,8 +1025,9 @@ class MoveCar:
         decide: Decide,
         **arguments: Any,
     ) -> tuple[Sequence[Event], bool, CaseRecord]:
-        """Run a command: the history after it, whether it ran now (False: a repeat), and
-        the case's record after it.
+        """Run a command: its events (when it ran now; on a repeat, the history up to the
+        end of its first run), whether it ran now (False: a repeat), and the case's record
+        after it.
 
         ``arguments`` are the command's arguments in canonical form: their fingerprint is
         stored with the events and compared when the ``command_id`` comes again (before
@@ -948,32 +1035,28 @@ class MoveCar:
         A version conflict (another writer appended first) re-reads the case and decides
         again, at most ``max_retries`` times; the guards then see the other writer's work.
         """
-        cid = _command_id(command_id)
-        fingerprint = fingerprint_of(name, cid, **arguments)
+        cid = None if command_id is None else _command_id(command_id)
+        fingerprint = None if cid is None else fingerprint_of(name, cid, **arguments)
         for attempt in range(self.max_retries + 1):
-            events = self.store.load(case_id)
-            if not events:
+            events, case = self._read(case_id)
+            if case is None:
                 raise UnknownCase(case_id)
-            earlier = self._first_result(events, cid, name, kind, fingerprint)
-            if earlier is not None:
-                return earlier, False, fold(earlier)
-            case = fold(events)
-            new = decide(case, self._now(), cid)
-            if fingerprint is not None:
-                new = [attrs.evolve(e, command_fingerprint=fingerprint) for e in new]
+            if cid is not None:
+                earlier = self._first_result(events, cid, name, kind, fingerprint)
+                if earlier is not None:
+                    if len(earlier) == len(events):
+                        return earlier, False, case
+                    return earlier, False, fold(earlier)
+            new = decide(case, self._now(), cid, fingerprint)
             try:
-                self.store.append(case_id, new, expected_version=len(events))
+                record, todo = self._append(case_id, new, case)
             except ConcurrencyConflict:
                 if attempt == self.max_retries:
                     raise
                 continue
-            # The record after the command: the one decided on, advanced by the new events
-            # only (a copy: ``case`` may be needed again after a conflict).
-            record = attrs.evolve(case)
-            for event in new:
-                apply(record, event)
-            self._deliver(case_id, new, len(events) + 1, case.state, record.state)
-            return [*events, *new], True, record
+            if todo is None or todo.schedule:
+                self._deliver(new, case, record, todo)
+            return new, True, record
         raise AssertionError("unreachable")  # pragma: no cover
 
 

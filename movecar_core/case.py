@@ -51,7 +51,12 @@ class CallOutcome(enum.StrEnum):
 
     @property
     def answered(self) -> bool:
-        return self.value.startswith("answered_")
+        return self in _ANSWERED
+
+
+#: The outcomes where the owner picked up: those named ``answered_...`` (a set: every
+#: outcome recorded and every batch planned asks).
+_ANSWERED = frozenset(o for o in CallOutcome if o.value.startswith("answered_"))
 
 
 class EscalationReason(enum.StrEnum):

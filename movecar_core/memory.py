@@ -28,11 +28,12 @@ from movecar_core.errors import (
     TelephonyError,
 )
 from movecar_core.integrity import GENESIS, chain_of_json
-from movecar_core.machine import CorruptHistory, apply, fold
+from movecar_core.machine import CorruptHistory, advanced, fold
 from movecar_core.outbox import (
     Claimed,
     Effect,
     EffectPolicy,
+    Plan,
     born_claimed,
     inline_token,
     plan,
@@ -86,7 +87,12 @@ class InMemoryCaseStore:
 
     As the SQL store does, an append folds the case through the state machine and refuses
     a batch no valid command sequence could produce (writing nothing), then schedules the
-    effects of the new events with ``effects`` and cancels the timers they make moot.
+    effects of the new events with ``effects`` and cancels the timers they make moot. The
+    record it folded is kept beside the stream and handed back by :meth:`load_folded` and
+    :meth:`append_folded` (:class:`~movecar_core.ports.FoldedCaseStore`), with the plan
+    of each append: the engine never folds a history nor plans a batch twice. Every append
+    goes through :meth:`append_folded` (the engine's and :meth:`append`): a subclass that
+    changes what an append does overrides that one.
     ``clock`` is only needed by :meth:`claim` without ``now`` and by :meth:`purge`; the
     engine always passes it. ``contract`` gives the retention period of :meth:`purge`.
 
@@ -107,8 +113,10 @@ class InMemoryCaseStore:
         self.clock = clock
         self.lease = lease
         self.contract = contract
-        self._streams: dict[str, list[Event]] = {}
-        self._records: dict[str, CaseRecord] = {}
+        # case id -> (its events, their record): one immutable pair, replaced whole by each
+        # append, so a reader takes both at once without the lock and hands them out as
+        # they are (nothing to copy, nothing half-written to see)
+        self._cases: dict[str, tuple[tuple[Event, ...], CaseRecord]] = {}
         self._tombstones: dict[str, _Tombstone] = {}  # purged cases (二(四)), by id
         self._pending: dict[str, _OutboxRow] = {}  # by effect key
         # case id -> keys of its pending effects (a list: a case has one or two, and a set
@@ -121,17 +129,29 @@ class InMemoryCaseStore:
         self._lock = threading.Lock()
 
     def load(self, case_id: str) -> Sequence[Event]:
-        with self._lock:
-            tomb = self._tombstones.get(case_id)
-            if tomb is not None:
-                raise CasePurged(case_id, tomb.purged_at)
-            return tuple(self._streams.get(case_id, ()))
+        return self.load_folded(case_id)[0]
+
+    def load_folded(self, case_id: str) -> tuple[Sequence[Event], CaseRecord | None]:
+        found = self._cases.get(case_id)
+        if found is not None:
+            return found
+        # A purge writes the tombstone before it drops the case: no moment without either.
+        tomb = self._tombstones.get(case_id)
+        if tomb is not None:
+            raise CasePurged(case_id, tomb.purged_at)
+        return (), None
 
     def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
-        if not isinstance(events, list | tuple) or not events:
+        return self.append_folded(case_id, events, expected_version)[0].version
+
+    def append_folded(
+        self, case_id: str, events: Sequence[Event], expected_version: int
+    ) -> tuple[CaseRecord, Plan]:
+        if not isinstance(events, (list, tuple)) or not events:
             raise InvalidInput(f"append to case {case_id!r:.80}: no events to append")
-        if any(getattr(e, "case_id", None) != case_id for e in events):
-            raise InvalidInput(f"append to case {case_id!r:.80}: events of another case")
+        for event in events:
+            if getattr(event, "case_id", None) != case_id:
+                raise InvalidInput(f"append to case {case_id!r:.80}: events of another case")
         for event in events:
             # The same text rule as the SQL store's (through the codec): a backend choice
             # never changes what is accepted.
@@ -139,21 +159,18 @@ class InMemoryCaseStore:
             if problem is not None:
                 raise InvalidInput(f"append to case {case_id!r:.80}: {problem}")
         with self._lock:
-            tomb = self._tombstones.get(case_id)
-            if tomb is not None:  # nothing is appended to a purged case, not even a new opening
+            found = self._cases.get(case_id)
+            if found is None and (tomb := self._tombstones.get(case_id)) is not None:
+                # nothing is appended to a purged case, not even a new opening
                 raise CasePurged(case_id, tomb.purged_at)
-            stream = self._streams.get(case_id)
-            actual = 0 if stream is None else len(stream)
+            stream, before = ((), None) if found is None else found
+            actual = len(stream)
             if actual != expected_version:
                 raise ConcurrencyConflict(case_id, expected_version, actual)
-            before = self._records.get(case_id)
             try:
-                if before is None:
-                    record = fold(events)
-                else:
-                    record = attrs.evolve(before)  # a copy: nothing changes on refusal
-                    for event in events:
-                        apply(record, event)
+                # The kept record is never changed in place: a refusal leaves it as it was,
+                # and load_folded hands it out to be read.
+                record = fold(events) if before is None else advanced(before, events)
             except (CorruptHistory, AttributeError, TypeError) as exc:
                 raise InvalidInput(
                     f"append to case {case_id!r:.80}: not a valid case history: {exc}"
@@ -165,29 +182,34 @@ class InMemoryCaseStore:
                 before=None if before is None else before.state,
                 after=record.state,
             )
-            if stream is None:
-                stream = self._streams[case_id] = []
-            stream.extend(events)
-            self._records[case_id] = record
+            self._cases[case_id] = (*stream, *events), record
             keys = self._by_case.get(case_id)
             if todo.cancel and keys:
                 for key in [k for k in keys if self._pending[k].effect.kind in todo.cancel]:
                     self._drop(key)
+                keys = self._by_case.get(case_id)  # gone with the last key dropped
             for effect in todo.schedule:
                 self._next_id += 1
-                row = _OutboxRow(self._next_id, effect)
                 if born_claimed(effect, self.effects):
-                    row.token = inline_token(effect.key)
-                    row.lease_until = effect.due_at + self.lease
-                    row.attempts = 1
+                    row = _OutboxRow(
+                        self._next_id,
+                        effect,
+                        inline_token(effect.key),
+                        effect.due_at + self.lease,
+                        1,
+                    )
+                else:
+                    row = _OutboxRow(self._next_id, effect)
                 self._pending[effect.key] = row
-                self._by_case.setdefault(case_id, []).append(effect.key)
+                if keys is None:
+                    keys = self._by_case[case_id] = []
+                keys.append(effect.key)
                 heapq.heappush(self._due, (effect.due_at, self._next_id, effect.key))
-            return len(stream)
+            return record, todo
 
     def case_ids(self) -> Iterator[str]:
         with self._lock:
-            ids = list(self._streams)
+            ids = list(self._cases)
         return iter(ids)
 
     # --- retention (二(四)) -----------------------------------------------------------------
@@ -211,18 +233,18 @@ class InMemoryCaseStore:
         with self._lock:
             due = [
                 case_id
-                for case_id, r in self._records.items()
+                for case_id, (_, r) in self._cases.items()
                 if r.closed_at is not None and retention_due(r.closed_at, at, years)
             ]
             if dry_run:
                 return tuple(due)
             for case_id in due:
-                record = self._records.pop(case_id)
-                stream = self._streams.pop(case_id)
+                stream, record = self._cases[case_id]
                 assert record.closed_at is not None  # only closed cases are due
                 self._tombstones[case_id] = _Tombstone(
                     len(stream), record.opened_at, _opened_hash(stream[0]), record.closed_at, at
                 )
+                del self._cases[case_id]  # after its tombstone: readers take no lock
                 for key in list(self._by_case.get(case_id, ())):
                     self._drop(key)
         return tuple(due)
@@ -302,7 +324,7 @@ class InMemoryCaseStore:
     def count_opened(self, start: dt.datetime, end: dt.datetime) -> int:
         # Purged cases were served too: they count, as the SQL store's tombstones do.
         with self._lock:
-            return sum(1 for r in self._records.values() if start <= r.opened_at < end) + sum(
+            return sum(1 for _, r in self._cases.values() if start <= r.opened_at < end) + sum(
                 1 for x in self._tombstones.values() if start <= x.opened_at < end
             )
 
@@ -310,8 +332,8 @@ class InMemoryCaseStore:
         start, end = month.bounds()
         with self._lock:
             opened = [
-                (case_id, _opened_hash(self._streams[case_id][0]))
-                for case_id, r in self._records.items()
+                (case_id, _opened_hash(stream[0]))
+                for case_id, (stream, r) in self._cases.items()
                 if start <= r.opened_at < end
             ] + [
                 (case_id, x.opened_hash)
@@ -379,20 +401,35 @@ class Transfer:
 
 
 class InMemoryTelephony:
-    """Records every call placed and every transfer; can be told to fail."""
+    """Records every call placed and every transfer; can be told to fail.
+
+    A repeated ``call_id`` is found in a set, not by scanning :attr:`calls`: a dial costs
+    the same after a contract year of calls as after the first.
+    """
 
     def __init__(self) -> None:
         self.calls: list[OutboundCallRequest] = []
         self.transfers: list[Transfer] = []
         self.failing = False
+        self._placed: set[str] = set()  # every call id dialled
         self._lock = threading.Lock()
 
     def place_call(self, request: OutboundCallRequest) -> None:
         if self.failing:
             raise TelephonyError(f"call {request.call_id}: the switch refused the call")
         with self._lock:
-            if all(c.call_id != request.call_id for c in self.calls):
+            if request.call_id not in self._placed:
+                self._placed.add(request.call_id)
                 self.calls.append(request)
+
+    def clear(self) -> None:
+        """Forget every call and transfer recorded so far, the dialled call ids too (a
+        call id given again afterwards is dialled again): a test or a benchmark that has
+        read them keeps the switch's memory from growing."""
+        with self._lock:
+            self.calls.clear()
+            self.transfers.clear()
+            self._placed.clear()
 
     def transfer_to_110(self, case_id: str, number: str, reason: str) -> None:
         if self.failing:

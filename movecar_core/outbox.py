@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from movecar_core.case import (
+    TERMINAL_STATES,
     CallOutcomeRecorded,
     CaseState,
     CaseUnresolved,
@@ -93,6 +94,14 @@ class Plan:
     cancel: frozenset[str] = frozenset()
 
 
+#: A batch that changes nothing in the outbox (most do): one shared value.
+_NOTHING = Plan()
+_DEFAULT_POLICY = EffectPolicy()
+#: States where a timer would find nothing to do: closed, or escalating (which accepts no
+#: call outcome and no new call).
+_NO_TIMERS = TERMINAL_STATES | {CaseState.ESCALATING}
+
+
 def effect_key(case_id: str, version: int, kind: str) -> str:
     return f"{case_id}:{version}:{kind}"
 
@@ -133,7 +142,7 @@ def plan(
     state after it: a closed case cancels every pending timer, and a change of state the
     requester hears about (:func:`~movecar_core.views.requester_status`) sends them a notice.
     """
-    rules = policy or EffectPolicy()
+    rules = policy or _DEFAULT_POLICY
     schedule: list[Effect] = []
     cancel: set[str] = set()
     for offset, event in enumerate(events):
@@ -162,12 +171,13 @@ def plan(
             )
         elif type(event) is CallOutcomeRecorded:
             cancel.add(CALL_OUTCOME_DUE)
-            schedule = [e for e in schedule if e.kind != CALL_OUTCOME_DUE]
-            follows_unresolved = any(type(e) is CaseUnresolved for e in events[offset + 1 :])
+            if schedule:
+                schedule = [e for e in schedule if e.kind != CALL_OUTCOME_DUE]
+            # No reminder after the last attempt: the batch then closes the case unresolved.
             if (
                 not event.outcome.answered
                 and rules.follow_up_after is not None
-                and not follows_unresolved
+                and CaseUnresolved not in map(type, events[offset + 1 :])
             ):
                 schedule.append(
                     Effect(
@@ -188,10 +198,10 @@ def plan(
                     {"reason": event.reason.value, "number": event.transfer_number},
                 )
             )
-    # Escalating accepts no call outcome and no new call: a timer would find nothing to do.
-    if after.is_terminal or after is CaseState.ESCALATING:
+    if after in _NO_TIMERS:
         cancel |= TIMERS
-        schedule = [e for e in schedule if e.kind not in TIMERS]
+        if schedule:
+            schedule = [e for e in schedule if e.kind not in TIMERS]
     if rules.notify_requester and after is not before and requester_status(after) is not None:
         last = events[-1]
         schedule.append(
@@ -203,7 +213,9 @@ def plan(
                 {"state": after.value},
             )
         )
-    return Plan(schedule=tuple(schedule), cancel=frozenset(cancel))
+    if not schedule and not cancel:
+        return _NOTHING
+    return Plan(tuple(schedule), frozenset(cancel))
 
 
 @attrs.frozen

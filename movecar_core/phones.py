@@ -30,7 +30,7 @@ import attrs
 
 from movecar_core.errors import InvalidPhone
 
-__all__ = ["Phone", "PhoneKind", "parse_phone"]
+__all__ = ["Phone", "PhoneKind", "mask_phone", "parse_phone"]
 
 
 class PhoneKind(enum.StrEnum):
@@ -45,6 +45,12 @@ _NON_DIGIT: Final = re.compile(r"[^0-9]")
 _MOBILE: Final = re.compile(r"1[3-9][0-9]{9}")
 _MOBILE_PREFIX: Final = re.compile(r"1[3-9]")
 _LOCAL: Final = re.compile(r"[2-9][0-9]{6,7}")
+#: Exactly the canonical forms :func:`parse_phone` writes (``tests/test_phones.py`` checks
+#: both ways): such a number is its own parse, so it is not normalised and parsed again.
+#: Stored numbers are canonical, and every view of a case masks them on each command.
+_CANONICAL: Final = re.compile(
+    r"(?P<mobile>1[3-9][0-9]{9})|(?:010|02[0-9]|0[3-9][0-9]{2})-[2-9][0-9]{6,7}"
+)
 
 
 @attrs.frozen(slots=True)
@@ -66,10 +72,22 @@ class Phone:
         A mobile keeps its operator prefix and last four digits; a fixed line keeps its area
         code (which city) and its last four digits. Length and shape are kept.
         """
-        if self.kind is PhoneKind.MOBILE:
-            return self.digits[:3] + "****" + self.digits[-4:]
-        area, local = self.canonical.split("-")
-        return f"{area}-{'*' * (len(local) - 4)}{local[-4:]}"
+        return _mask(self.canonical)
+
+
+def _mask(canonical: str) -> str:
+    if "-" not in canonical:  # a mobile: its canonical form is its digits
+        return canonical[:3] + "****" + canonical[-4:]
+    area, local = canonical.split("-")
+    return f"{area}-{'*' * (len(local) - 4)}{local[-4:]}"
+
+
+def mask_phone(text: str) -> str:
+    """``parse_phone(text).masked()``; a number already canonical (a stored one) is masked
+    as it stands, without a :class:`Phone` built for it."""
+    if type(text) is str and _CANONICAL.fullmatch(text) is not None:
+        return _mask(text)
+    return parse_phone(text).masked()
 
 
 def parse_phone(text: str) -> Phone:
@@ -78,6 +96,15 @@ def parse_phone(text: str) -> Phone:
     Spaces, dashes, dots and parentheses anywhere and full-width characters are accepted;
     the result is always the canonical form.
     """
+    if type(text) is str and (known := _CANONICAL.fullmatch(text)) is not None:
+        if known.group("mobile") is not None:
+            return Phone(text, PhoneKind.MOBILE, text)
+        return Phone(text, PhoneKind.FIXED, text.replace("-", ""))
+    return _parse(text)
+
+
+def _parse(text: str) -> Phone:
+    """:func:`parse_phone` for any text, canonical or not: the defining parse."""
     if not isinstance(text, str):
         raise InvalidPhone(text, f"expected str, got {type(text).__name__}")
     s = _SEPARATORS.sub("", unicodedata.normalize("NFKC", text))

@@ -12,7 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from movecar_core.case import Event
+from movecar_core.case import CaseRecord, Event
+from movecar_core.outbox import OutboxStore, Plan
 
 
 @runtime_checkable
@@ -57,6 +58,34 @@ class CaseStore(Protocol):
     def case_ids(self) -> Iterator[str]:
         """Every stored case's id, in the order the cases were created (purged cases
         excluded)."""
+        ...
+
+
+@runtime_checkable
+class FoldedCaseStore(CaseStore, OutboxStore, Protocol):
+    """A store with an outbox that also keeps each case's record, the fold of its events,
+    beside its stream, and hands back what each append computed (optional; the in-memory
+    store does).
+
+    Such a store folds the case on every append anyway (to refuse a batch no command
+    sequence could produce) and plans the batch's effects: handing both back saves the
+    engine a fold of the history and a second plan on every command. The engine does that
+    work itself for a store without these methods.
+    """
+
+    def load_folded(self, case_id: str) -> tuple[Sequence[Event], CaseRecord | None]:
+        """The case's events and their record, read together: the record always equals
+        ``fold(events)`` (``((), None)`` when there is no such case). The record is the
+        store's own: read it, never change it. Raises
+        :class:`~movecar_core.errors.CasePurged` as :meth:`~CaseStore.load` does."""
+        ...
+
+    def append_folded(
+        self, case_id: str, events: Sequence[Event], expected_version: int
+    ) -> tuple[CaseRecord, Plan]:
+        """:meth:`~CaseStore.append`, returning the case's record after ``events`` (its
+        ``version`` is the new version; the store's own, read-only) and the effects
+        planned for them (:func:`~movecar_core.outbox.plan` with the store's ``effects``)."""
         ...
 
 

@@ -18,7 +18,7 @@ from movecar_core.case import (
     EscalationReason,
     UnresolvedReason,
 )
-from movecar_core.phones import parse_phone
+from movecar_core.phones import mask_phone
 
 
 @attrs.frozen
@@ -43,24 +43,25 @@ class CaseView:
 
     @classmethod
     def of(cls, case: CaseRecord) -> CaseView:
+        owner = case.owner_phone
+        # Positional, in field order: every command returns a view, and keywords cost a
+        # third more here.
         return cls(
-            case_id=case.case_id,
-            state=case.state,
-            version=case.version,
-            plate=case.plate,
-            location=case.location,
-            opened_at=case.opened_at,
-            closed_at=case.closed_at,
-            requester_phone_masked=parse_phone(case.requester_phone).masked(),
-            owner_located=case.owner_phone is not None,
-            owner_phone_masked=(
-                None if case.owner_phone is None else parse_phone(case.owner_phone).masked()
-            ),
-            attempts=case.attempts,
-            call_in_flight=case.call_in_flight,
-            last_outcome=case.last_outcome,
-            escalation_reason=case.escalation_reason,
-            unresolved_reason=case.unresolved_reason,
+            case.case_id,
+            case.state,
+            case.version,
+            case.plate,
+            case.location,
+            case.opened_at,
+            case.closed_at,
+            mask_phone(case.requester_phone),
+            owner is not None,
+            None if owner is None else mask_phone(owner),
+            case.attempts,
+            case.call_in_flight,
+            case.last_outcome,
+            case.escalation_reason,
+            case.unresolved_reason,
         )
 
 
@@ -102,13 +103,20 @@ class RequesterView:
         )
 
 
+#: The states the requester hears about, with what they are told (a table: the outbox
+#: asks on every append). Not news: received and owner located (nothing to act on yet),
+#: nor escalating: the requester hears once the transfer went through (or not at all while
+#: the seat retries a failed one), not twice.
+_NEWS: dict[CaseState, str] = {
+    state: status
+    for state, status in _STATUS.items()
+    if state not in (CaseState.RECEIVED, CaseState.OWNER_LOCATED, CaseState.ESCALATING)
+}
+
+
 def requester_status(state: CaseState) -> str | None:
     """What the requester is told when their case reaches ``state``; None: not news."""
-    # escalating: the requester hears once the transfer went through (or not at all
-    # while the seat retries a failed one), not twice.
-    if state in (CaseState.RECEIVED, CaseState.OWNER_LOCATED, CaseState.ESCALATING):
-        return None
-    return _STATUS[state]
+    return _NEWS.get(state)
 
 
 def requester_message(plate: str, state: CaseState) -> str | None:

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from ports_only import ports_only_engine
 
 from movecar_core import (
     WUJIN_114_2024,
@@ -259,21 +260,31 @@ def test_every_transfer_placed_is_in_the_history_before_it_is_placed(mc: MoveCar
     assert isinstance(last, EscalatedTo110) and last.reason is EscalationReason.TRAFFIC_VIOLATION
 
 
-def test_a_cancel_that_wins_the_race_leaves_no_transfer(mc: MoveCar) -> None:
+@pytest.mark.parametrize("ports_only", [False, True], ids=["records", "ports-only"])
+def test_a_cancel_that_wins_the_race_leaves_no_transfer(
+    clock: ManualClock, ports_only: bool
+) -> None:
     """The old order (transfer, then append) lost this race: a cancel stored between the
     escalation's read and its append left a transfer to 110 on a cancelled case."""
+    owners = {"苏D12345": OWNER}
+    mc = ports_only_engine(owners, clock) if ports_only else MoveCar.in_memory(owners, clock)
     case_id = opened(mc)
-    store = mc.store
-    append = store.append
+    store: Any = mc.store
     raced: list[str] = []
 
-    def racing_append(cid: str, events: Any, expected_version: int) -> int:
-        if not raced and isinstance(events[0], EscalationRequested):
-            raced.append("cancel")
-            mc.cancel(cid, note="求助人撤销")  # another seat, first
-        return append(cid, events, expected_version)
+    def racing(write: Any) -> Any:
+        def another_seat_first(cid: str, events: Any, expected_version: int) -> Any:
+            if not raced and isinstance(events[0], EscalationRequested):
+                raced.append("cancel")
+                mc.cancel(cid, note="求助人撤销")  # another seat, first
+            return write(cid, events, expected_version)
 
-    store.append = racing_append  # type: ignore[method-assign]
+        return another_seat_first
+
+    # The engine writes with append_folded to a store that keeps records, else append.
+    for name in ("append", "append_folded"):
+        if hasattr(store, name):
+            setattr(store, name, racing(getattr(store, name)))
     with pytest.raises(CaseClosed):
         mc.escalate(case_id, "owner_uncooperative")
     assert mc.case(case_id).state is CaseState.CANCELLED
@@ -338,3 +349,45 @@ def test_naive_clock_is_refused() -> None:
     mc = MoveCar.in_memory(clock=Naive())
     with pytest.raises(InvalidCommand, match="timezone"):
         opened(mc)
+
+
+def test_the_seat_view_shows_each_field_of_the_record_in_its_place() -> None:
+    """CaseView.of fills the view by position (every command returns one): each field
+    must land where its name says."""
+    from movecar_core.case import CaseRecord
+    from movecar_core.views import CaseView
+
+    at = dt.datetime(2024, 5, 1, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    record = CaseRecord(
+        case_id="c1",
+        plate="苏D12345",
+        location="湖塘镇",
+        requester_phone="13800001111",
+        opened_at=at,
+        state=CaseState.UNRESOLVED,
+        version=7,
+        owner_phone="0519-81997327",
+        attempts=2,
+        call_in_flight="call-9",
+        last_outcome=CallOutcome.BUSY,
+        escalation_reason=EscalationReason.OTHER,
+        unresolved_reason=UnresolvedReason.OWNER_UNREACHABLE,
+        closed_at=at + dt.timedelta(hours=1),
+    )
+    assert CaseView.of(record) == CaseView(
+        case_id="c1",
+        state=CaseState.UNRESOLVED,
+        version=7,
+        plate="苏D12345",
+        location="湖塘镇",
+        opened_at=at,
+        closed_at=at + dt.timedelta(hours=1),
+        requester_phone_masked="138****1111",
+        owner_located=True,
+        owner_phone_masked="0519-****7327",
+        attempts=2,
+        call_in_flight="call-9",
+        last_outcome=CallOutcome.BUSY,
+        escalation_reason=EscalationReason.OTHER,
+        unresolved_reason=UnresolvedReason.OWNER_UNREACHABLE,
+    )

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 RUNS = {
     "bench_engine.py": ["--cases", "200", "--machine-cases", "20"],
+    "bench_lifecycle.py": ["--cases", "20", "--rounds", "2", "--small", "10", "--large", "60"],
     "bench_ledger.py": [
         "--command-cases", "2", "--rounds", "1", "--bulk-events", "500", "--audit-events", "500",
         "--repeat", "1",
@@ -50,6 +51,12 @@ def test_benchmark_runs_and_prints_json(script: str, tmp_path: Path) -> None:
         for store in ("memory", "sqlite"):
             assert result[store]["cases"] > 0
             assert sum(result[store]["share"].values()) == pytest.approx(1, abs=0.01)
+    if script == "bench_lifecycle.py":
+        assert result["cases_per_round"] == 20 and result["rounds"] == 2
+        assert result["facade_vs_machine_ratio"] > 0
+        assert result["with_command_ids"]["facade_us_per_case"] > 0
+        assert (result["store_size"]["small"], result["store_size"]["large"]) == (10, 60)
+        assert result["store_size"]["ratio"] > 0
     if script == "bench_storage.py":
         assert result["bulk"]["events"] == 2000
         assert len(result["bulk"]["runs"]) == 2

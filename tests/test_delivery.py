@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from delivery_cases import DeliveryCases
+from ports_only import PortsOnlyStore
 
 from movecar_core.clock import ManualClock
 from movecar_core.memory import InMemoryCaseStore
@@ -18,3 +19,15 @@ class TestDeliveryInMemory(DeliveryCases):
     @pytest.fixture
     def store(self) -> CaseStore:
         return InMemoryCaseStore()
+
+
+class TestDeliveryPortsOnly(DeliveryCases):
+    """The engine's own plan, for a store that keeps no records (as SQL)."""
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    def store(self) -> CaseStore:
+        return PortsOnlyStore(InMemoryCaseStore())  # type: ignore[return-value]

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from movecar_core import phones as phones_module
 from movecar_core.errors import InvalidPhone, MoveCarError
 from movecar_core.phones import Phone, PhoneKind, parse_phone
 from movecar_core.testing.strategies import (
@@ -181,3 +182,35 @@ def test_arbitrary_text_is_a_phone_or_invalid_phone(text: str) -> None:
         return
     assert isinstance(phone, Phone)
     assert parse_phone(phone.canonical) == phone
+
+
+# The fast path for canonical numbers (stored numbers are parsed again by every view) must
+# be exactly the defining parse: the same Phone for a canonical number, and every number the
+# defining parse writes recognised as canonical.
+
+
+@given(st.from_regex(phones_module._CANONICAL, fullmatch=True))
+def test_what_the_fast_path_takes_is_its_own_parse(text: str) -> None:
+    assert phones_module._parse(text) == parse_phone(text)
+    assert parse_phone(text).canonical == text
+
+
+@given(st.one_of(phones(), st.text(max_size=20)))
+def test_every_canonical_number_takes_the_fast_path(text: str) -> None:
+    try:
+        phone = phones_module._parse(text)
+    except InvalidPhone:
+        return
+    assert phones_module._CANONICAL.fullmatch(phone.canonical)
+    assert parse_phone(phone.canonical) == phone == parse_phone(text)
+
+
+@given(st.one_of(phones(), canonical_mobile_phones(), canonical_fixed_phones()))
+def test_mask_phone_is_the_parsed_number_masked(text: str) -> None:
+    assert phones_module.mask_phone(text) == parse_phone(text).masked()
+
+
+@given(invalid_phones())
+def test_mask_phone_refuses_what_parse_refuses(text: str) -> None:
+    with pytest.raises(InvalidPhone):
+        phones_module.mask_phone(text)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from movecar_core import plates as plates_module
 from movecar_core.errors import InvalidPlate, MoveCarError
 from movecar_core.plates import Plate, PlateKind, parse_plate
 from movecar_core.testing.strategies import (
@@ -167,3 +168,25 @@ def test_arbitrary_text_is_a_plate_or_invalid_plate(text: str) -> None:
         return
     assert isinstance(plate, Plate)
     assert parse_plate(plate.canonical) == plate
+
+
+# The fast path for canonical regular plates must be exactly the defining parse.
+
+
+@given(st.from_regex(plates_module._CANONICAL_REGULAR, fullmatch=True))
+def test_what_the_fast_path_takes_is_its_own_parse(text: str) -> None:
+    assert plates_module._parse(text) == parse_plate(text)
+    assert parse_plate(text) == Plate(text, PlateKind.REGULAR, text[0])
+
+
+@given(st.one_of(plates(), canonical_plates(), invalid_plates(), st.text(max_size=9)))
+def test_every_canonical_regular_plate_takes_the_fast_path(text: str) -> None:
+    try:
+        plate = plates_module._parse(text)
+    except InvalidPlate:
+        with pytest.raises(InvalidPlate):
+            parse_plate(text)
+        return
+    assert parse_plate(text) == plate == parse_plate(plate.canonical)
+    fast = plates_module._CANONICAL_REGULAR.fullmatch(plate.canonical) is not None
+    assert fast == (plate.kind is PlateKind.REGULAR)

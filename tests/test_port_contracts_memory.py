@@ -13,6 +13,7 @@ from movecar_core.ports import CaseStore, Clock
 from movecar_core.testing.contracts import (
     CaseStoreContract,
     ClockContract,
+    FoldedCaseStoreContract,
     OutboxStoreContract,
     TelephonyContract,
     VehicleRegistryContract,
@@ -66,7 +67,30 @@ def test_in_memory_switch_dials_a_call_id_once() -> None:
     assert switch.calls == [request]
 
 
+def test_in_memory_switch_finds_a_repeat_among_many_calls_and_can_forget() -> None:
+    from movecar_core.ports import OutboundCallRequest
+
+    switch = InMemoryTelephony()
+    requests = [
+        OutboundCallRequest(f"c{i}", f"case-{i}", "seat-1", "0519110", "13912345678", "您好")
+        for i in range(1000)
+    ]
+    for request in [*requests, requests[0], requests[500], requests[-1]]:
+        switch.place_call(request)
+    assert switch.calls == requests
+    switch.clear()
+    assert (switch.calls, switch.transfers) == ([], [])
+    switch.place_call(requests[0])  # forgotten: dialled again
+    assert switch.calls == requests[:1]
+
+
 class TestInMemoryOutbox(OutboxStoreContract):
     @pytest.fixture
     def outbox_store(self) -> InMemoryCaseStore:
+        return InMemoryCaseStore()
+
+
+class TestInMemoryFoldedStore(FoldedCaseStoreContract):
+    @pytest.fixture
+    def folded_store(self) -> InMemoryCaseStore:
         return InMemoryCaseStore()

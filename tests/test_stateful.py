@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hypothesis import settings
+from ports_only import ports_only_engine
 
 from movecar_core import CasePolicy, MoveCar
 from movecar_core.clock import ManualClock
@@ -36,3 +37,19 @@ InMemoryMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None
 )
 TestInMemoryMachine = InMemoryMachine.TestCase
+
+
+class PortsOnlyMachine(MoveCarStateMachine):
+    """The same machine on a store the engine sees through the ports only: it folds and
+    plans itself, as for the SQL store."""
+
+    def make_engine(self, owners: Mapping[str, str], notifier: RecordingNotifier) -> MoveCar:
+        return ports_only_engine(
+            owners, ManualClock(), notifier, policy=CasePolicy(max_call_attempts=2)
+        )
+
+
+PortsOnlyMachine.TestCase.settings = settings(
+    max_examples=50, stateful_step_count=40, deadline=None
+)
+TestPortsOnlyMachine = PortsOnlyMachine.TestCase

@@ -263,14 +263,21 @@ class FaultyStore:
         self.failed = 0
 
     def append(self, case_id: str, events: Any, expected_version: int) -> int:
+        version: int = self._write(self.inner.append, case_id, events, expected_version)
+        return version
+
+    def append_folded(self, case_id: str, events: Any, expected_version: int) -> Any:
+        # The engine's write when the store keeps the folded record (FoldedCaseStore).
+        return self._write(self.inner.append_folded, case_id, events, expected_version)
+
+    def _write(self, write: Callable[..., Any], case_id: str, *args: Any) -> Any:
         if self.share and self.active() and self.rng.random() < self.share:
             self.failed += 1
             if self.rng.random() < 0.5:
                 raise StoreFault(f"case {case_id}: the write failed (nothing written)")
-            self.inner.append(case_id, events, expected_version)
+            write(case_id, *args)
             raise StoreFault(f"case {case_id}: the write was committed, then reported failed")
-        version: int = self.inner.append(case_id, events, expected_version)
-        return version
+        return write(case_id, *args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -345,14 +352,19 @@ class Simulation:
             for name in ("arrivals", "seats", "cases", "outages", "faults", "store")
         }
         if self.faults.enabled and self.faults.store_failure:
-            # Every command of the engine writes through its store: wrapped here, the
-            # failures reach the engine exactly as a database's would.
-            self.mc.store = FaultyStore(
-                self.mc.store,
-                self.rng["store"],
-                self.faults.store_failure,
-                lambda: self._faulty(self.now),
-            )
+            # Every command of the engine writes through its store: the same engine on
+            # the store wrapped, so the failures reach it exactly as a database's would.
+            mc = self.mc
+            self.mc = MoveCar(
+                store=FaultyStore(
+                    mc.store, self.rng["store"], self.faults.store_failure,
+                    lambda: self._faulty(self.now),
+                ),
+                registry=mc.registry, telephony=mc.telephony, clock=mc.clock,
+                notifier=mc.notifier, command_centre=mc.command_centre,
+                reminders=mc.reminders, contract=mc.contract, policy=mc.policy,
+                max_retries=mc.max_retries, dispatch=mc.dispatch, term=mc.term,
+            )  # fmt: skip
         self.now = 0
         self.months = [MonthFigures(m) for m in _months(scenario)]
         self.heap: list[tuple[int, int, str, Any]] = []

@@ -14,6 +14,7 @@ the simulator and the host treat adapters as interchangeable.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 import uuid
 from typing import Any
@@ -43,9 +44,10 @@ from movecar_core.outbox import (
     NOTIFY_REQUESTER,
     Claimed,
     inline_token,
+    plan,
 )
 from movecar_core.ports import CaseStore, Clock, OutboundCallRequest, Telephony, VehicleRegistry
-from movecar_core.testing.strategies import forbidden_texts, texts
+from movecar_core.testing.strategies import case_histories, forbidden_texts, texts
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 T0 = dt.datetime(2025, 3, 1, 8, 30, tzinfo=SHANGHAI)
@@ -364,3 +366,58 @@ class OutboxStoreContract:
         timeout = outbox_store.effects.call_outcome_timeout
         [claimed] = outbox_store.claim("w", now=placed + timeout, keys=keys)
         assert claimed.effect.kind == CALL_OUTCOME_DUE
+
+
+class FoldedCaseStoreContract:
+    """What every :class:`~movecar_core.ports.FoldedCaseStore` must do: the record it keeps
+    and hands back is always the fold of the history it holds, and the plan it hands back
+    is the plan of the batch. Needs fixture ``folded_store``: a fresh store with the
+    default :class:`~movecar_core.outbox.EffectPolicy`."""
+
+    def test_unknown_case_has_no_record(self, folded_store: Any) -> None:
+        events, record = folded_store.load_folded(_new_id())
+        assert (list(events), record) == ([], None)
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(history=case_histories(), cuts=st.lists(st.integers(1, 11), max_size=6))
+    def test_the_record_is_the_fold_after_every_append(
+        self, folded_store: Any, history: list[Event], cuts: list[int]
+    ) -> None:
+        """Any valid history, appended in batches of any size: after each append the
+        store hands back ``fold`` of what it holds, and the plan of that batch."""
+        case_id = _new_id()  # the store is shared by the examples
+        history = [attrs.evolve(e, case_id=case_id) for e in history]
+        bounds = sorted({c for c in cuts if c < len(history)} | {0, len(history)})
+        before = None
+        for start, end in itertools.pairwise(bounds):
+            batch = history[start:end]
+            record, planned = folded_store.append_folded(case_id, batch, expected_version=start)
+            assert record == fold(history[:end])
+            assert planned == plan(
+                batch,
+                start + 1,
+                folded_store.effects,
+                before=None if before is None else before.state,
+                after=record.state,
+            )
+            events, kept = folded_store.load_folded(case_id)
+            assert list(events) == history[:end] == list(folded_store.load(case_id))
+            assert kept == record == fold(events)
+            before = record
+
+    def test_a_refused_append_leaves_the_record(self, folded_store: Any) -> None:
+        case_id = _new_id()
+        history = sample_history(case_id)
+        record, _ = folded_store.append_folded(case_id, history[:3], expected_version=0)
+        kept = attrs.evolve(record)
+        with pytest.raises(ConcurrencyConflict):
+            folded_store.append_folded(case_id, history[3:], expected_version=2)
+        with pytest.raises(InvalidInput):  # a second look-up: not a valid history
+            folded_store.append_folded(case_id, [*history[3:4], history[1]], expected_version=3)
+        events, record_now = folded_store.load_folded(case_id)
+        assert (list(events), record_now) == (history[:3], kept)
+        assert record == kept  # the record handed out was not changed in place

@@ -12,7 +12,8 @@ Hosts reuse it against their own wiring: subclass :class:`MoveCarStateMachine`, 
 
 Invariants checked after every step, for every case:
 
-* the state is the fold of the history (the view never disagrees with the log);
+* the state is the fold of the history (the view never disagrees with the log), and so
+  is the record the engine reads, kept by the store beside the events when it keeps one;
 * a terminal state absorbs: once moved/escalated/cancelled/unresolved, always so;
 * outbound call attempts never exceed the policy's limit, and at most one is in flight;
 * no owner phone number reaches anything the requester side sees (views, notifications);
@@ -43,6 +44,7 @@ from movecar_core.errors import MoveCarError
 from movecar_core.machine import fold
 from movecar_core.outbox import TIMERS
 from movecar_core.phones import parse_phone
+from movecar_core.ports import FoldedCaseStore
 from movecar_core.testing.strategies import canonical_mobile_phones, canonical_plates, plates
 
 _NOTES = st.text(st.characters(categories=["Lo", "Nd", "Lu"]), min_size=1, max_size=12)
@@ -212,6 +214,12 @@ class MoveCarStateMachine(RuleBasedStateMachine):
         for case_id in self.opened:
             history = self.mc.history(case_id)
             record = fold(history)
+            # The engine reads the record a store keeps beside the events (and folds the
+            # events itself otherwise): either way, the fold of the history.
+            assert self.mc.record(case_id) == record, "the record is not the fold"
+            if isinstance(self.mc.store, FoldedCaseStore):
+                events, kept = self.mc.store.load_folded(case_id)
+                assert tuple(events) == tuple(history) and kept == record
             view = self.mc.case(case_id)
             assert view.state is record.state
             assert view.version == len(history)
