@@ -20,6 +20,7 @@ RUNS = {
     ],
     "bench_pricing.py": ["--calls", "20000", "--repeat", "1"],
     "bench_simulate.py": ["--volume", "3000", "--sqlite-volume", "300"],
+    "bench_sqlite_lifecycle.py": ["--cases", "3", "--rounds", "2"],
     "bench_storage.py": [
         "--events", "2000", "--repeat", "2", "--year-cases", "2000", "--command-cases", "2",
     ],
@@ -30,7 +31,8 @@ RUNS = {
 def test_benchmark_runs_and_prints_json(script: str, tmp_path: Path) -> None:
     extra = (
         ["--dir", str(tmp_path)]
-        if script in ("bench_storage.py", "bench_ledger.py", "bench_simulate.py")
+        if script
+        in ("bench_storage.py", "bench_ledger.py", "bench_simulate.py", "bench_sqlite_lifecycle.py")
         else []
     )
     done = subprocess.run(
@@ -57,6 +59,14 @@ def test_benchmark_runs_and_prints_json(script: str, tmp_path: Path) -> None:
         assert result["with_command_ids"]["facade_us_per_case"] > 0
         assert (result["store_size"]["small"], result["store_size"]["large"]) == (10, 60)
         assert result["store_size"]["ratio"] > 0
+    if script == "bench_sqlite_lifecycle.py":
+        assert (result["cases_per_round"], result["rounds"]) == (3, 2)
+        assert result["ratio_median"] > 0
+        for side in ("movecar", "eventsourcing"):
+            assert result[side]["lifecycles_per_s"] > 0
+            assert result[side]["commits"] == 5  # one per command, on both sides
+            assert result[side]["statements"] > result[side]["commits"]
+            assert result[side]["pragmas"] == {"journal_mode": "wal", "synchronous": 2}
     if script == "bench_storage.py":
         assert result["bulk"]["events"] == 2000
         assert len(result["bulk"]["runs"]) == 2
