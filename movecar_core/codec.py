@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 from collections.abc import Callable, Iterable
 from json.encoder import encode_basestring
 from typing import Any
 
 import attrs
 
-from movecar_core.case import EVENT_TYPES, Event
+from movecar_core.case import EVENT_TYPES, CaseRecord, Event
 from movecar_core.errors import MoveCarError
 from movecar_core.integrity import canonical_json
 from movecar_core.text import FORBIDDEN, text_problem
@@ -199,6 +200,59 @@ def decode(case_id: str, type_name: str, payload: dict[str, Any]) -> Event:
     except (TypeError, ValueError) as exc:
         raise MalformedEvent(f"case {case_id}: {type_name} payload {payload!r}: {exc}") from exc
     return event
+
+
+# --- a case's record, for a store that keeps it beside the events ------------------------
+
+
+class MalformedRecord(MoveCarError):
+    """A kept case record that does not fit :class:`~movecar_core.case.CaseRecord`."""
+
+
+def _record_codecs() -> list[tuple[str, Convert, Convert]]:
+    attrs.resolve_types(CaseRecord)
+    out = []
+    for a in attrs.fields(CaseRecord):
+        if a.name == "case_id":  # the row it is kept in says that
+            continue
+        to_json, from_json = _field_codec(a.type)
+        if a.type is str or a.type == str | None:
+            # Type-checked only, both ways: a record folds histories stored before the
+            # core's character rule, which must still load and append.
+            to_json = from_json
+        out.append((a.name, to_json, from_json))
+    return out
+
+
+_RECORD = _record_codecs()
+
+
+def encode_record(record: CaseRecord) -> str:
+    """``record`` as one JSON array, its fields in :class:`~movecar_core.case.CaseRecord`'s
+    order (``case_id`` left out): what a store keeps beside the case's events."""
+    try:
+        values = [out(getattr(record, name)) for name, out, _ in _RECORD]
+    except _RejectError as exc:
+        raise MalformedRecord(f"case {record.case_id}: {exc}") from None
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_record(case_id: str, text: str) -> CaseRecord:
+    """The record :func:`encode_record` wrote for case ``case_id``; every field is checked
+    as strictly as an event's (:class:`MalformedRecord` otherwise)."""
+    try:
+        values = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedRecord(f"case {case_id}: kept record is not JSON") from exc
+    if type(values) is not list or len(values) != len(_RECORD):
+        raise MalformedRecord(f"case {case_id}: kept record is not a list of {len(_RECORD)}")
+    kwargs: dict[str, Any] = {}
+    for (name, _, back), value in zip(_RECORD, values, strict=True):
+        try:
+            kwargs[name] = back(value)
+        except _RejectError as exc:
+            raise MalformedRecord(f"case {case_id}: kept record's {name}: {exc}") from None
+    return CaseRecord(case_id=case_id, **kwargs)
 
 
 # --- canonical JSON straight from an event (the bulk path) -------------------------------

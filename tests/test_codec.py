@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import attrs
@@ -11,8 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from movecar_core.case import CallOutcome, EscalationReason, Event
-from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, encode
+from movecar_core.codec import (
+    CanonicalEncoder,
+    MalformedEvent,
+    MalformedRecord,
+    UnknownEventType,
+    decode_record,
+    encode,
+    encode_record,
+)
 from movecar_core.integrity import canonical_json
+from movecar_core.machine import fold
 from movecar_core.testing.contracts import sample_history
 from movecar_core.testing.strategies import case_histories
 from movecar_core.text import event_text_problem, text_problem
@@ -162,3 +172,39 @@ def test_generated_writer_covers_every_field_kind(value: AllKinds) -> None:
     fast = _compile(AllKinds, frozenset({"text"}), not_fast)
     assert fast(value, seal) == ("AllKinds", canonical_json(payload), canonical_json(sealed))
     assert fast(value, None) == ("AllKinds", canonical_json(payload), canonical_json(payload))
+
+
+# --- the record a store keeps beside the events -------------------------------------------
+
+
+@given(history=case_histories(), cut=st.integers(1, 12))
+def test_a_kept_record_reads_back_as_the_fold(history: list[Event], cut: int) -> None:
+    """Every prefix of every valid history: the kept form reads back equal to the fold,
+    times with their offsets."""
+    record = fold(history[: max(1, min(cut, len(history)))])
+    back = decode_record(record.case_id, encode_record(record))
+    assert back == record
+    assert (back.opened_at.utcoffset(), back.closed_at and back.closed_at.utcoffset()) == (
+        record.opened_at.utcoffset(),
+        record.closed_at and record.closed_at.utcoffset(),
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda v: "not json",
+        lambda v: "{}",
+        lambda v: json.dumps(v[:-1]),
+        lambda v: json.dumps([*v, None]),
+        lambda v: json.dumps([1, *v[1:]]),  # plate not text
+        lambda v: json.dumps([*v[:4], "gone", *v[5:]]),  # no such state
+        lambda v: json.dumps([*v[:5], "5", *v[6:]]),  # version as text
+        lambda v: json.dumps([*v[:3], "2025-03-01T08:30:00", *v[4:]]),  # naive time
+    ],
+)
+def test_a_malformed_kept_record_is_refused(change: Any) -> None:
+    record = fold(sample_history("c-1"))
+    text = change(json.loads(encode_record(record)))
+    with pytest.raises(MalformedRecord):
+        decode_record("c-1", text)
