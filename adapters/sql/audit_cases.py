@@ -22,10 +22,10 @@ import sqlalchemy as sa
 
 from movecar_adapters.crypto import DecryptionFailed, KeyRing, place
 from movecar_adapters.sql import schema as t
-from movecar_adapters.sql.events import PII_FIELDS
+from movecar_adapters.sql.events import PII_FIELDS, RECORD_FIELD, RECORD_TYPE
 from movecar_adapters.sql.ledger_audit import Digests, append_leaves
-from movecar_core.case import Event
-from movecar_core.codec import decode
+from movecar_core.case import CaseRecord, Event
+from movecar_core.codec import MalformedRecord, decode, decode_record
 from movecar_core.errors import MoveCarError
 from movecar_core.integrity import GENESIS, StoredLink, chain_of_json, verify_chain
 from movecar_core.ledger import Leaf
@@ -268,7 +268,7 @@ def _check_case(
     if type(row.version) is not int:  # SQLite keeps any text in an INTEGER column
         return bad(f"state row version {row.version!r:.40} is not a number")
     if row.purged_at is not None:
-        return _check_purged(rules, row, evs, purge)
+        return _check_purged(rules, row, evs, purge) + _kept_after_purge(row)
     if purge is not None:
         return bad("listed in the purge log but not purged")
     if not evs:
@@ -328,7 +328,34 @@ def _check_case(
     have = (row.state, row.version, row.opened_at, row.closed_at, row.plate)
     if want != have:
         out += bad(f"state row {have!r} is not the fold of its events {want!r}")
-    return out
+    return out + _kept_record(keys, row, record)
+
+
+def _kept_record(keys: _Keys, row: Any, record: CaseRecord) -> list[Finding]:
+    """The record kept in the state row (migration 0005) decides the case's next command,
+    so it must open where it was sealed and be the fold of the events."""
+    if row.folded is None:  # not kept (before 0005, bulk imports): the store folds
+        return []
+    cid = row.case_id
+    try:
+        where = place(cid, row.version, RECORD_TYPE, RECORD_FIELD)
+        text, bound = keys.decrypt(row.folded, where)
+        if not bound:
+            return [Finding("case", cid, "kept record is not bound to its place")]
+        kept = decode_record(cid, text)
+    except _KeyFailure as exc:
+        return [Finding("case", cid, f"kept record unreadable: {exc}", exc.key_id)]
+    except (DecryptionFailed, MalformedRecord) as exc:
+        return [Finding("case", cid, f"kept record unreadable: {exc}")]
+    if kept != record:
+        return [Finding("case", cid, "kept record is not the fold of its events")]
+    return []
+
+
+def _kept_after_purge(row: Any) -> list[Finding]:
+    if row.folded is None:
+        return []
+    return [Finding("case", row.case_id, "purged, yet its state row keeps its record")]
 
 
 def _plain_json(stored: str, sealed: dict[str, Any], opened: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,19 +13,19 @@ import sqlalchemy as sa
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import StoreBase, check_text
 from movecar_adapters.sql.errors import StorageInputError
-from movecar_adapters.sql.writes import Row, insert_rows
-from movecar_core.case import CaseRecord, CaseState, Event
+from movecar_adapters.sql.prepared import Runner, Statement
+from movecar_adapters.sql.writes import Row
 from movecar_core.integrity import (
     canonical_json,
 )
 from movecar_core.outbox import (
     INLINE_WORKER,
+    TIMERS,
     Claimed,
     Effect,
     EffectPolicy,
     born_claimed,
     inline_token,
-    plan,
 )
 
 #: In the table's column order (the compiled INSERT's positional order).
@@ -33,33 +33,6 @@ OUTBOX_COLUMNS = (
     "effect_key", "case_id", "kind", "due_at", "payload", "status",
     "claimed_by", "claim_token", "lease_until", "attempts",
 )  # fmt: skip
-
-
-def write_effects(
-    conn: sa.Connection,
-    policy: EffectPolicy,
-    new: Sequence[Event],
-    first_version: int,
-    *,
-    before: CaseState | None,
-    record: CaseRecord,
-    now: dt.datetime,
-    lease: dt.timedelta,
-) -> None:
-    """In the events' own transaction: schedule the effects ``new`` events cause
-    (:func:`movecar_core.outbox.plan`) and cancel the timers they make moot."""
-    todo = plan(new, first_version, policy, before=before, after=record.state)
-    if todo.cancel:
-        conn.execute(
-            t.outbox.update()
-            .where(
-                t.outbox.c.case_id == record.case_id,
-                t.outbox.c.status == "pending",
-                t.outbox.c.kind.in_(sorted(todo.cancel)),
-            )
-            .values(status="cancelled", done_at=now)
-        )
-    insert_rows(conn, t.outbox, OUTBOX_COLUMNS, effect_rows(todo.schedule, policy, lease))
 
 
 def effect_rows(effects: Iterable[Effect], policy: EffectPolicy, lease: dt.timedelta) -> list[Row]:
@@ -75,6 +48,32 @@ def effect_rows(effects: Iterable[Effect], policy: EffectPolicy, lease: dt.timed
             claim = (None, None, None, 0)
         rows.append((e.key, e.case_id, e.kind, e.due_at, payload, "pending", *claim))
     return rows
+
+
+def _cancel(kinds: int) -> Statement:
+    o = t.outbox
+    return Statement(
+        lambda _: (
+            o.update()
+            .where(
+                o.c.case_id == sa.bindparam("case_id"),
+                o.c.status == "pending",
+                o.c.kind.in_([sa.bindparam(f"kind{i}", type_=o.c.kind.type) for i in range(kinds)]),
+            )
+            .values(status="cancelled", done_at=sa.bindparam("done_at", type_=o.c.done_at.type))
+        )
+    )
+
+
+#: By the number of kinds cancelled (a plan cancels one timer or both).
+_CANCEL = {n: _cancel(n) for n in range(1, len(TIMERS) + 1)}
+
+
+def cancel_timers(run: Runner, case_id: str, kinds: Collection[str], now: dt.datetime) -> None:
+    """In the events' own transaction: cancel the case's pending effects of ``kinds``
+    (the timers a batch made moot, :func:`movecar_core.outbox.plan`)."""
+    names = {f"kind{i}": kind for i, kind in enumerate(sorted(kinds))}
+    run.write(_CANCEL[len(names)], case_id=case_id, done_at=now, **names)
 
 
 class EffectRecorder(StoreBase):

@@ -6,12 +6,12 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, overload
 
 import attrs
 import sqlalchemy as sa
 
-from movecar_adapters.crypto import place_prefix
+from movecar_adapters.crypto import place, place_prefix
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import (
     MAX_AGENT,
@@ -23,10 +23,11 @@ from movecar_adapters.sql.base import (
     check_text,
 )
 from movecar_adapters.sql.bulk import InlineWriter, Part, ProcessWriter
-from movecar_adapters.sql.effects import OUTBOX_COLUMNS, effect_rows, write_effects
+from movecar_adapters.sql.effects import OUTBOX_COLUMNS, cancel_timers, effect_rows
 from movecar_adapters.sql.errors import StorageError, StorageInputError
-from movecar_adapters.sql.ledger import LEAF_COLUMNS, LedgerRecorder, leaf_row
-from movecar_adapters.sql.writes import Row, insert_columns, insert_rows
+from movecar_adapters.sql.ledger import CHECKPOINT_AT, LEAF_COLUMNS, LedgerRecorder, leaf_row
+from movecar_adapters.sql.prepared import Runner, Statement, command_transaction, read_rows
+from movecar_adapters.sql.writes import Row
 from movecar_core.case import (
     EVENT_TYPES,
     CaseOpened,
@@ -35,15 +36,24 @@ from movecar_core.case import (
     Event,
     OwnerLookedUp,
 )
-from movecar_core.codec import CanonicalEncoder, MalformedEvent, UnknownEventType, decode, encode
+from movecar_core.codec import (
+    CanonicalEncoder,
+    MalformedEvent,
+    MalformedRecord,
+    UnknownEventType,
+    decode,
+    decode_record,
+    encode,
+    encode_record,
+)
 from movecar_core.errors import CasePurged, ConcurrencyConflict
 from movecar_core.integrity import (
     GENESIS,
     chain_of_json,
 )
 from movecar_core.ledger import BackdatedRecord, event_leaf, owner_lookup_leaf
-from movecar_core.machine import CorruptHistory, fold
-from movecar_core.outbox import plan
+from movecar_core.machine import CorruptHistory, advanced, fold
+from movecar_core.outbox import Plan, plan
 
 #: Personal data encrypted at rest (七(三)), per stored event type.
 PII_FIELDS: dict[str, tuple[str, ...]] = {
@@ -73,8 +83,130 @@ class Prepared:
 CASE_COLUMNS = (
     "case_id", "plate", "state", "version", "opened_at", "closed_at", "opened_hash", "head_hash"
 )  # fmt: skip
+#: A new case's state row as an append writes it: with its record kept (bulk imports, which
+#: write :data:`CASE_COLUMNS`, leave it to the case's first append).
+NEW_CASE_COLUMNS = (*CASE_COLUMNS, "folded")
 EVENT_COLUMNS = ("case_id", "version", "type_name", "payload", "hash", "batch")
 LOOKUP_COLUMNS = ("case_id", "version", "at", "agent_id", "plate", "found", "source")
+
+#: The place a kept record is sealed at (:func:`movecar_adapters.crypto.place`): a type
+#: name no event has, so no event's phone can be moved into a record nor the other way.
+RECORD_TYPE = "CaseRecord"
+RECORD_FIELD = "folded"
+
+
+def _state_for_append(dialect: sa.Dialect) -> sa.Select[Any]:
+    """The case's state row, for an append to it. On the servers it is locked ``FOR
+    UPDATE`` (the ledger's state is read apart, under its shared lock); on SQLite ``BEGIN
+    IMMEDIATE`` already holds the database's write lock, and the newest checkpoint's time
+    comes in the same statement."""
+    c = t.cases
+    columns = [c.c.version, c.c.state, c.c.head_hash, c.c.purged_at, c.c.folded]
+    query = sa.select(*columns).where(c.c.case_id == sa.bindparam("case_id"))
+    if dialect.name == "sqlite":
+        return query.add_columns(CHECKPOINT_AT.scalar_subquery())
+    return query.with_for_update()
+
+
+def _taken(dialect: sa.Dialect) -> sa.Select[Any]:
+    """The version of a case about to be opened (None: not taken); on SQLite with the
+    newest checkpoint's time, in one statement."""
+    c = t.cases
+    version = sa.select(c.c.version).where(c.c.case_id == sa.bindparam("case_id"))
+    if dialect.name == "sqlite":
+        return sa.select(version.scalar_subquery(), CHECKPOINT_AT.scalar_subquery())
+    return version
+
+
+def _update_state(_: sa.Dialect) -> sa.Update:
+    c = t.cases
+    return (
+        c.update()
+        .where(c.c.case_id == sa.bindparam("case_id"), c.c.version == sa.bindparam("expected"))
+        .values(
+            state=sa.bindparam("new_state"),
+            version=sa.bindparam("new_version"),
+            closed_at=sa.bindparam("new_closed_at"),
+            head_hash=sa.bindparam("new_head_hash"),
+            folded=sa.bindparam("new_folded"),
+        )
+    )
+
+
+def _kept(_: sa.Dialect) -> sa.Select[Any]:
+    c = t.cases
+    return sa.select(c.c.version, c.c.folded, c.c.purged_at).where(
+        c.c.case_id == sa.bindparam("case_id")
+    )
+
+
+def _history_rows(_: sa.Dialect) -> sa.Select[Any]:
+    e = t.events
+    return (
+        sa.select(e.c.version, e.c.type_name, e.c.payload)
+        .where(e.c.case_id == sa.bindparam("case_id"))
+        .order_by(e.c.version)
+    )
+
+
+STATE_FOR_APPEND = Statement(_state_for_append)
+HISTORY = Statement(_history_rows)
+TAKEN = Statement(_taken)
+UPDATE_STATE = Statement(_update_state)
+KEPT = Statement(_kept)
+
+
+class History(Sequence[Event]):
+    """The events of a case up to a version, read from the store when first looked at
+    (:meth:`EventRecorder.load_folded`): a command without a ``command_id`` never does."""
+
+    def __init__(self, store: EventRecorder, case_id: str, version: int) -> None:
+        self._store = store
+        self._case_id = case_id
+        self._version = version
+        self._events: tuple[Event, ...] | None = None
+
+    def _all(self) -> tuple[Event, ...]:
+        if self._events is None:
+            # Events are never changed, only appended (or purged with the whole case), so
+            # the ones up to the version read with the record are still the same events.
+            events = tuple(self._store.load(self._case_id)[: self._version])
+            if len(events) != self._version:
+                raise StorageError(
+                    f"case {self._case_id}: {len(events)} events stored, its state row says "
+                    f"{self._version}: run `movecar audit verify`"
+                )
+            self._events = events
+        return self._events
+
+    def __len__(self) -> int:
+        return self._version
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | Sequence[Event]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return self._all() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"History({self._case_id!r}, version={self._version})"
+
+
+#: Records remembered by their sealed text (:meth:`EventRecorder._know`), at most.
+KNOWN_RECORDS = 1024
 
 
 class EventRecorder(LedgerRecorder):
@@ -90,10 +222,15 @@ class EventRecorder(LedgerRecorder):
        (:func:`movecar_core.integrity.chain_hash`, over the plaintext payload),
     4. updates the state row (state, version, closed time, head hash),
     5. records owner look-ups (二(二)/四) and the effects and timers the events cause
-       (:func:`movecar_adapters.sql.effects.write_effects`).
+       (:func:`movecar_core.outbox.plan`), and keeps the case's record, the fold of its
+       events, in the state row, sealed (:meth:`load_folded` reads it back).
 
     Either all of it is stored or none of it.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._known_records: dict[str, tuple[int, str, CaseRecord]] = {}
 
     # --- events in and out --------------------------------------------------------------
 
@@ -200,6 +337,59 @@ class EventRecorder(LedgerRecorder):
             self._decode_row(case_id, r.type_name, r.payload, version=r.version)[0] for r in rows
         )
 
+    def load_folded(self, case_id: str) -> tuple[Sequence[Event], CaseRecord | None]:
+        """The case's events and record (:class:`~movecar_core.ports.FoldedCaseStore`).
+
+        One row is read: the state row with the record kept in it, opened where it was
+        sealed (the case and its version: a record moved from another case or version, or
+        altered, raises :class:`~movecar_adapters.crypto.CiphertextMisplaced`). The events
+        are read only if the caller looks at them (a command with a ``command_id`` does, to
+        find an earlier run of it); a case without a kept record (written before migration
+        0005, or bulk-imported) is folded from its events as before.
+        """
+        check_case_id(case_id)
+        found = read_rows(self.engine, KEPT, case_id=case_id)
+        if not found:
+            return (), None
+        version, folded, purged_at = found[0]
+        if purged_at is not None:
+            raise CasePurged(case_id, purged_at)
+        if folded is None:
+            events = self.load(case_id)
+            return events, self._fold(case_id, events) if events else None
+        record = self._open_record(case_id, version, folded)
+        return History(self, case_id, record.version), record
+
+    def _open_record(self, case_id: str, version: object, folded: str) -> CaseRecord:
+        """The record kept in the state row of ``case_id`` at ``version``."""
+        known = self._known_records.get(case_id)
+        if known is not None and known[0] == version and known[1] == folded:
+            return known[2]
+        if type(version) is not int:  # SQLite keeps any text in an INTEGER column
+            raise MalformedRecord(f"case {case_id}: state row version {version!r:.40}")
+        where = place(case_id, version, RECORD_TYPE, RECORD_FIELD)
+        record = decode_record(case_id, self.keys.decrypt(folded, where))
+        if record.version != version:  # sealed for this version: only a key holder lies so
+            raise MalformedRecord(f"case {case_id}: kept record is not of version {version}")
+        self._know(case_id, version, folded, record)
+        return record
+
+    def _seal_record(self, record: CaseRecord) -> str:
+        where = place(record.case_id, record.version, RECORD_TYPE, RECORD_FIELD)
+        folded = self.keys.encrypt(encode_record(record), where)
+        self._know(record.case_id, record.version, folded, record)
+        return folded
+
+    def _know(self, case_id: str, version: int, folded: str, record: CaseRecord) -> None:
+        """Remember what ``folded`` opens to at ``version``: a command reads its case's row
+        twice (to decide, then under the lock to append), and the next command reads what
+        this one wrote. Only the very text sealed or opened here matches (a fresh nonce per
+        seal), at the same case and version, so a row changed since is opened anew."""
+        known = self._known_records
+        if len(known) >= KNOWN_RECORDS:
+            known.clear()
+        known[case_id] = (version, folded, record)
+
     def version(self, case_id: str) -> int:
         with self._read() as conn:
             found = conn.execute(
@@ -225,11 +415,20 @@ class EventRecorder(LedgerRecorder):
             last = rows[-1].seq
 
     def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
+        return self.append_folded(case_id, events, expected_version)[0].version
+
+    def append_folded(
+        self, case_id: str, events: Sequence[Event], expected_version: int
+    ) -> tuple[CaseRecord, Plan]:
+        """:meth:`append`, handing back the case's record after ``events`` and the effects
+        planned for them (:class:`~movecar_core.ports.FoldedCaseStore`)."""
         if type(expected_version) is not int or expected_version < 0:
             raise StorageInputError("expected_version", expected_version, "must be an int >= 0")
         prepared = self.prepare(case_id, events, expected_version + 1)
         try:
-            return self._write(lambda conn: self._append(conn, case_id, prepared, expected_version))
+            return command_transaction(
+                self.engine, lambda run: self._append(run, case_id, prepared, expected_version)
+            )
         except ConcurrencyConflict:
             self._refuse_if_purged(case_id)  # a tombstone's conflict is CasePurged
             raise
@@ -240,80 +439,87 @@ class EventRecorder(LedgerRecorder):
                 raise ConcurrencyConflict(case_id, expected_version, actual) from exc
             raise StorageError(f"case {case_id}: {exc.orig}") from exc
 
-    def _append(self, conn: sa.Connection, case_id: str, prepared: Prepared, expected: int) -> int:
+    def _append(
+        self, run: Runner, case_id: str, prepared: Prepared, expected: int
+    ) -> tuple[CaseRecord, Plan]:
+        sqlite = self.dialect == "sqlite"
         new = prepared.events
         before: CaseState | None = None
         if expected == 0:
             previous_hash = GENESIS
             record = self._fold(case_id, new)
-            exists = conn.execute(
-                sa.select(t.cases.c.version).where(t.cases.c.case_id == case_id)
-            ).scalar()
-            if exists is not None:
-                raise ConcurrencyConflict(case_id, 0, int(exists))
+            found = run.rows(TAKEN, case_id=case_id)
+            taken = found[0][0] if found else None
+            newest = found[0][1] if sqlite else self._newest_checkpoint(run)
+            if taken is not None:
+                raise ConcurrencyConflict(case_id, 0, int(taken))
         else:
-            row = conn.execute(
-                self._lock(
-                    sa.select(
-                        t.cases.c.version,
-                        t.cases.c.state,
-                        t.cases.c.head_hash,
-                        t.cases.c.purged_at,
-                    ).where(t.cases.c.case_id == case_id)
-                )
-            ).one_or_none()
-            actual = 0 if row is None else int(row.version)
-            if row is None or actual != expected or row.purged_at is not None:
+            found = run.rows(STATE_FOR_APPEND, case_id=case_id)
+            row = found[0] if found else None
+            actual = 0 if row is None else int(row[0])
+            if row is None or actual != expected or row[3] is not None:
                 raise ConcurrencyConflict(case_id, expected, actual)
-            previous_hash = row.head_hash
-            stored = conn.execute(
-                sa.select(t.events.c.type_name, t.events.c.payload)
-                .where(t.events.c.case_id == case_id)
-                .order_by(t.events.c.version)
-            ).all()
-            history = [
-                self._decode_row(case_id, r.type_name, r.payload, decrypt=False)[0] for r in stored
-            ]
-            record = self._fold(case_id, [*history, *new])
-            # The state row is a projection of these same events (the audit checks it),
-            # and the lock above keeps it current.
-            before = CaseState(row.state)
-        self._guard(conn, f"case {case_id}", (e.at for e in new))
+            _, state, previous_hash, _, folded = row[:5]
+            if folded is None:
+                # No record kept yet: the stored events, folded with the new ones.
+                record = self._fold(case_id, [*self._history(run, case_id), *new])
+                before = CaseState(state)
+            else:
+                # The lock above keeps the state row, and the record in it, current.
+                kept = self._open_record(case_id, actual, folded)
+                record = self._advance(case_id, kept, new)
+                before = kept.state
+            newest = row[5] if sqlite else self._newest_checkpoint(run)
+        self._refuse_backdated(newest, f"case {case_id}", (e.at for e in new))
         hashes = self._chain(prepared, expected + 1, previous_hash)
         head = hashes[-1]
+        folded = self._seal_record(record)
         if expected == 0:
-            insert_rows(conn, t.cases, CASE_COLUMNS, [self._case_row(record, hashes[0], head)])
-        else:
-            done = conn.execute(
-                t.cases.update()
-                .where(t.cases.c.case_id == case_id, t.cases.c.version == expected)
-                .values(**self._state_values(record, head))
+            run.insert(
+                t.cases, NEW_CASE_COLUMNS, [(*self._case_row(record, hashes[0], head), folded)]
             )
-            if done.rowcount != 1:  # pragma: no cover - the lock makes this impossible
+        else:
+            done = run.write(
+                UPDATE_STATE,
+                case_id=case_id,
+                expected=expected,
+                new_state=record.state.value,
+                new_version=record.version,
+                new_closed_at=record.closed_at,
+                new_head_hash=head,
+                new_folded=folded,
+            )
+            if done != 1:  # pragma: no cover - the lock makes this impossible
                 raise ConcurrencyConflict(case_id, expected, self.version(case_id))
-        columns = self._event_columns(prepared, expected + 1, hashes)
-        insert_columns(conn, t.events, EVENT_COLUMNS, columns)
+        run.insert_columns(
+            t.events, EVENT_COLUMNS, self._event_columns(prepared, expected + 1, hashes)
+        )
         lookups = self._lookup_rows(record.plate, prepared, expected + 1)
         if lookups:
-            insert_rows(conn, t.owner_lookups, LOOKUP_COLUMNS, lookups)
+            run.insert(t.owner_lookups, LOOKUP_COLUMNS, lookups)
         if self.ledger:
-            insert_rows(
-                conn,
+            run.insert(
                 t.ledger_leaves,
                 LEAF_COLUMNS,
                 self._leaves(prepared, expected + 1, hashes, lookups),
             )
-        write_effects(
-            conn,
-            self.effects,
-            new,
-            expected + 1,
-            before=before,
-            record=record,
-            now=self.clock.now(),
-            lease=self.lease,
-        )
-        return record.version
+        # The effects, in the events' own transaction (movecar_core.outbox.plan).
+        todo = plan(new, expected + 1, self.effects, before=before, after=record.state)
+        if todo.cancel:
+            cancel_timers(run, case_id, todo.cancel, self.clock.now())
+        if todo.schedule:
+            run.insert(
+                t.outbox, OUTBOX_COLUMNS, effect_rows(todo.schedule, self.effects, self.lease)
+            )
+        return record, todo
+
+    def _history(self, run: Runner, case_id: str) -> list[Event]:
+        """The case's stored events, phones opened: their fold is the record kept from now
+        on, which must hold the phones a later command dials or notifies."""
+        return [
+            self._decode_row(case_id, type_name, payload, version=version)[0]
+            for version, type_name, payload in run.rows(HISTORY, case_id=case_id)
+        ]
 
     @staticmethod
     def _purged_at(conn: sa.Connection, case_id: str) -> dt.datetime | None:
@@ -334,6 +540,12 @@ class EventRecorder(LedgerRecorder):
     def _fold(self, case_id: str, events: Sequence[Event]) -> CaseRecord:
         try:
             return fold(events)
+        except CorruptHistory as exc:
+            raise StorageInputError("events", case_id, f"not a valid case history: {exc}") from exc
+
+    def _advance(self, case_id: str, kept: CaseRecord, new: Sequence[Event]) -> CaseRecord:
+        try:
+            return advanced(kept, new)
         except CorruptHistory as exc:
             raise StorageInputError("events", case_id, f"not a valid case history: {exc}") from exc
 

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import StoreBase
 from movecar_adapters.sql.errors import StorageError
+from movecar_adapters.sql.prepared import Runner, Statement
 from movecar_adapters.sql.writes import insert_rows
 from movecar_core.errors import InvalidInput
 from movecar_core.ledger import (
@@ -70,7 +71,9 @@ def _tree(text: str) -> CompactTree:
 
 
 #: When the newest checkpoint was issued (NULL: none yet).
-_CHECKPOINT_AT = sa.select(t.ledger_state.c.checkpoint_at).where(t.ledger_state.c.id == STATE_ID)
+CHECKPOINT_AT = sa.select(t.ledger_state.c.checkpoint_at).where(t.ledger_state.c.id == STATE_ID)
+#: The same, read under the ledger state row's shared lock (PostgreSQL, MariaDB).
+_CHECKPOINT_SHARED = Statement(lambda _: CHECKPOINT_AT.with_for_update(read=True))
 
 
 def _runs(ids: Sequence[int]) -> Iterator[tuple[int, int, int]]:
@@ -93,11 +96,25 @@ class LedgerRecorder(StoreBase):
         shared lock until commit so a checkpoint cannot slip in between."""
         if not self.ledger:
             return
-        query = _CHECKPOINT_AT
+        query = CHECKPOINT_AT
         if self.dialect != "sqlite":
             query = query.with_for_update(read=True)
-        newest = conn.execute(query).scalar()
-        if newest is None:
+        self._refuse_backdated(conn.execute(query).scalar(), what, dates)
+
+    def _newest_checkpoint(self, run: Runner) -> dt.datetime | None:
+        """:meth:`_guard`'s read on the servers, as the command path runs it: the newest
+        checkpoint's time, the ledger state row's shared lock held until commit."""
+        if not self.ledger:
+            return None
+        found: dt.datetime | None = run.rows(_CHECKPOINT_SHARED)[0][0]
+        return found
+
+    def _refuse_backdated(
+        self, newest: dt.datetime | None, what: str, dates: Iterable[dt.datetime]
+    ) -> None:
+        """:class:`BackdatedRecord` if a record dated ``dates`` would reach back before the
+        newest checkpoint, issued at ``newest`` (None: none yet)."""
+        if newest is None or not self.ledger:
             return
         earliest = min(dates, default=None)
         if earliest is not None and earliest < newest:
@@ -106,7 +123,7 @@ class LedgerRecorder(StoreBase):
     def newest_checkpoint_at(self) -> dt.datetime | None:
         """When the newest checkpoint was issued (None: none yet)."""
         with self._read() as conn:
-            return conn.execute(_CHECKPOINT_AT).scalar()
+            return conn.execute(CHECKPOINT_AT).scalar()
 
     def _add_leaves(self, conn: sa.Connection, leaves: Sequence[Leaf]) -> None:
         if self.ledger and leaves:

@@ -190,15 +190,35 @@ class RetentionRecorder(LedgerRecorder):
             with self._read() as conn:
                 rows = _pii_rows(conn, after, batch)
                 if not rows:
-                    return changed
+                    break
+
                 updates, _ = reencrypt(conn, self.keys, rows)
             if updates:
                 changed += self._write(functools.partial(_apply, todo=updates))
             after = (rows[-1].case_id, rows[-1].version)
+        # Records kept under an older key are dropped, not re-sealed: each is a fold of
+        # the events, which the case's next append makes and seals again under this key.
+        self._write(
+            lambda conn: conn.execute(self._kept_elsewhere(t.cases.update()).values(folded=None))
+        )
+        return changed
 
     def rotation_pending(self, *, batch: int = 5000) -> int:
-        """Stored phone values not bound under the newest key (0 after a clean rotation)."""
-        return count_values(self.engine, self.keys.needs_rotation, batch=batch)
+        """Stored phone values, and kept records, not bound under the newest key (0 after a
+        clean rotation)."""
+        phones = count_values(self.engine, self.keys.needs_rotation, batch=batch)
+        with self._read() as conn:
+            query = self._kept_elsewhere(sa.select(sa.func.count()).select_from(t.cases))
+            return phones + int(conn.execute(query).scalar_one())
+
+    def _kept_elsewhere(self, statement: Any) -> Any:
+        """``statement`` limited to the state rows whose kept record is not sealed under
+        the newest key."""
+        sealed_now = f"~1:{self.keys.current_id}:"
+        folded = t.cases.c.folded
+        return statement.where(
+            folded.is_not(None), sa.func.substr(folded, 1, len(sealed_now)) != sealed_now
+        )
 
     # --- legal hold and retention (二(四)) ------------------------------------------------
 
@@ -308,7 +328,11 @@ class RetentionRecorder(LedgerRecorder):
         removed = conn.execute(t.events.delete().where(t.events.c.case_id == case_id)).rowcount
         for table in (t.owner_lookups, t.recordings, t.outbox):
             conn.execute(table.delete().where(table.c.case_id == case_id))
-        conn.execute(c.update().where(c.c.case_id == case_id).values(plate=None, purged_at=at))
+        conn.execute(
+            c.update()
+            .where(c.c.case_id == case_id)
+            .values(plate=None, purged_at=at, folded=None)  # the record holds personal data
+        )
         conn.execute(
             t.purge_log.insert(),
             {

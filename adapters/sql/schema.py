@@ -116,6 +116,10 @@ cases = sa.Table(
     sa.Column("legal_hold", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("legal_hold_reason", sa.String(500), nullable=True),
     sa.Column("purged_at", UTCDateTime, nullable=True),
+    #: the case's record (the fold of its events), sealed and bound to (case, version):
+    #: what a command reads instead of the history; NULL until the first append that keeps
+    #: it (cases written before migration 0005, bulk imports) and after a purge
+    sa.Column("folded", sa.Text, nullable=True),
     sa.Index("ix_mc_cases_opened_at", "opened_at"),
     sa.Index("ix_mc_cases_closed_at", "closed_at"),
     sa.Index("ix_mc_cases_plate", "plate"),

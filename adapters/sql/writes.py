@@ -68,6 +68,11 @@ def _insert_plan(
     return compiled.string, compiled.positional, processors
 
 
+def insert_sql(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -> str:
+    """The INSERT of ``columns`` into ``table`` for ``dialect``, compiled once."""
+    return _insert_plan(table, columns, dialect)[0]
+
+
 def insert_rows(
     conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: Sequence[Row]
 ) -> None:

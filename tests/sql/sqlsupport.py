@@ -176,19 +176,23 @@ def command_worker(url: str, key: str, case_ids: list[str], ops: int, seed: int)
 
     from movecar_adapters.sql import SqlStore
     from movecar_core.app import MoveCar
-    from movecar_core.case import CallOutcome, Event
+    from movecar_core.case import CallOutcome, CaseRecord, Event
     from movecar_core.clock import ManualClock
     from movecar_core.errors import CommandRejected, ConcurrencyConflict
     from movecar_core.machine import CasePolicy
     from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
+    from movecar_core.outbox import Plan
 
     done = {"call_owner": 0, "record_call_outcome": 0, "rejected": 0, "conflict": 0}
     done["conflicts_retried"] = 0
 
     class CountingStore(SqlStore):
-        def append(self, case_id: str, events: Sequence[Event], expected_version: int) -> int:
+        # Every append goes through append_folded (the engine's and append's).
+        def append_folded(
+            self, case_id: str, events: Sequence[Event], expected_version: int
+        ) -> tuple[CaseRecord, Plan]:
             try:
-                return super().append(case_id, events, expected_version)
+                return super().append_folded(case_id, events, expected_version)
             except ConcurrencyConflict:
                 done["conflicts_retried"] += 1
                 raise

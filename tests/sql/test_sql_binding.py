@@ -112,6 +112,13 @@ def store(fresh_url: str, clock: ManualClock) -> Iterator[SqlStore]:
 # --- a moved ciphertext: the engine dials nobody, the audit names the case ---------------
 
 
+def forget_record(engine: sa.Engine, case_id: str) -> None:
+    """The case's state row without its kept record, as cases written before 0005 are."""
+    with engine.begin() as conn:
+        conn.execute(t.cases.update().where(t.cases.c.case_id == case_id).values(folded=None))
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["record-kept", "no-record"])
 @pytest.mark.parametrize(
     ("source_version", "target_version"),
     [
@@ -120,25 +127,35 @@ def store(fresh_url: str, clock: ManualClock) -> Iterator[SqlStore]:
         (1, 1),  # A's requester phone into B's case: B's notices would go to A's requester
     ],
 )
-def test_a_ciphertext_moved_into_another_case_is_refused_and_nobody_is_dialled(
+def test_a_ciphertext_moved_into_another_case_never_rings_the_wrong_phone(
     store: SqlStore,
     clock: ManualClock,
     monkeypatch: pytest.MonkeyPatch,
     *,
     source_version: int,
     target_version: int,
+    kept: bool,
 ) -> None:
+    """With B's record kept in its state row, a command reads that sealed record, not the
+    events, so B's call rings B's own owner; without it, the events are folded and the
+    moved value is refused (nobody is dialled). Either way the audit names B."""
     app, telephony = facade(store, clock)
     a, b = two_located_cases(app)
+    if not kept:
+        forget_record(store.engine, b)
     plant(store.engine, b, target_version, token(store.engine, a, source_version))
 
-    with pytest.raises(CiphertextMisplaced) as refused:
+    if kept:
         app.call_owner(b, agent_id="seat-1")
-    assert telephony.calls == []  # nobody was dialled
-    assert isinstance(refused.value, MoveCarError)
-    message = str(refused.value)
-    assert f"case {b} v{target_version}" in message
-    assert not any(phone in message for phone in PHONES) and KEY_1 not in message
+        assert [c.callee for c in telephony.calls] == [OWNER_B]
+    else:
+        with pytest.raises(CiphertextMisplaced) as refused:
+            app.call_owner(b, agent_id="seat-1")
+        assert telephony.calls == []  # nobody was dialled
+        assert isinstance(refused.value, MoveCarError)
+        message = str(refused.value)
+        assert f"case {b} v{target_version}" in message
+        assert not any(phone in message for phone in PHONES) and KEY_1 not in message
     with pytest.raises(CiphertextMisplaced):
         store.load(b)
     assert [e.case_id for e in store.load(a)] == [a, a]  # the source still reads
@@ -154,14 +171,56 @@ def test_a_ciphertext_moved_into_another_case_is_refused_and_nobody_is_dialled(
     assert f"TAMPERED case {b}:" in out and f"case {a}:" not in out
     # Case A still dials its own owner: only the moved value is refused.
     app.call_owner(a, agent_id="seat-1")
-    assert [c.callee for c in telephony.calls] == [OWNER_A]
+    assert [c.callee for c in telephony.calls][-1] == OWNER_A
+
+
+def kept_record(engine: sa.Engine, case_id: str) -> tuple[int, str]:
+    c = t.cases
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(c.c.version, c.c.folded).where(c.c.case_id == case_id)).one()
+    assert row.folded is not None and row.folded.startswith("~1:k1:")
+    return row.version, row.folded
+
+
+@pytest.mark.parametrize("what", ["another case's", "an older one", "altered"])
+def test_a_kept_record_opens_only_where_it_was_sealed(
+    store: SqlStore, clock: ManualClock, what: str
+) -> None:
+    """The record in B's state row holds B's phones: one copied from A (whose owner it would
+    ring), an older one of B's replayed, or an altered one, is refused before anything is
+    decided; nobody is dialled, and the audit names B."""
+    app, telephony = facade(store, clock)
+    a, b = two_located_cases(app)
+    c = t.cases
+    if what == "another case's":
+        values = {"folded": kept_record(store.engine, a)[1]}
+    elif what == "an older one":
+        _, older = kept_record(store.engine, b)
+        app.record_call_outcome(b, app.call_owner(b, agent_id="seat-1").call_id, "no_answer")
+        values = {"folded": older}
+    else:
+        sealed = kept_record(store.engine, b)[1]
+        raw = bytearray(base64.urlsafe_b64decode(sealed[len("~1:k1:") :]))
+        raw[20] ^= 1
+        values = {"folded": "~1:k1:" + base64.urlsafe_b64encode(bytes(raw)).decode()}
+    with store.engine.begin() as conn:
+        conn.execute(c.update().where(c.c.case_id == b).values(**values))
+    dialled = len(telephony.calls)
+    with pytest.raises(CiphertextMisplaced) as refused:
+        app.call_owner(b, agent_id="seat-1")
+    assert len(telephony.calls) == dialled
+    assert f"case {b} v" in str(refused.value) and "CaseRecord.folded" in str(refused.value)
+    result = verify(store)
+    assert result.tampered_cases == {b} and result.unverifiable == ()
+    assert any("kept record" in f.why for f in result.findings)
 
 
 def test_a_call_waiting_in_the_outbox_is_not_dialled_after_a_move(
     fresh_url: str, clock: ManualClock
 ) -> None:
     """The worker's path: the call is recorded, the owner's phone is swapped before the
-    worker dials; the effect fails (stays pending) and nobody is dialled."""
+    worker dials; the effect fails (stays pending) and nobody is dialled. (The requester's
+    notice reads the record kept in the state row, which holds B's own requester.)"""
     store = SqlStore(
         make_engine(fresh_url),
         KeyRing([("k1", KEY_1)]),
@@ -179,7 +238,7 @@ def test_a_call_waiting_in_the_outbox_is_not_dialled_after_a_move(
     a, b = two_located_cases(app)
     app.call_owner(b, agent_id="seat-1")  # recorded; the worker dials
     plant(store.engine, b, 2, token(store.engine, a, 2))
-    runs = [r for r in app.run_due() if r.case_id == b]
+    runs = [r for r in app.run_due() if r.case_id == b and r.kind == "place_call"]
     assert runs and all(r.outcome == "failed" for r in runs)
     assert all(r.error and "does not open" in r.error for r in runs)
     assert telephony.calls == []
@@ -275,7 +334,8 @@ def test_migration_without_keys_then_rotation_binds_legacy_tokens(
     with pytest.raises(CiphertextMisplaced):
         app.call_owner(b, agent_id="seat-1")
     assert [c.callee for c in telephony.calls] == [OWNER_A]
-    assert verify(store).tampered_cases == {b}
+    found = verify(store)
+    assert found.tampered_cases == {b}, found.findings
     engine.dispose()
 
 

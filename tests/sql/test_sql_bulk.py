@@ -35,9 +35,14 @@ def renamed(history: list[Event], case_id: str) -> list[Event]:
 
 def stored(store: SqlStore, case_id: str) -> dict[str, Any]:
     """What the store keeps of a case, ciphertexts opened (nonces differ) and hashes left to
-    ``verify`` (they cover the case id, which differs)."""
+    ``verify`` (they cover the case id, which differs). An append keeps the case's record
+    in the state row, an import leaves it to the case's next append: both read back the
+    same record."""
     state = dict(store.state_row(case_id) or {})
     state.pop("seq")
+    state.pop("folded")
+    record = store.load_folded(case_id)[1]
+    assert record is not None
     with store.engine.connect() as conn:
         events = conn.execute(
             sa.select(t.events.c.version, t.events.c.type_name)
@@ -51,6 +56,7 @@ def stored(store: SqlStore, case_id: str) -> dict[str, Any]:
         },
         "events": [tuple(e) for e in events],
         "loaded": [attrs.evolve(e, case_id="-") for e in store.load(case_id)],
+        "record": attrs.evolve(record, case_id="-"),
         "lookups": [{k: v for k, v in x.items() if k != "case_id"} for x in lookups],
     }
 
@@ -75,6 +81,8 @@ def test_bulk_import_stores_what_append_stores(fresh_store: SqlStore, backend: s
             fresh_store.append(history[0].case_id, history, expected_version=0)
         for a, b in zip(bulk, one_by_one, strict=True):
             assert stored(fresh_store, a[0].case_id) == stored(fresh_store, b[0].case_id)
+            assert fresh_store.state_row(a[0].case_id)["folded"] is None  # type: ignore[index]
+            assert fresh_store.state_row(b[0].case_id)["folded"] is not None  # type: ignore[index]
             assert list(fresh_store.load(a[0].case_id)) == a
 
     check()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 
 from movecar_adapters.sql import SqlStore
-from movecar_core.ports import CaseStore
-from movecar_core.testing.contracts import CaseStoreContract, OutboxStoreContract
+from movecar_core.ports import CaseStore, FoldedCaseStore
+from movecar_core.testing.contracts import (
+    CaseStoreContract,
+    FoldedCaseStoreContract,
+    OutboxStoreContract,
+)
 
 
 class TestSqlCaseStore(CaseStoreContract):
@@ -32,4 +36,13 @@ def test_sqlite_runs_in_wal_mode(databases, keys) -> None:  # type: ignore[no-un
 class TestSqlOutbox(OutboxStoreContract):
     @pytest.fixture
     def outbox_store(self, shared_store: SqlStore) -> SqlStore:
+        return shared_store
+
+
+class TestSqlFoldedStore(FoldedCaseStoreContract):
+    """The record kept in the state row (migration 0005) is the fold, after every append."""
+
+    @pytest.fixture
+    def folded_store(self, shared_store: SqlStore) -> SqlStore:
+        assert isinstance(shared_store, FoldedCaseStore)
         return shared_store

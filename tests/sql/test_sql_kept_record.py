@@ -1,0 +1,182 @@
+"""The record kept in each state row (migration 0005): what a command reads instead of the
+history, checked by the audit against the fold of the events, never trusted beyond it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import attrs
+import pytest
+import sqlalchemy as sa
+from sqlsupport import KEY_1, KEY_2
+
+from movecar_adapters.crypto import KeyRing, place
+from movecar_adapters.sql import SqlStore, downgrade, head_revision, upgrade, verify
+from movecar_adapters.sql import schema as t
+from movecar_adapters.sql.events import RECORD_FIELD, RECORD_TYPE
+from movecar_core.app import MoveCar
+from movecar_core.case import CaseState
+from movecar_core.clock import ManualClock
+from movecar_core.codec import encode_record
+from movecar_core.machine import fold
+from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
+from movecar_core.outbox import EffectPolicy
+from movecar_core.testing.contracts import sample_history
+
+PLATE, OWNER = "苏D12345", "13912345678"
+
+
+def facade(store: SqlStore, clock: ManualClock) -> tuple[MoveCar, InMemoryTelephony]:
+    telephony = InMemoryTelephony()
+    app = MoveCar(
+        store=store,
+        registry=InMemoryVehicleRegistry({PLATE: OWNER}),
+        telephony=telephony,
+        clock=clock,
+    )
+    return app, telephony
+
+
+def folded(store: SqlStore, case_id: str) -> Any:
+    with store.engine.connect() as conn:
+        return conn.execute(
+            sa.select(t.cases.c.folded).where(t.cases.c.case_id == case_id)
+        ).scalar_one()
+
+
+def set_folded(store: SqlStore, case_id: str, value: str | None) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(t.cases.update().where(t.cases.c.case_id == case_id).values(folded=value))
+
+
+@pytest.fixture
+def located(fresh_store: SqlStore, clock: ManualClock) -> tuple[MoveCar, str]:
+    app, _ = facade(fresh_store, clock)
+    case_id = app.open_case(plate=PLATE, location="湖塘镇", requester_phone="13800001111")
+    app.locate_owner(case_id, agent_id="seat-1")
+    return app, case_id
+
+
+def test_every_append_keeps_the_fold_sealed_in_its_place(
+    fresh_store: SqlStore, located: tuple[MoveCar, str]
+) -> None:
+    _, case_id = located
+    sealed = folded(fresh_store, case_id)
+    assert sealed.startswith("~1:k1:")
+    assert OWNER not in sealed and "13800001111" not in sealed and PLATE not in sealed
+    where = place(case_id, 2, RECORD_TYPE, RECORD_FIELD)
+    assert fresh_store.keys.decrypt(sealed, where) == encode_record(fold(fresh_store.load(case_id)))
+    events, record = fresh_store.load_folded(case_id)
+    assert record == fold(events) and len(events) == 2
+
+
+def test_a_command_reads_one_row_and_no_event(fresh_url: str, keys: KeyRing) -> None:
+    """On SQLite (the statements are traced): without a command id, a command never reads
+    the events; with one, it reads them to find an earlier run of the command."""
+    if not fresh_url.startswith("sqlite"):
+        pytest.skip("traced with sqlite3's trace callback")
+    from movecar_adapters.sql import make_engine
+
+    engine = make_engine(fresh_url)
+    seen: list[str] = []
+    sa.event.listen(engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(seen.append))
+    clock = ManualClock()
+    # no requester notices: each is one more transaction after the command (counted below)
+    store = SqlStore(engine, keys, clock=clock, effects=EffectPolicy(notify_requester=False))
+    app, telephony = facade(store, clock)
+    case_id = app.open_case(plate=PLATE, location="湖塘镇", requester_phone="13800001111")
+    app.locate_owner(case_id, agent_id="seat-1")
+    seen.clear()
+    call = app.call_owner(case_id, agent_id="seat-1")
+    assert telephony.calls[-1].callee == OWNER
+    assert not [s for s in seen if "FROM mc_events" in s]
+    assert sum(s.startswith("COMMIT") for s in seen) == 1
+    seen.clear()
+    app.record_call_outcome(case_id, call.call_id, "answered_agreed", command_id="cmd-1")
+    assert [s for s in seen if "FROM mc_events" in s]  # a command id looks for its first run
+    app.record_call_outcome(case_id, call.call_id, "answered_agreed", command_id="cmd-1")
+    assert store.version(case_id) == 4  # the repeat wrote nothing
+    engine.dispose()
+
+
+def test_a_case_without_its_record_is_folded_then_kept(
+    fresh_store: SqlStore, clock: ManualClock, located: tuple[MoveCar, str]
+) -> None:
+    """As cases written before 0005 and bulk imports: the events are folded, and the next
+    append keeps the record."""
+    app, case_id = located
+    set_folded(fresh_store, case_id, None)
+    events, record = fresh_store.load_folded(case_id)
+    assert record == fold(events) and record.state is CaseState.OWNER_LOCATED
+    assert record.owner_phone == OWNER  # folded from the opened events
+    app.call_owner(case_id, agent_id="seat-1")
+    assert folded(fresh_store, case_id) is not None
+    assert fresh_store.load_folded(case_id)[1] == fold(fresh_store.load(case_id))
+    assert verify(fresh_store).ok
+
+
+def test_a_record_sealed_with_the_keys_but_not_the_fold_is_found(
+    fresh_store: SqlStore, located: tuple[MoveCar, str]
+) -> None:
+    """Whoever holds the keys can seal any record in the right place: the audit compares it
+    with the fold of the events (as it does the state row's columns)."""
+    _, case_id = located
+    record = fresh_store.load_folded(case_id)[1]
+    assert record is not None
+    lie = attrs.evolve(record, owner_phone="13900000000")
+    where = place(case_id, record.version, RECORD_TYPE, RECORD_FIELD)
+    set_folded(fresh_store, case_id, fresh_store.keys.encrypt(encode_record(lie), where))
+    result = verify(fresh_store)
+    assert result.tampered_cases == {case_id}
+    assert [f.why for f in result.findings] == ["kept record is not the fold of its events"]
+
+
+def test_rotation_drops_records_kept_under_an_older_key(
+    fresh_store: SqlStore, clock: ManualClock, located: tuple[MoveCar, str]
+) -> None:
+    app, case_id = located
+    both = SqlStore(fresh_store.engine, KeyRing([("k2", KEY_2), ("k1", KEY_1)]), clock=clock)
+    assert both.rotation_pending() == 3  # two phones and the kept record
+    assert both.rotate_keys() == 2  # the phones, re-encrypted
+    assert folded(fresh_store, case_id) is None and both.rotation_pending() == 0
+    new_only = SqlStore(fresh_store.engine, KeyRing([("k2", KEY_2)]), clock=clock)
+    assert verify(new_only).ok
+    app, telephony = facade(new_only, clock)
+    app.call_owner(case_id, agent_id="seat-1")
+    assert telephony.calls[-1].callee == OWNER
+    assert folded(new_only, case_id).startswith("~1:k2:")
+    assert verify(new_only).ok
+
+
+def test_a_purge_drops_the_record(fresh_store: SqlStore, clock: ManualClock) -> None:
+    case_id = "kept-then-purged"
+    fresh_store.append(case_id, sample_history(case_id), expected_version=0)
+    assert folded(fresh_store, case_id) is not None
+    clock.advance(dt.timedelta(days=365 * 5))  # closed in 2025, purged after 3 whole years
+    assert fresh_store.purge().cases == (case_id,)
+    assert folded(fresh_store, case_id) is None
+    assert verify(fresh_store).ok
+    set_folded(fresh_store, case_id, "~1:k1:AAAA")  # a record written back into a tombstone
+    assert [f.why for f in verify(fresh_store).findings] == [
+        "purged, yet its state row keeps its record"
+    ]
+
+
+def test_downgrade_drops_the_records_and_upgrade_keeps_them_again(
+    fresh_store: SqlStore, clock: ManualClock, located: tuple[MoveCar, str]
+) -> None:
+    _, case_id = located
+    engine = fresh_store.engine
+    assert downgrade(engine, "0003_bound_ciphertexts") == "0003_bound_ciphertexts"
+    with engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("mc_cases")}
+    assert "folded" not in columns
+    assert upgrade(engine) == head_revision()
+    assert folded(fresh_store, case_id) is None
+    store = SqlStore(engine, fresh_store.keys, clock=clock)
+    app, telephony = facade(store, clock)
+    app.call_owner(case_id, agent_id="seat-1")
+    assert telephony.calls[-1].callee == OWNER
+    assert folded(store, case_id) is not None
+    assert verify(store).ok
