@@ -227,14 +227,22 @@ def _record_codecs() -> list[tuple[str, Convert, Convert]]:
 _RECORD = _record_codecs()
 
 
+#: JSON without spaces, non-ASCII kept (plates, locations): one encoder, made once.
+_RECORD_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def encode_record(record: CaseRecord) -> str:
     """``record`` as one JSON array, its fields in :class:`~movecar_core.case.CaseRecord`'s
-    order (``case_id`` left out): what a store keeps beside the case's events."""
+    order (``case_id`` left out): what a store keeps beside the case's events.
+
+    Every field goes through the same check :func:`decode_record` makes (a record a store
+    could not read back is never written); an append pays for it once per command.
+    """
     try:
         values = [out(getattr(record, name)) for name, out, _ in _RECORD]
     except _RejectError as exc:
         raise MalformedRecord(f"case {record.case_id}: {exc}") from None
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    return _RECORD_JSON(values)
 
 
 def decode_record(case_id: str, text: str) -> CaseRecord:

@@ -22,6 +22,7 @@ import attrs
 from movecar_core.case import (
     TERMINAL_STATES,
     CallOutcomeRecorded,
+    CaseRecord,
     CaseState,
     CaseUnresolved,
     EscalatedTo110,
@@ -216,6 +217,25 @@ def plan(
     if not schedule and not cancel:
         return _NOTHING
     return Plan(tuple(schedule), frozenset(cancel))
+
+
+def may_be_pending(record: CaseRecord) -> frozenset[str]:
+    """The timer kinds :func:`plan` can have left pending for a case folded to ``record``.
+
+    A ``call_outcome_due`` is scheduled with a call and cancelled by its outcome in the
+    same append, so only a case with a call in flight may have one; a ``follow_up_call``
+    is scheduled by an unanswered outcome and cancelled by the next call. A store skips
+    cancelling what cannot be there (an UPDATE that could change nothing).
+    """
+    if record.call_in_flight is not None:
+        return TIMERS
+    if record.last_outcome is not None and not record.last_outcome.answered:
+        return _FOLLOW_UP_ONLY
+    return _NONE
+
+
+_FOLLOW_UP_ONLY = frozenset({FOLLOW_UP_CALL})
+_NONE: frozenset[str] = frozenset()
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ from movecar_adapters.clock import SystemClock
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql.engine import READ_ONLY, current_revision, head_revision, make_engine
 from movecar_adapters.sql.errors import SchemaNotReady, StorageInputError
+from movecar_adapters.sql.prepared import CommandPath
 from movecar_adapters.sql.writes import write_transaction
 from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.outbox import EffectPolicy
@@ -75,6 +76,8 @@ class StoreBase:
         self.effects = effects or EffectPolicy()
         self.lease = lease
         self.dialect = self.engine.dialect.name
+        #: The transactions and reads of the command path (load_folded, append_folded).
+        self.command_path = CommandPath(self.engine)
         #: Write a ledger leaf with every evidentiary record (off only to measure its cost:
         #: an audit of such a database finds every record without its leaf).
         self.ledger = ledger
@@ -91,6 +94,11 @@ class StoreBase:
     def _write(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn`` in one write transaction, retrying deadlocks and busy databases."""
         return write_transaction(self.engine, fn)
+
+    def close(self) -> None:
+        """Close the connections the command path holds (``MoveCar.close()`` calls it);
+        the store can still be used, and makes new ones."""
+        self.command_path.close()
 
     def _read(self) -> sa.Connection:
         return self.engine.connect().execution_options(**{READ_ONLY: True})

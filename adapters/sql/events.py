@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NoReturn, overload
 
 import attrs
@@ -26,7 +26,7 @@ from movecar_adapters.sql.bulk import InlineWriter, Part, ProcessWriter
 from movecar_adapters.sql.effects import OUTBOX_COLUMNS, cancel_timers, effect_rows
 from movecar_adapters.sql.errors import StorageError, StorageInputError
 from movecar_adapters.sql.ledger import CHECKPOINT_AT, LEAF_COLUMNS, LedgerRecorder, leaf_row
-from movecar_adapters.sql.prepared import Runner, Statement, command_transaction, read_rows
+from movecar_adapters.sql.prepared import Runner, Statement
 from movecar_adapters.sql.writes import Row
 from movecar_core.case import (
     EVENT_TYPES,
@@ -53,7 +53,7 @@ from movecar_core.integrity import (
 )
 from movecar_core.ledger import BackdatedRecord, event_leaf, owner_lookup_leaf
 from movecar_core.machine import CorruptHistory, advanced, fold
-from movecar_core.outbox import Plan, plan
+from movecar_core.outbox import TIMERS, Plan, may_be_pending, plan
 
 #: Personal data encrypted at rest (七(三)), per stored event type.
 PII_FIELDS: dict[str, tuple[str, ...]] = {
@@ -135,9 +135,32 @@ def _update_state(_: sa.Dialect) -> sa.Update:
 
 def _kept(_: sa.Dialect) -> sa.Select[Any]:
     c = t.cases
-    return sa.select(c.c.version, c.c.folded, c.c.purged_at).where(
+    return sa.select(c.c.version, c.c.folded, c.c.purged_at, c.c.head_hash).where(
         c.c.case_id == sa.bindparam("case_id")
     )
+
+
+def _swap_state(guarded: bool) -> Callable[[sa.Dialect], sa.Update]:
+    """The state row's UPDATE as a compare-and-swap (SQLite): it changes the row only if
+    it is still the one the record was read from (version, head hash, not purged) and,
+    with the ledger, no checkpoint is newer than the earliest new event (the backdating
+    guard, read in the same statement; ``BEGIN IMMEDIATE`` holds the write lock)."""
+
+    def build(dialect: sa.Dialect) -> sa.Update:
+        c = t.cases
+        where = [
+            c.c.case_id == sa.bindparam("case_id"),
+            c.c.version == sa.bindparam("expected"),
+            c.c.head_hash == sa.bindparam("previous_hash"),
+            c.c.purged_at.is_(None),
+        ]
+        if guarded:
+            newest = CHECKPOINT_AT.scalar_subquery()
+            earliest = sa.bindparam("earliest", type_=t.ledger_state.c.checkpoint_at.type)
+            where.append(sa.or_(newest.is_(None), newest <= earliest))
+        return _update_state(dialect).where(*where[2:])
+
+    return build
 
 
 def _history_rows(_: sa.Dialect) -> sa.Select[Any]:
@@ -150,6 +173,8 @@ def _history_rows(_: sa.Dialect) -> sa.Select[Any]:
 
 
 STATE_FOR_APPEND = Statement(_state_for_append)
+SWAP_STATE = Statement(_swap_state(guarded=True))
+SWAP_STATE_UNGUARDED = Statement(_swap_state(guarded=False))
 HISTORY = Statement(_history_rows)
 TAKEN = Statement(_taken)
 UPDATE_STATE = Statement(_update_state)
@@ -205,6 +230,18 @@ class History(Sequence[Event]):
         return f"History({self._case_id!r}, version={self._version})"
 
 
+@attrs.define
+class _Start:
+    """What an append starts from: the record after the new events, the state before
+    them (None: they open the case), the head hash they chain from, and the timers the
+    case may have pending (:func:`~movecar_core.outbox.may_be_pending`)."""
+
+    record: CaseRecord
+    before: CaseState | None
+    previous_hash: str
+    timers: frozenset[str] = TIMERS
+
+
 #: Records remembered by their sealed text (:meth:`EventRecorder._know`), at most.
 KNOWN_RECORDS = 1024
 
@@ -230,7 +267,7 @@ class EventRecorder(LedgerRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._known_records: dict[str, tuple[int, str, CaseRecord]] = {}
+        self._known_records: dict[str, tuple[int, str, CaseRecord, str]] = {}
 
     # --- events in and out --------------------------------------------------------------
 
@@ -348,22 +385,23 @@ class EventRecorder(LedgerRecorder):
         0005, or bulk-imported) is folded from its events as before.
         """
         check_case_id(case_id)
-        found = read_rows(self.engine, KEPT, case_id=case_id)
+        found = self.command_path.read(KEPT, case_id=case_id)
         if not found:
             return (), None
-        version, folded, purged_at = found[0]
+        version, folded, purged_at, head = found[0]
         if purged_at is not None:
             raise CasePurged(case_id, purged_at)
         if folded is None:
             events = self.load(case_id)
             return events, self._fold(case_id, events) if events else None
-        record = self._open_record(case_id, version, folded)
+        record = self._open_record(case_id, version, folded, head)
         return History(self, case_id, record.version), record
 
-    def _open_record(self, case_id: str, version: object, folded: str) -> CaseRecord:
-        """The record kept in the state row of ``case_id`` at ``version``."""
+    def _open_record(self, case_id: str, version: object, folded: str, head: str) -> CaseRecord:
+        """The record kept in the state row of ``case_id`` at ``version`` (``head``: the
+        row's head hash, remembered with it)."""
         known = self._known_records.get(case_id)
-        if known is not None and known[0] == version and known[1] == folded:
+        if known is not None and known[0] == version and known[1] == folded and known[3] == head:
             return known[2]
         if type(version) is not int:  # SQLite keeps any text in an INTEGER column
             raise MalformedRecord(f"case {case_id}: state row version {version!r:.40}")
@@ -371,24 +409,25 @@ class EventRecorder(LedgerRecorder):
         record = decode_record(case_id, self.keys.decrypt(folded, where))
         if record.version != version:  # sealed for this version: only a key holder lies so
             raise MalformedRecord(f"case {case_id}: kept record is not of version {version}")
-        self._know(case_id, version, folded, record)
+        self._know(case_id, version, folded, record, head)
         return record
 
-    def _seal_record(self, record: CaseRecord) -> str:
+    def _seal_record(self, record: CaseRecord, head: str) -> str:
         where = place(record.case_id, record.version, RECORD_TYPE, RECORD_FIELD)
         folded = self.keys.encrypt(encode_record(record), where)
-        self._know(record.case_id, record.version, folded, record)
+        self._know(record.case_id, record.version, folded, record, head)
         return folded
 
-    def _know(self, case_id: str, version: int, folded: str, record: CaseRecord) -> None:
-        """Remember what ``folded`` opens to at ``version``: a command reads its case's row
-        twice (to decide, then under the lock to append), and the next command reads what
-        this one wrote. Only the very text sealed or opened here matches (a fresh nonce per
-        seal), at the same case and version, so a row changed since is opened anew."""
+    def _know(self, case_id: str, version: int, folded: str, record: CaseRecord, head: str) -> None:
+        """Remember what ``folded`` opens to at ``version`` (the row's head hash then
+        ``head``): a command reads its case's row to decide and appends to that same row,
+        and the next command reads what this one wrote. Only the very text sealed or opened
+        here matches (a fresh nonce per seal), at the same case, version and head, so a row
+        changed since is opened anew."""
         known = self._known_records
         if len(known) >= KNOWN_RECORDS:
             known.clear()
-        known[case_id] = (version, folded, record)
+        known[case_id] = (version, folded, record, head)
 
     def version(self, case_id: str) -> int:
         with self._read() as conn:
@@ -426,8 +465,8 @@ class EventRecorder(LedgerRecorder):
             raise StorageInputError("expected_version", expected_version, "must be an int >= 0")
         prepared = self.prepare(case_id, events, expected_version + 1)
         try:
-            return command_transaction(
-                self.engine, lambda run: self._append(run, case_id, prepared, expected_version)
+            return self.command_path.transaction(
+                lambda run: self._append(run, case_id, prepared, expected_version)
             )
         except ConcurrencyConflict:
             self._refuse_if_purged(case_id)  # a tombstone's conflict is CasePurged
@@ -442,55 +481,48 @@ class EventRecorder(LedgerRecorder):
     def _append(
         self, run: Runner, case_id: str, prepared: Prepared, expected: int
     ) -> tuple[CaseRecord, Plan]:
-        sqlite = self.dialect == "sqlite"
         new = prepared.events
-        before: CaseState | None = None
-        if expected == 0:
-            previous_hash = GENESIS
-            record = self._fold(case_id, new)
-            found = run.rows(TAKEN, case_id=case_id)
-            taken = found[0][0] if found else None
-            newest = found[0][1] if sqlite else self._newest_checkpoint(run)
-            if taken is not None:
-                raise ConcurrencyConflict(case_id, 0, int(taken))
-        else:
-            found = run.rows(STATE_FOR_APPEND, case_id=case_id)
-            row = found[0] if found else None
-            actual = 0 if row is None else int(row[0])
-            if row is None or actual != expected or row[3] is not None:
-                raise ConcurrencyConflict(case_id, expected, actual)
-            _, state, previous_hash, _, folded = row[:5]
-            if folded is None:
-                # No record kept yet: the stored events, folded with the new ones.
-                record = self._fold(case_id, [*self._history(run, case_id), *new])
-                before = CaseState(state)
-            else:
-                # The lock above keeps the state row, and the record in it, current.
-                kept = self._open_record(case_id, actual, folded)
-                record = self._advance(case_id, kept, new)
-                before = kept.state
-            newest = row[5] if sqlite else self._newest_checkpoint(run)
-        self._refuse_backdated(newest, f"case {case_id}", (e.at for e in new))
+        known = self._known_records.get(case_id) if self.dialect == "sqlite" else None
+        swap = known is not None and expected > 0 and known[0] == expected
+        if swap:
+            # The record this command was decided on, read (or written) at this version:
+            # the state row's UPDATE below checks that the row is still that one.
+            assert known is not None
+            _, _, kept, previous_hash = known
+            try:
+                start = _Start(advanced(kept, new), kept.state, previous_hash, may_be_pending(kept))
+            except CorruptHistory:
+                swap = False  # refused below, after the checks a refusal comes after
+        if not swap:
+            start = self._locked_start(run, case_id, new, expected)
+        record, previous_hash = start.record, start.previous_hash
         hashes = self._chain(prepared, expected + 1, previous_hash)
         head = hashes[-1]
-        folded = self._seal_record(record)
+        folded = self._seal_record(record, head)
         if expected == 0:
             run.insert(
                 t.cases, NEW_CASE_COLUMNS, [(*self._case_row(record, hashes[0], head), folded)]
             )
         else:
             done = run.write(
-                UPDATE_STATE,
+                (SWAP_STATE if self.ledger else SWAP_STATE_UNGUARDED) if swap else UPDATE_STATE,
                 case_id=case_id,
                 expected=expected,
+                previous_hash=previous_hash,
+                earliest=min(e.at for e in new),
                 new_state=record.state.value,
                 new_version=record.version,
                 new_closed_at=record.closed_at,
                 new_head_hash=head,
                 new_folded=folded,
             )
-            if done != 1:  # pragma: no cover - the lock makes this impossible
-                raise ConcurrencyConflict(case_id, expected, self.version(case_id))
+            if done != 1:
+                if not swap:  # pragma: no cover - the lock makes this impossible
+                    raise ConcurrencyConflict(case_id, expected, self.version(case_id))
+                # Not the row the record was read from, or backdated: find out which with
+                # the row read under the lock, as without a remembered record.
+                self._known_records.pop(case_id, None)
+                return self._append(run, case_id, prepared, expected)
         run.insert_columns(
             t.events, EVENT_COLUMNS, self._event_columns(prepared, expected + 1, hashes)
         )
@@ -504,14 +536,47 @@ class EventRecorder(LedgerRecorder):
                 self._leaves(prepared, expected + 1, hashes, lookups),
             )
         # The effects, in the events' own transaction (movecar_core.outbox.plan).
-        todo = plan(new, expected + 1, self.effects, before=before, after=record.state)
-        if todo.cancel:
-            cancel_timers(run, case_id, todo.cancel, self.clock.now())
+        todo = plan(new, expected + 1, self.effects, before=start.before, after=record.state)
+        if cancel := todo.cancel & start.timers:
+            cancel_timers(run, case_id, cancel, self.clock.now())
         if todo.schedule:
             run.insert(
                 t.outbox, OUTBOX_COLUMNS, effect_rows(todo.schedule, self.effects, self.lease)
             )
         return record, todo
+
+    def _locked_start(
+        self, run: Runner, case_id: str, new: Sequence[Event], expected: int
+    ) -> _Start:
+        """What an append starts from, read from the state row under the write lock (the
+        expected version checked, the backdating guard applied)."""
+        sqlite = self.dialect == "sqlite"
+        if expected == 0:
+            found = run.rows(TAKEN, case_id=case_id)
+            taken = found[0][0] if found else None
+            newest = found[0][1] if sqlite else self._newest_checkpoint(run)
+            if taken is not None:
+                raise ConcurrencyConflict(case_id, 0, int(taken))
+            start = _Start(self._fold(case_id, new), None, GENESIS)
+        else:
+            found = run.rows(STATE_FOR_APPEND, case_id=case_id)
+            row = found[0] if found else None
+            actual = 0 if row is None else int(row[0])
+            if row is None or actual != expected or row[3] is not None:
+                raise ConcurrencyConflict(case_id, expected, actual)
+            _, state, previous_hash, _, folded = row[:5]
+            if folded is None:
+                # No record kept yet: the stored events, folded with the new ones.
+                record = self._fold(case_id, [*self._history(run, case_id), *new])
+                start = _Start(record, CaseState(state), previous_hash)
+            else:
+                # The lock above keeps the state row, and the record in it, current.
+                kept = self._open_record(case_id, actual, folded, previous_hash)
+                start = _Start(self._advance(case_id, kept, new), kept.state, previous_hash)
+                start.timers = may_be_pending(kept)
+            newest = row[5] if sqlite else self._newest_checkpoint(run)
+        self._refuse_backdated(newest, f"case {case_id}", (e.at for e in new))
+        return start
 
     def _history(self, run: Runner, case_id: str) -> list[Event]:
         """The case's stored events, phones opened: their fold is the record kept from now

@@ -18,8 +18,13 @@ SQLAlchemy's execution).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import random
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -30,8 +35,8 @@ from movecar_adapters.sql.errors import StorageError
 from movecar_adapters.sql.writes import (
     RETRIES,
     Row,
-    bind_columns,
-    insert_columns,
+    bind_processors,
+    insert_rows,
     insert_sql,
     transient,
     write_transaction,
@@ -40,26 +45,33 @@ from movecar_adapters.sql.writes import (
 T = TypeVar("T")
 
 
+#: A parameter's value comes from the call (no value fixed by the statement).
+_FROM_CALL: Any = object()
+
+
 @attrs.frozen
 class Compiled:
     """One statement for one dialect: its SQL, and how a call's values become the driver's
     parameters."""
 
     sql: str
-    #: the parameter names in order (positional paramstyles), else None (named)
-    order: tuple[str, ...] | None
-    #: the value of each parameter the statement fixes itself (``status == "pending"``)
-    fixed: Mapping[str, Any]
-    processors: Mapping[str, Callable[[Any], Any]]
-    #: a result processor per selected column (None: the driver's value as it is)
+    #: per parameter in order: (name, bind processor or None, value the statement fixes
+    #: itself, e.g. ``status == "pending"``, or _FROM_CALL)
+    binds: tuple[tuple[str, Callable[[Any], Any] | None, Any], ...]
+    #: whether the driver takes the parameters by position (else by name)
+    positional: bool
+    #: a result processor per selected column (None: the driver's value as it is), or ()
+    #: when no column has one
     results: tuple[Callable[[Any], Any] | None, ...]
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        procs, fixed = self.processors, self.fixed
-        named = {**fixed, **values} if fixed else values
-        if self.order is None:
-            return {n: procs[n](v) if n in procs else v for n, v in named.items()}
-        return tuple(procs[n](named[n]) if n in procs else named[n] for n in self.order)
+        out = []
+        for name, proc, fixed in self.binds:
+            value = values[name] if fixed is _FROM_CALL else fixed
+            out.append(value if proc is None or value is None else proc(value))
+        if self.positional:
+            return out
+        return {name: value for (name, _, _), value in zip(self.binds, out, strict=True)}
 
 
 class Statement:
@@ -79,19 +91,31 @@ class Statement:
 
 def _compile(statement: sa.Executable, dialect: sa.Dialect) -> Compiled:
     compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-    processors, fixed = {}, {}
-    for bind, name in compiled.bind_names.items():
+    by_name = {name: bind for bind, name in compiled.bind_names.items()}
+    names = compiled.positiontup if compiled.positional else list(by_name)
+    binds = []
+    for name in names:
+        bind = by_name[name]
         proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if proc is not None:
-            processors[name] = proc
-        if not bind.required:
-            fixed[name] = bind.value
+        binds.append((name, proc, _FROM_CALL if bind.required else bind.value))
     results: list[Callable[[Any], Any] | None] = []
     if isinstance(statement, sa.Select):
         for column in statement.selected_columns:
             results.append(column.type.dialect_impl(dialect).result_processor(dialect, None))
-    order = tuple(compiled.positiontup) if compiled.positional else None
-    return Compiled(compiled.string, order, fixed, processors, tuple(results))
+    kept = tuple(results) if any(results) else ()
+    return Compiled(compiled.string, tuple(binds), bool(compiled.positional), kept)
+
+
+@functools.cache
+def _inserter(
+    table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect
+) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
+    """The INSERT of ``columns`` into ``table`` and each column's bind processor (None: the
+    value as it is), as :func:`~movecar_adapters.sql.writes.insert_columns` applies them."""
+    processors = dict(bind_processors(table, columns, dialect))
+    return insert_sql(table, columns, dialect), tuple(
+        processors.get(i) for i in range(len(columns))
+    )
 
 
 class Runner:
@@ -108,7 +132,7 @@ class Runner:
         """The rows of a SELECT, each value through its column's result processor."""
         compiled = statement.compiled(self.dialect)
         raw = self._run(compiled.sql, compiled.parameters(values), fetch=True)
-        return _processed(raw, compiled.results)
+        return _processed(raw, compiled.results) if compiled.results else raw
 
     def write(self, statement: Statement, **values: Any) -> int:
         """Run an UPDATE or DELETE; the number of rows it changed."""
@@ -118,23 +142,27 @@ class Runner:
 
     def insert(self, table: sa.Table, columns: tuple[str, ...], rows: Sequence[Row]) -> None:
         """Insert ``rows`` (tuples of ``columns``): one statement, run once per row."""
-        if rows:
-            self.insert_columns(table, columns, list(zip(*rows, strict=True)))
+        if not rows:
+            return
+        if self._cursor is None:
+            assert self.conn is not None
+            insert_rows(self.conn, table, columns, rows)
+            return
+        sql, processors = _inserter(table, columns, self.dialect)
+        bound = [
+            [v if p is None or v is None else p(v) for p, v in zip(processors, row, strict=True)]
+            for row in rows
+        ]
+        if len(bound) == 1:
+            self._run(sql, bound[0], fetch=False)
+        else:
+            self._run(sql, bound, fetch=False, many=True)
 
     def insert_columns(
         self, table: sa.Table, columns: tuple[str, ...], values: Sequence[Sequence[Any]]
     ) -> None:
         """Insert the rows whose ``columns`` hold ``values`` (one sequence per column)."""
-        if self._cursor is None:
-            assert self.conn is not None
-            insert_columns(self.conn, table, columns, values)
-            return
-        sql = insert_sql(table, columns, self.dialect)
-        rows = list(zip(*bind_columns(table, columns, values, self.dialect), strict=True))
-        if len(rows) == 1:
-            self._run(sql, rows[0], fetch=False)
-        elif rows:
-            self._run(sql, rows, fetch=False, many=True)
+        self.insert(table, columns, list(zip(*values, strict=True)))
 
     def _run(self, sql: str, params: Any, *, fetch: bool, many: bool = False) -> Any:
         cursor = self._cursor
@@ -154,78 +182,135 @@ class Runner:
             ) from exc
 
 
-def command_transaction(engine: sa.Engine, fn: Callable[[Runner], T]) -> T:
-    """Run ``fn`` in one write transaction, retrying deadlocks and busy databases, as
-    :func:`~movecar_adapters.sql.writes.write_transaction` does.
+class _Pinned:
+    """A connection of the command path's, closed when its thread's data goes."""
 
-    On SQLite the transaction is the driver's own on a pooled connection: ``BEGIN
-    IMMEDIATE`` (the database's write lock, as every write transaction of the store takes
-    it), the statements, ``COMMIT`` (with ``synchronous=FULL``, on disk when it returns).
-    SQLAlchemy's transaction around it cost a command about as much as all its statements.
+    __slots__ = ("__weakref__", "driver", "pid")
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closed already, or mid-interpreter-exit
+            self.driver.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class CommandPath:
+    """Where a store runs its command path: the transactions of :meth:`transaction` and
+    the reads of :meth:`read`.
+
+    On SQLite each thread has a connection of its own for it, made by the engine's pool
+    (with its settings: WAL, ``synchronous``, ``busy_timeout``) and then detached from it,
+    so a command does not pay for a pool checkout and return per transaction and per read
+    (measured: a tenth of a command's time). It is closed when its thread ends, by
+    :meth:`close`, and never used in another process (a fork makes its own).
     """
-    dialect = engine.dialect
-    if dialect.name != "sqlite":
-        return write_transaction(engine, lambda conn: fn(Runner(conn, dialect)))
-    error: type[Exception] = dialect.loaded_dbapi.Error
-    for attempt in range(RETRIES):
-        pooled = engine.raw_connection()
-        try:
-            driver: Any = pooled.driver_connection
-            step = "BEGIN IMMEDIATE"
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self._error: type[Exception] = self.dialect.loaded_dbapi.Error
+        self._local = threading.local()
+        self._pinned: weakref.WeakSet[_Pinned] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def _driver(self) -> Any:
+        pinned: _Pinned | None = getattr(self._local, "pinned", None)
+        if pinned is None or pinned.pid != os.getpid():
+            pooled = self.engine.raw_connection()
+            driver = pooled.driver_connection
+            pooled.detach()  # ours now: the pool makes another for its own users
+            pinned = self._local.pinned = _Pinned(driver)
+            with self._lock:
+                self._pinned.add(pinned)
+        return pinned.driver
+
+    def _drop(self) -> None:
+        """Forget this thread's connection (after an error that may have spoilt it)."""
+        pinned: _Pinned | None = getattr(self._local, "pinned", None)
+        self._local.pinned = None
+        if pinned is not None:
+            pinned.close()
+
+    def close(self) -> None:
+        """Close every thread's connection (the next command makes a new one)."""
+        with self._lock:
+            pinned = list(self._pinned)
+            self._pinned.clear()
+        self._local = threading.local()
+        for each in pinned:
+            each.close()
+
+    def transaction(self, fn: Callable[[Runner], T]) -> T:
+        """Run ``fn`` in one write transaction, retrying deadlocks and busy databases, as
+        :func:`~movecar_adapters.sql.writes.write_transaction` does.
+
+        On SQLite the transaction is the driver's own: ``BEGIN IMMEDIATE`` (the database's
+        write lock, as every write transaction of the store takes it), the statements,
+        ``COMMIT`` (with ``synchronous=FULL``, on disk when it returns). SQLAlchemy's
+        transaction around it cost a command about as much as all its statements.
+        """
+        dialect = self.dialect
+        if dialect.name != "sqlite":
+            return write_transaction(self.engine, lambda conn: fn(Runner(conn, dialect)))
+        error = self._error
+        for attempt in range(RETRIES):
             try:
-                driver.execute(step)
-                result = fn(Runner(None, dialect, driver.cursor()))
-                step = "COMMIT"
-                driver.commit()
-                return result
-            except error as exc:
-                raise sa.exc.DBAPIError.instance(step, (), exc, error, dialect=dialect) from exc
-            finally:
-                if driver.in_transaction:  # refused, or failed: nothing of it stays
-                    driver.rollback()
-        except sa.exc.DBAPIError as exc:
-            if isinstance(exc, sa.exc.IntegrityError) or not transient(exc):
-                raise
-            if attempt == RETRIES - 1:
-                raise StorageError(f"gave up after {RETRIES} attempts: {exc.orig}") from exc
-            time.sleep(random.uniform(0, 0.005 * 2**attempt))
-        finally:
-            pooled.close()
-    raise AssertionError("unreachable")  # pragma: no cover
+                driver = self._driver()
+                step = "BEGIN IMMEDIATE"
+                try:
+                    driver.execute(step)
+                    result = fn(Runner(None, dialect, driver.cursor()))
+                    step = "COMMIT"
+                    driver.commit()
+                    return result
+                except error as exc:
+                    raise sa.exc.DBAPIError.instance(step, (), exc, error, dialect=dialect) from exc
+                finally:
+                    if driver.in_transaction:  # refused, or failed: nothing of it stays
+                        driver.rollback()
+            except sa.exc.DBAPIError as exc:
+                if isinstance(exc, sa.exc.IntegrityError):
+                    raise
+                if not transient(exc):
+                    self._drop()
+                    raise
+                if attempt == RETRIES - 1:
+                    raise StorageError(f"gave up after {RETRIES} attempts: {exc.orig}") from exc
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
 
+    def read(self, statement: Statement, **values: Any) -> list[tuple[Any, ...]]:
+        """The rows of one SELECT, outside any transaction of ours.
 
-def read_rows(engine: sa.Engine, statement: Statement, **values: Any) -> list[tuple[Any, ...]]:
-    """The rows of one SELECT, read outside any transaction of ours.
-
-    On SQLite the statement runs alone in autocommit (SQLite reads it in one implicit
-    transaction, so it sees one committed state of the database) on a pooled connection,
-    without the ``BEGIN``/``ROLLBACK`` a read transaction adds; elsewhere in a read-only
-    connection as usual.
-    """
-    dialect = engine.dialect
-    compiled = statement.compiled(dialect)
-    params = compiled.parameters(values)
-    if dialect.name != "sqlite":
-        with engine.connect() as conn:
-            raw = [tuple(row) for row in conn.exec_driver_sql(compiled.sql, params).all()]
-        return _processed(raw, compiled.results)
-    pooled = engine.raw_connection()
-    try:
-        raw = pooled.driver_connection.execute(compiled.sql, params).fetchall()  # type: ignore[union-attr]
-    except dialect.loaded_dbapi.Error as exc:
-        raise sa.exc.DBAPIError.instance(
-            compiled.sql, params, exc, dialect.loaded_dbapi.Error, dialect=dialect
-        ) from exc
-    finally:
-        pooled.close()
-    return _processed(raw, compiled.results)
+        On SQLite the statement runs alone in autocommit: SQLite reads it in one implicit
+        transaction, so it sees one committed state of the database, without the
+        ``BEGIN``/``ROLLBACK`` a read transaction adds. Elsewhere, on a pooled connection.
+        """
+        dialect = self.dialect
+        compiled = statement.compiled(dialect)
+        params = compiled.parameters(values)
+        if dialect.name != "sqlite":
+            with self.engine.connect() as conn:
+                raw = [tuple(row) for row in conn.exec_driver_sql(compiled.sql, params).all()]
+            return _processed(raw, compiled.results) if compiled.results else raw
+        try:
+            raw = self._driver().execute(compiled.sql, params).fetchall()
+        except self._error as exc:
+            self._drop()
+            raise sa.exc.DBAPIError.instance(
+                compiled.sql, params, exc, self._error, dialect=dialect
+            ) from exc
+        return _processed(raw, compiled.results) if compiled.results else raw
 
 
 def _processed(
     raw: list[tuple[Any, ...]], results: tuple[Callable[[Any], Any] | None, ...]
 ) -> list[tuple[Any, ...]]:
-    if not any(results):
-        return raw
     return [
         tuple(v if p is None or v is None else p(v) for p, v in zip(results, row, strict=True))
         for row in raw

@@ -73,6 +73,13 @@ def insert_sql(table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect) -
     return _insert_plan(table, columns, dialect)[0]
 
 
+def bind_processors(
+    table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect
+) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    """The bind processor of each of ``columns`` that has one, by position."""
+    return _insert_plan(table, columns, dialect)[2]
+
+
 def insert_rows(
     conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: Sequence[Row]
 ) -> None:

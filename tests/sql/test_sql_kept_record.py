@@ -19,6 +19,8 @@ from movecar_core.app import MoveCar
 from movecar_core.case import CaseState
 from movecar_core.clock import ManualClock
 from movecar_core.codec import encode_record
+from movecar_core.errors import CasePurged, ConcurrencyConflict
+from movecar_core.ledger import BackdatedRecord
 from movecar_core.machine import fold
 from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.outbox import EffectPolicy
@@ -180,3 +182,60 @@ def test_downgrade_drops_the_records_and_upgrade_keeps_them_again(
     assert telephony.calls[-1].callee == OWNER
     assert folded(store, case_id) is not None
     assert verify(store).ok
+
+
+# --- the append that swaps the state row it read (SQLite) ---------------------------------
+
+
+def test_a_row_changed_since_it_was_read_is_a_conflict_and_nothing_is_written(
+    fresh_store: SqlStore, clock: ManualClock, located: tuple[MoveCar, str]
+) -> None:
+    """Another writer (here another store on the same database) appends between this
+    store's read and its append: the append is refused, and the engine decides again."""
+    _app, case_id = located
+    other = SqlStore(fresh_store.engine, fresh_store.keys, clock=clock)
+    _events, record = fresh_store.load_folded(case_id)
+    assert record is not None
+    facade(other, clock)[0].call_owner(case_id, agent_id="seat-2")
+    placed = other.load(case_id)[2]
+    with pytest.raises(ConcurrencyConflict):
+        fresh_store.append_folded(case_id, [attrs.evolve(placed, agent_id="seat-1")], 2)
+    assert len(fresh_store.load(case_id)) == 3
+    assert fresh_store.load_folded(case_id)[1] == fold(other.load(case_id))
+    assert verify(fresh_store).ok
+
+
+def test_a_checkpoint_between_the_read_and_the_append_refuses_a_backdated_record(
+    fresh_store: SqlStore, clock: ManualClock, located: tuple[MoveCar, str]
+) -> None:
+    from movecar_adapters.signing import SigningKey
+
+    _, case_id = located
+    fresh_store.load_folded(case_id)
+    at = clock.now()
+    clock.advance(minutes=1)
+    fresh_store.checkpoint(SigningKey.generate())
+    call = sample_history(case_id, at=at)[2]
+    with pytest.raises(BackdatedRecord):
+        fresh_store.append_folded(case_id, [call], 2)
+    assert len(fresh_store.load(case_id)) == 2 and verify(fresh_store).ok
+    # dated after the checkpoint, the same call is taken
+    fresh_store.append_folded(case_id, [attrs.evolve(call, at=clock.now())], 2)
+    assert len(fresh_store.load(case_id)) == 3 and verify(fresh_store).ok
+
+
+def test_a_purge_between_the_read_and_the_append_wins(
+    fresh_store: SqlStore, clock: ManualClock
+) -> None:
+    case_id = "read-then-purged"
+    history = sample_history(case_id)
+    fresh_store.append(case_id, history[:4], expected_version=0)
+    fresh_store.load_folded(case_id)
+    with fresh_store.engine.begin() as conn:  # as the purge leaves it (times aside)
+        conn.execute(
+            t.cases.update()
+            .where(t.cases.c.case_id == case_id)
+            .values(purged_at=clock.now(), folded=None, plate=None)
+        )
+    with pytest.raises(CasePurged):
+        fresh_store.append_folded(case_id, history[4:], 4)
