@@ -286,6 +286,7 @@ _ENVIRONMENT = frozenset(
         "KeyConfigError",
         "DecryptionFailed",
         "MalformedEvent",
+        "MalformedRecord",
         "UnknownEventType",
         "CorruptHistory",
         "SigningKeyError",

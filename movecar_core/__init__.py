@@ -27,7 +27,7 @@ from movecar_core.case import (
     UnresolvedReason,
 )
 from movecar_core.clock import InvalidClockTime, ManualClock
-from movecar_core.codec import MalformedEvent, UnknownEventType
+from movecar_core.codec import MalformedEvent, MalformedRecord, UnknownEventType
 from movecar_core.contract import WUJIN_114_2024, Contract, Greeting, Tier, WrittenNotice
 from movecar_core.errors import (
     CalendarYearNotCovered,
@@ -186,6 +186,7 @@ __all__ = [
     "InvalidPhone",
     "InvalidPlate",
     "MalformedEvent",
+    "MalformedRecord",
     "ManualClock",
     "MonthAlreadyReported",
     "MonthNotOver",

@@ -192,6 +192,8 @@ class _Pinned:
         self.pid = os.getpid()
 
     def close(self) -> None:
+        if self.pid != os.getpid():
+            return  # a forked child's copy: closing it could end the parent's WAL session
         with contextlib.suppress(Exception):  # closed already, or mid-interpreter-exit
             self.driver.close()
 
