@@ -98,13 +98,12 @@ PURGEABLE = frozenset({LeafKind.EVENT, LeafKind.OWNER_LOOKUP, LeafKind.RECORDING
 def utc_text(at: dt.datetime) -> str:
     """One spelling of an aware time: UTC, microseconds, ``Z``
     (``2025-03-01T00:30:00.000000Z``)."""
-    if not isinstance(at, dt.datetime) or at.utcoffset() is None:
+    offset = at.utcoffset() if isinstance(at, dt.datetime) else None
+    if offset is None:
         raise InvalidInput(f"{at!r:.60} is not an aware datetime")
-    # isoformat, not strftime: a third of the time, and always four digits of year
-    return at.astimezone(_UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-_UTC = dt.UTC
+    # isoformat, not strftime: a third of the time, and always four digits of year; the
+    # offset read once (a zone's utcoffset is a look-up): a leaf is made per append
+    return (at.replace(tzinfo=None) - offset).isoformat(timespec="microseconds") + "Z"
 
 
 @attrs.frozen
@@ -144,8 +143,15 @@ def leaf(
     The data hashed is the canonical JSON of ``[format, kind, subject, at, *fields]``;
     times are written :func:`utc_text`, decimals as their text.
     """
-    data = leaf_json([LEAF_FORMAT, kind.value, subject, utc_text(at), *map(_value, fields)])
+    values: list[object] = [LEAF_FORMAT, kind.value, subject, utc_text(at)]
+    for value in fields:
+        values.append(value if type(value) in _PLAIN else _value(value))
+    data = leaf_json(values)
     return Leaf(kind, subject, at, leaf_hash(data.encode("utf-8")), case_id)
+
+
+#: Values a leaf holds as they are (the others go through ``_value``).
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 #: What the canonical encoder writes for a str (``ensure_ascii=False``): its own function.

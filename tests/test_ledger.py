@@ -28,6 +28,7 @@ from movecar_core.ledger import (
     merkle_root,
     node_hash,
     settlement_leaf,
+    utc_text,
     verify_consistency,
     verify_inclusion,
 )
@@ -216,3 +217,21 @@ LEAF_VALUES = st.lists(
 @given(LEAF_VALUES)
 def test_leaf_json_is_canonical_json(values: list[object]) -> None:
     assert leaf_json(values) == canonical_json(values)
+
+
+@given(
+    st.datetimes(
+        min_value=dt.datetime(1900, 1, 1),
+        max_value=dt.datetime(2200, 1, 1),
+        timezones=st.sampled_from(
+            [
+                dt.UTC,
+                dt.timezone(dt.timedelta(hours=8)),
+                dt.timezone(dt.timedelta(hours=-11, minutes=-30)),
+            ]
+        ),
+    )
+)
+def test_utc_text_is_the_utc_instant(at: dt.datetime) -> None:
+    defining = at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    assert utc_text(at) == defining + "Z"

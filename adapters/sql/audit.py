@@ -137,7 +137,8 @@ def _count_cases(store: SqlStore) -> int:
 
 
 def _orphans(store: SqlStore) -> list[Finding]:
-    """Events whose case has no state row, and purge-log rows whose tombstone is gone."""
+    """Events and look-up rows whose case has no state row, and purge-log rows whose
+    tombstone is gone."""
     with store._read() as conn:
         orphans = conn.execute(
             sa.select(t.events.c.case_id)
@@ -151,6 +152,12 @@ def _orphans(store: SqlStore) -> list[Finding]:
             )
         ).scalars()
         out.extend(Finding("case", cid, "purged case's tombstone deleted") for cid in lost)
+        strays = conn.execute(
+            sa.select(t.owner_lookups.c.case_id)
+            .where(~sa.exists().where(t.cases.c.case_id == t.owner_lookups.c.case_id))
+            .distinct()
+        ).scalars()
+        out.extend(Finding("case", cid, "look-up rows without a state row") for cid in strays)
     return out
 
 

@@ -24,7 +24,7 @@ from movecar_adapters.crypto import DecryptionFailed, KeyRing, place
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.events import PII_FIELDS, RECORD_FIELD, RECORD_TYPE
 from movecar_adapters.sql.ledger_audit import Digests, append_leaves
-from movecar_core.case import CaseRecord, Event
+from movecar_core.case import CaseRecord, Event, OwnerLookedUp
 from movecar_core.codec import MalformedRecord, decode, decode_record
 from movecar_core.errors import MoveCarError
 from movecar_core.integrity import GENESIS, StoredLink, chain_of_json, verify_chain
@@ -124,7 +124,7 @@ def audit_range(
     """Check every case whose state row's ``seq`` is in ``(after, upto]``."""
     out = CaseAudit()
     opener = _Keys(keys, out.opened, out.refused)
-    rows, stored, purges, broken = _page(read, after, upto)
+    rows, stored, purges, lookups, broken = _page(read, after, upto)
     out.findings.extend(broken)
     for row in rows:
         out.cases += 1
@@ -133,7 +133,15 @@ def audit_range(
         leaves: list[Leaf] = []
         try:
             out.findings.extend(
-                _check_case(rules, opener, row, evs, purges.get(row.case_id), leaves=leaves)
+                _check_case(
+                    rules,
+                    opener,
+                    row,
+                    evs,
+                    purge=purges.get(row.case_id),
+                    lookups=lookups.get(row.case_id, []),
+                    leaves=leaves,
+                )
             )
         except Exception as exc:  # one bad row is one finding; the audit goes on
             out.findings.append(
@@ -144,13 +152,14 @@ def audit_range(
     return out
 
 
-Page = tuple[list[Any], dict[str, list[Any]], dict[str, Any], list[Finding]]
+Page = tuple[list[Any], dict[str, list[Any]], dict[str, Any], dict[str, list[Any]], list[Finding]]
 
 
 def _page(read: Callable[[], sa.Connection], after: int, upto: int) -> Page:
-    """The state rows of a range with their events and purge-log rows, and findings for
-    rows that cannot be read (each read again alone, so one bad row spoils only itself)."""
-    c, e, p = t.cases, t.events, t.purge_log
+    """The state rows of a range with their events, purge-log and look-up-log rows, and
+    findings for rows that cannot be read (each read again alone, so one bad row spoils
+    only itself)."""
+    c, e, p, lk = t.cases, t.events, t.purge_log, t.owner_lookups
     with read() as conn:
         keys = conn.execute(
             sa.select(c.c.seq, c.c.case_id)
@@ -159,7 +168,7 @@ def _page(read: Callable[[], sa.Connection], after: int, upto: int) -> Page:
         ).all()
         broken: list[Finding] = []
         if not keys:
-            return [], {}, {}, broken
+            return [], {}, {}, {}, broken
         rows = _each_or_all(
             conn,
             sa.select(c).where(c.c.seq.in_([k.seq for k in keys])).order_by(c.c.seq),
@@ -181,7 +190,17 @@ def _page(read: Callable[[], sa.Connection], after: int, upto: int) -> Page:
             stored[ev.case_id].append(ev)
         spoiled = {f.subject for f in broken}
         purges = {x.case_id: x for x in conn.execute(sa.select(p).where(p.c.case_id.in_(ids)))}
-    return [r for r in rows if r.case_id not in spoiled], stored, purges, broken
+        lookups: dict[str, list[Any]] = defaultdict(list)
+        for x in _each_or_all(
+            conn,
+            sa.select(lk).where(lk.c.case_id.in_(ids)).order_by(lk.c.case_id, lk.c.version),
+            lambda: [(cid, sa.select(lk).where(lk.c.case_id == cid)) for cid in ids],
+            broken,
+            "look-up log unreadable",
+        ):
+            lookups[x.case_id].append(x)
+        spoiled = {f.subject for f in broken}
+    return [r for r in rows if r.case_id not in spoiled], stored, purges, lookups, broken
 
 
 def _each_or_all(
@@ -256,7 +275,14 @@ class _KeyFailure(Exception):
 
 
 def _check_case(
-    rules: CaseRules, keys: _Keys, row: Any, evs: list[Any], purge: Any, *, leaves: list[Leaf]
+    rules: CaseRules,
+    keys: _Keys,
+    row: Any,
+    evs: list[Any],
+    *,
+    purge: Any,
+    lookups: list[Any],
+    leaves: list[Leaf],
 ) -> list[Finding]:
     """The case's findings; ``leaves`` gets the ledger leaf each stored event must have
     (from its stored hash: a rewritten event whose hash was recomputed differs from it)."""
@@ -268,7 +294,7 @@ def _check_case(
     if type(row.version) is not int:  # SQLite keeps any text in an INTEGER column
         return bad(f"state row version {row.version!r:.40} is not a number")
     if row.purged_at is not None:
-        return _check_purged(rules, row, evs, purge) + _kept_after_purge(row)
+        return _check_purged(rules, row, evs, purge, lookups) + _kept_after_purge(row)
     if purge is not None:
         return bad("listed in the purge log but not purged")
     if not evs:
@@ -328,7 +354,33 @@ def _check_case(
     have = (row.state, row.version, row.opened_at, row.closed_at, row.plate)
     if want != have:
         out += bad(f"state row {have!r} is not the fold of its events {want!r}")
-    return out + _kept_record(keys, row, record)
+    return [
+        *out,
+        *(Finding("case", cid, why) for why in _lookups(evs, events, record.plate, lookups)),
+        *_kept_record(keys, row, record),
+    ]
+
+
+def _lookups(evs: list[Any], events: list[Event], plate: str, rows: list[Any]) -> list[str]:
+    """二(二)/四: the look-up log's rows against the look-up events they repeat (schema
+    0004: the events' leaf covers them, the row is a projection, like the state row)."""
+    want = {
+        ev.version: (e.at, e.agent_id, plate, e.found, e.source)
+        for ev, e in zip(evs, events, strict=True)
+        if isinstance(e, OwnerLookedUp)
+    }
+    out = []
+    seen = set()
+    for r in rows:
+        version = r.version
+        seen.add(version)
+        expected = want.get(version)
+        if expected is None:
+            out.append(f"look-up row v{version!r:.20} has no look-up event")
+        elif (r.at, r.agent_id, r.plate, bool(r.found), r.source) != expected:
+            out.append(f"look-up row v{version} differs from its event")
+    out += [f"look-up v{v} missing from the look-up log" for v in sorted(set(want) - seen)]
+    return out
 
 
 def _kept_record(keys: _Keys, row: Any, record: CaseRecord) -> list[Finding]:
@@ -410,12 +462,16 @@ def _payloads(cid: str, evs: list[Any], leaves: list[Leaf]) -> list[dict[str, An
     return payloads
 
 
-def _check_purged(rules: CaseRules, row: Any, evs: list[Any], purge: Any) -> list[Finding]:
+def _check_purged(
+    rules: CaseRules, row: Any, evs: list[Any], purge: Any, lookups: list[Any]
+) -> list[Finding]:
     """A purged case: only its tombstone left, matching the purge log, and purged lawfully."""
     out: list[Finding] = []
     cid = row.case_id
     if evs:
         out.append(Finding("case", cid, f"{len(evs)} events remain after the purge"))
+    if lookups:
+        out.append(Finding("case", cid, f"{len(lookups)} look-up rows remain after the purge"))
     if purge is None:
         out.append(Finding("case", cid, "purged without a purge-log entry"))
     elif (purge.anchor_version, purge.anchor_hash) != (row.version, row.head_hash):

@@ -51,7 +51,7 @@ from movecar_core.integrity import (
     GENESIS,
     chain_of_json,
 )
-from movecar_core.ledger import BackdatedRecord, event_leaf, owner_lookup_leaf
+from movecar_core.ledger import BackdatedRecord, event_leaf
 from movecar_core.machine import CorruptHistory, advanced, fold
 from movecar_core.outbox import TIMERS, Plan, may_be_pending, plan
 
@@ -533,7 +533,7 @@ class EventRecorder(LedgerRecorder):
             run.insert(
                 t.ledger_leaves,
                 LEAF_COLUMNS,
-                self._leaves(prepared, expected + 1, hashes, lookups),
+                self._leaves(prepared, expected + 1, hashes),
             )
         # The effects, in the events' own transaction (movecar_core.outbox.plan).
         todo = plan(new, expected + 1, self.effects, before=start.before, after=record.state)
@@ -662,24 +662,13 @@ class EventRecorder(LedgerRecorder):
         )
 
     @staticmethod
-    def _leaves(
-        prepared: Prepared, first_version: int, hashes: list[str], lookups: list[Row]
-    ) -> list[Row]:
-        """The ledger rows (:data:`~movecar_adapters.sql.ledger.LEAF_COLUMNS`): one for the
-        append (its events), one per look-up row."""
-        case_id = prepared.case_id
+    def _leaves(prepared: Prepared, first_version: int, hashes: list[str]) -> list[Row]:
+        """The ledger row (:data:`~movecar_adapters.sql.ledger.LEAF_COLUMNS`) of the append:
+        one leaf for its events, look-ups included (the look-up log's rows repeat those
+        events, and the audit checks them against the events: schema 0004)."""
         last = first_version + len(hashes) - 1
         at = prepared.events[0].at
-        rows = [leaf_row(event_leaf(case_id, first_version, last, at, hashes[-1]))]
-        rows.extend(
-            leaf_row(
-                owner_lookup_leaf(
-                    cid, version, at, agent_id=agent, plate=plate, found=found, source=source
-                )
-            )
-            for cid, version, at, agent, plate, found, source in lookups
-        )
-        return rows
+        return [leaf_row(event_leaf(prepared.case_id, first_version, last, at, hashes[-1]))]
 
     @staticmethod
     def _lookup_rows(plate: str, prepared: Prepared, first_version: int) -> list[Row]:
@@ -773,7 +762,7 @@ class EventRecorder(LedgerRecorder):
                 lookups = self._lookup_rows(record.plate, prepared, 1)
                 lookup_rows.extend(lookups)
                 if self.ledger:
-                    leaf_rows.extend(self._bulk_leaves(prepared, hashes, lookups, newest))
+                    leaf_rows.extend(self._bulk_leaves(prepared, hashes, newest))
                 if with_effects:
                     # A new case has no pending effects to cancel: only the scheduling.
                     todo = plan(history, 1, self.effects, before=None, after=record.state)
@@ -790,7 +779,7 @@ class EventRecorder(LedgerRecorder):
         return n_cases, n_events
 
     def _bulk_leaves(
-        self, prepared: Prepared, hashes: list[str], lookups: list[Row], newest: dt.datetime | None
+        self, prepared: Prepared, hashes: list[str], newest: dt.datetime | None
     ) -> Iterator[Row]:
         """The ledger rows of a new case's history; refused if it reaches back before the
         newest checkpoint (五(三): history older than a signed checkpoint cannot join it)."""
@@ -798,7 +787,7 @@ class EventRecorder(LedgerRecorder):
             earliest = min(e.at for e in prepared.events)
             if earliest < newest:
                 raise BackdatedRecord(f"case {prepared.case_id}", earliest, newest)
-        return iter(self._leaves(prepared, 1, hashes, lookups))
+        return iter(self._leaves(prepared, 1, hashes))
 
     def _conflict_in(self, case_ids: Sequence[str], message: str) -> NoReturn:
         """A bulk chunk of ``case_ids`` broke a unique key: which case existed already?"""

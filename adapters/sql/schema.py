@@ -155,6 +155,9 @@ owner_lookups = sa.Table(
     sa.Column("plate", sa.String(16), nullable=True),
     sa.Column("found", sa.Boolean, nullable=False),
     sa.Column("source", sa.String(100), nullable=False),
+    # Rows stored before schema 0004 have a ledger leaf of their own; later ones are
+    # covered by their event's leaf (the row is a projection the audit checks).
+    sa.Column("has_leaf", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("case_id", "version", name="uq_mc_owner_lookups_event"),
     **_MYSQL,
 )

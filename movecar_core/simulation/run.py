@@ -26,6 +26,7 @@ reaches a terminal state within :data:`LIVENESS_BOUND`.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import heapq
 import random
@@ -367,6 +368,10 @@ class Simulation:
             )  # fmt: skip
         self.now = 0
         self.months = [MonthFigures(m) for m in _months(scenario)]
+        self.month_starts = [
+            _seconds(self.t0, dt.datetime.combine(m.month.first_day(), dt.time(), tzinfo=SHANGHAI))
+            for m in self.months
+        ]
         self.heap: list[tuple[int, int, str, Any]] = []
         self._seq = 0
         self.findings: list[Finding] = []
@@ -576,9 +581,13 @@ class Simulation:
             "the same seed and options reproduce it)"
         )
 
+    def _month_index(self, t: int) -> int:
+        """The simulated month ``t`` falls in (-1 or past the last: outside the period),
+        by the months' first seconds (every arrival asks: no datetime built)."""
+        return bisect.bisect_right(self.month_starts, t) - 1
+
     def _month_of(self, t: int) -> MonthFigures | None:
-        when = self._at(t)
-        index = (when.year - self.scenario.start.year) * 12 + when.month - self.scenario.start.month
+        index = self._month_index(t)
         return self.months[index] if 0 <= index < len(self.months) else None
 
     def _in(self, intervals: list[tuple[int, int]], t: int) -> bool:
@@ -663,7 +672,7 @@ class Simulation:
         registered = rng.random() >= self.scenario.behaviour.lookup_miss
         letters = "".join(rng.choice(_PLATE_LETTERS) for _ in range(2))
         plate = f"苏{'D' if registered else 'E'}{letters}{self.n_cases % 1000:03d}"
-        case = _Case(self.n_cases, plate, rng.random(), month=self.months.index(figures))
+        case = _Case(self.n_cases, plate, rng.random(), month=self._month_index(t))
         self._push(start, "step", (case, "open"))
 
     # --- the case, step by step through the engine ------------------------------------
@@ -677,8 +686,11 @@ class Simulation:
             # The seat tries again with the same command id: applied once either way.
             self._then(t, case, what, 30)
 
-    def _cid(self, case: _Case, what: str) -> str:
-        return f"{what}-{case.seq}"
+    def _cid(self, case: _Case, what: str) -> str | None:
+        """The command's id when a write can fail and the command be retried (faults on):
+        then it must apply once. Without them no command is retried, and an id costs a
+        fingerprint and a look back through the case (about a third of a command)."""
+        return f"{what}-{case.seq}" if isinstance(self.mc.store, FaultyStore) else None
 
     def _then(self, t: int, case: _Case, what: str, after_s: float) -> None:
         self._push(t + max(1, int(after_s)), "step", (case, what))

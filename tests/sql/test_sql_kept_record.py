@@ -170,10 +170,13 @@ def test_downgrade_drops_the_records_and_upgrade_keeps_them_again(
 ) -> None:
     _, case_id = located
     engine = fresh_store.engine
-    assert downgrade(engine, "0003_bound_ciphertexts") == "0003_bound_ciphertexts"
+    assert downgrade(engine, "0004_lookup_projection") == "0004_lookup_projection"
     with engine.connect() as conn:
         columns = {c["name"] for c in sa.inspect(conn).get_columns("mc_cases")}
-    assert "folded" not in columns
+        if engine.dialect.name == "mysql":  # emptied, not dropped (see the migration)
+            assert conn.execute(sa.text("SELECT count(folded) FROM mc_cases")).scalar() == 0
+        else:
+            assert "folded" not in columns
     assert upgrade(engine) == head_revision()
     assert folded(fresh_store, case_id) is None
     store = SqlStore(engine, fresh_store.keys, clock=clock)
