@@ -182,17 +182,30 @@ class Runner:
             ) from exc
 
 
+#: Which process this is, counted up in each forked child: a connection made in another
+#: process is never used (comparing it costs nothing, unlike ``os.getpid()``, a syscall).
+_process = [0]
+
+
+def _forked() -> None:
+    _process[0] += 1
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forked)
+
+
 class _Pinned:
     """A connection of the command path's, closed when its thread's data goes."""
 
-    __slots__ = ("__weakref__", "driver", "pid")
+    __slots__ = ("__weakref__", "driver", "process")
 
     def __init__(self, driver: Any) -> None:
         self.driver = driver
-        self.pid = os.getpid()
+        self.process = _process[0]
 
     def close(self) -> None:
-        if self.pid != os.getpid():
+        if self.process != _process[0]:
             return  # a forked child's copy: closing it could end the parent's WAL session
         with contextlib.suppress(Exception):  # closed already, or mid-interpreter-exit
             self.driver.close()
@@ -222,7 +235,7 @@ class CommandPath:
 
     def _driver(self) -> Any:
         pinned: _Pinned | None = getattr(self._local, "pinned", None)
-        if pinned is None or pinned.pid != os.getpid():
+        if pinned is None or pinned.process != _process[0]:
             pooled = self.engine.raw_connection()
             driver = pooled.driver_connection
             pooled.detach()  # ours now: the pool makes another for its own users

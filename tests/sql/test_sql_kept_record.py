@@ -4,6 +4,7 @@ history, checked by the audit against the fold of the events, never trusted beyo
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 import attrs
@@ -16,7 +17,7 @@ from movecar_adapters.sql import SqlStore, downgrade, head_revision, upgrade, ve
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.events import RECORD_FIELD, RECORD_TYPE
 from movecar_core.app import MoveCar
-from movecar_core.case import CaseState
+from movecar_core.case import CaseState, OwnerCallPlaced
 from movecar_core.clock import ManualClock
 from movecar_core.codec import encode_record
 from movecar_core.errors import CasePurged, ConcurrencyConflict
@@ -242,3 +243,29 @@ def test_a_purge_between_the_read_and_the_append_wins(
         )
     with pytest.raises(CasePurged):
         fresh_store.append_folded(case_id, history[4:], 4)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_makes_its_own_connection(
+    fresh_store: SqlStore, clock: ManualClock, located: tuple[MoveCar, str]
+) -> None:
+    """The command path's connection of a thread is never used across a fork: the child
+    makes its own, and the parent's goes on."""
+    if fresh_store.dialect != "sqlite":
+        pytest.skip("SQLite keeps a connection per thread")
+    app, case_id = located
+    pid = os.fork()
+    if pid == 0:  # the child: read and write through a connection of its own
+        code = 1
+        try:
+            child_app, _ = facade(fresh_store, clock)
+            child_app.call_owner(case_id, agent_id="seat-child")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    placed = fresh_store.load(case_id)[2]  # the child's call, seen by the parent
+    assert isinstance(placed, OwnerCallPlaced) and placed.agent_id == "seat-child"
+    app.record_call_outcome(case_id, placed.call_id, "answered_agreed")
+    assert len(fresh_store.load(case_id)) == 4 and verify(fresh_store).ok
