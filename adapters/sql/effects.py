@@ -65,6 +65,20 @@ def _cancel(kinds: int) -> Statement:
     )
 
 
+def _complete(_: sa.Dialect) -> sa.Update:
+    o = t.outbox
+    return (
+        o.update()
+        .where(
+            o.c.effect_key == sa.bindparam("key"),
+            o.c.claim_token == sa.bindparam("token"),
+            o.c.status == "pending",
+        )
+        .values(status="done", done_at=sa.bindparam("done_at", type_=o.c.done_at.type))
+    )
+
+
+_COMPLETE = Statement(_complete)
 #: By the number of kinds cancelled (a plan cancels one timer or both).
 _CANCEL = {n: _cancel(n) for n in range(1, len(TIMERS) + 1)}
 
@@ -150,21 +164,13 @@ class EffectRecorder(StoreBase):
         return self._write(fn)
 
     def complete(self, claimed: Claimed) -> bool:
-        o = t.outbox
-
-        def fn(conn: sa.Connection) -> bool:
-            done = conn.execute(
-                o.update()
-                .where(
-                    o.c.effect_key == claimed.effect.key,
-                    o.c.claim_token == claimed.token,
-                    o.c.status == "pending",
-                )
-                .values(status="done", done_at=self.clock.now())
+        # On the command path: the engine marks each send of a command done right after it.
+        done = self.command_path.transaction(
+            lambda run: run.write(
+                _COMPLETE, key=claimed.effect.key, token=claimed.token, done_at=self.clock.now()
             )
-            return bool(done.rowcount == 1)
-
-        return self._write(fn)
+        )
+        return done == 1
 
     def work(
         self,
