@@ -118,6 +118,10 @@ def _inserter(
     )
 
 
+def _bound(processors: tuple[Callable[[Any], Any] | None, ...], row: Row) -> list[Any]:
+    return [v if p is None or v is None else p(v) for p, v in zip(processors, row, strict=True)]
+
+
 class Runner:
     """Runs :class:`Statement` s (and row inserts) in one transaction: on the ``sqlite3``
     cursor on SQLite, through ``conn.exec_driver_sql`` elsewhere."""
@@ -149,14 +153,10 @@ class Runner:
             insert_rows(self.conn, table, columns, rows)
             return
         sql, processors = _inserter(table, columns, self.dialect)
-        bound = [
-            [v if p is None or v is None else p(v) for p, v in zip(processors, row, strict=True)]
-            for row in rows
-        ]
-        if len(bound) == 1:
-            self._run(sql, bound[0], fetch=False)
+        if len(rows) == 1:  # a command's usual insert
+            self._run(sql, _bound(processors, rows[0]), fetch=False)
         else:
-            self._run(sql, bound, fetch=False, many=True)
+            self._run(sql, [_bound(processors, row) for row in rows], fetch=False, many=True)
 
     def insert_columns(
         self, table: sa.Table, columns: tuple[str, ...], values: Sequence[Sequence[Any]]
