@@ -18,7 +18,10 @@ either way is found.
 
 Downgrade gives the rows written since their own leaves back (the older audit expects one
 per row), and refuses when one of them is dated before the newest checkpoint: adding it
-then would be a backdated leaf.
+then would be a backdated leaf. On MariaDB it leaves the column: MariaDB commits DDL at
+once, so a drop here would stay even when a lower revision then refuses the downgrade,
+under a revision that still says 0004 (the older library never reads the column, and this
+upgrade takes it back).
 """
 
 from __future__ import annotations
@@ -55,10 +58,12 @@ def _utc(value: Any) -> dt.datetime:
 
 
 def upgrade() -> None:
-    op.add_column(
-        "mc_owner_lookups",
-        sa.Column("has_leaf", sa.Boolean(), nullable=False, server_default=sa.false()),
-    )
+    columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("mc_owner_lookups")}
+    if "has_leaf" not in columns:  # else left by a downgrade on MariaDB
+        op.add_column(
+            "mc_owner_lookups",
+            sa.Column("has_leaf", sa.Boolean(), nullable=False, server_default=sa.false()),
+        )
     op.execute(sa.text("UPDATE mc_owner_lookups SET has_leaf = :yes").bindparams(yes=True))
 
 
@@ -104,4 +109,5 @@ def downgrade() -> None:
                 for x in items
             ],
         )
-    op.drop_column("mc_owner_lookups", "has_leaf")
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        op.drop_column("mc_owner_lookups", "has_leaf")
