@@ -1,7 +1,10 @@
 """The SQL store: cases, their outbox, evidence and retention, on one database.
 
-:class:`SqlStore` implements :class:`~movecar_core.ports.CaseStore` and
-:class:`~movecar_core.outbox.OutboxStore` on SQLite, PostgreSQL and MariaDB. It is one
+:class:`SqlStore` implements :class:`~movecar_core.ports.CaseStore`,
+:class:`~movecar_core.outbox.OutboxStore` and :class:`~movecar_core.ports.FoldedCaseStore`
+(each case's record kept sealed in its state row; every append, the engine's and
+``append``'s, goes through ``append_folded``, the one a subclass overrides) on SQLite,
+PostgreSQL and MariaDB. It is one
 public API composed of one part per storage concern, each a module a reader can take in
 one sitting:
 
@@ -13,6 +16,8 @@ one sitting:
 :mod:`~movecar_adapters.sql.retention`     legal holds, the 3-year purge, key rotation
 :mod:`~movecar_adapters.sql.ledger`        the evidence ledger: leaves, sequencer, checkpoints
 :mod:`~movecar_adapters.sql.base`          configuration, transactions, input checks
+:mod:`~movecar_adapters.sql.prepared`      the command path: statements compiled once per
+                                           dialect, its transactions and reads
 =========================================  ===============================================
 
 Phone numbers are encrypted with the :class:`~movecar_adapters.crypto.KeyRing` before they
