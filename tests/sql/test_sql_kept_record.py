@@ -74,11 +74,10 @@ def test_every_append_keeps_the_fold_sealed_in_its_place(
     assert record == fold(events) and len(events) == 2
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # traced with sqlite3's trace callback
 def test_a_command_reads_one_row_and_no_event(fresh_url: str, keys: KeyRing) -> None:
     """On SQLite (the statements are traced): without a command id, a command never reads
     the events; with one, it reads them to find an earlier run of the command."""
-    if not fresh_url.startswith("sqlite"):
-        pytest.skip("traced with sqlite3's trace callback")
     from movecar_adapters.sql import make_engine
 
     engine = make_engine(fresh_url)
@@ -246,13 +245,12 @@ def test_a_purge_between_the_read_and_the_append_wins(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("backend", ["sqlite"])  # SQLite keeps a connection per thread
 def test_a_forked_child_makes_its_own_connection(
     fresh_store: SqlStore, clock: ManualClock, located: tuple[MoveCar, str]
 ) -> None:
     """The command path's connection of a thread is never used across a fork: the child
     makes its own, and the parent's goes on."""
-    if fresh_store.dialect != "sqlite":
-        pytest.skip("SQLite keeps a connection per thread")
     app, case_id = located
     pid = os.fork()
     if pid == 0:  # the child: read and write through a connection of its own
