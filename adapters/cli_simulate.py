@@ -74,20 +74,26 @@ def _months(text: str) -> int:
     return int(text)
 
 
-def load_scenario(path: str | None) -> Scenario:
-    if path is None:
-        return DEFAULT
+def read_text(path: str, what: str) -> str:
+    """A scenario or grid file's text, bounded in size; each failure one line naming
+    ``what`` and the path."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_SCENARIO_BYTES + 1)
     except OSError as exc:
-        raise CliError(f"scenario {path!r:.80}: cannot read it ({exc.strerror})") from None
+        raise CliError(f"{what} {path!r:.80}: cannot read it ({exc.strerror})") from None
     if len(raw) > MAX_SCENARIO_BYTES:
-        raise CliError(f"scenario {path!r:.80}: larger than {MAX_SCENARIO_BYTES:,} bytes")
+        raise CliError(f"{what} {path!r:.80}: larger than {MAX_SCENARIO_BYTES:,} bytes")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise CliError(f"scenario {path!r:.80}: not UTF-8 text") from None
+        raise CliError(f"{what} {path!r:.80}: not UTF-8 text") from None
+
+
+def load_scenario(path: str | None) -> Scenario:
+    if path is None:
+        return DEFAULT
+    text = read_text(path, "scenario")
     try:
         return Scenario.from_toml(text)
     except InvalidScenario as exc:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from movecar_adapters.cli_common import CliError, Exit, count_1_to_64, say, scrub
-from movecar_adapters.cli_simulate import MAX_SCENARIO_BYTES, load_scenario
+from movecar_adapters.cli_simulate import load_scenario, read_text
 from movecar_adapters.sweep import (
     AXIS_TEXT,
     PARALLEL_FROM_CASES,
@@ -72,17 +72,9 @@ def _address(text: str) -> str:
 
 def _read_grid(path: str) -> tuple[dict[str, Any], str | None]:
     """A grid file's values, and its scenario's path made relative to where it is."""
+    text = read_text(path, "grid")
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_SCENARIO_BYTES + 1)
-    except OSError as exc:
-        raise CliError(f"grid {path!r:.80}: cannot read it ({exc.strerror})") from None
-    if len(raw) > MAX_SCENARIO_BYTES:
-        raise CliError(f"grid {path!r:.80}: larger than {MAX_SCENARIO_BYTES:,} bytes")
-    try:
-        values = grid_file_values(tomllib.loads(raw.decode("utf-8")))
-    except UnicodeDecodeError:
-        raise CliError(f"grid {path!r:.80}: not UTF-8 text") from None
+        values = grid_file_values(tomllib.loads(text))
     except tomllib.TOMLDecodeError as exc:
         raise CliError(f"grid {path!r:.80}: not a TOML grid: {exc}") from None
     except InvalidGrid as exc:
