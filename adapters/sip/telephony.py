@@ -182,7 +182,7 @@ class _Call:
         return rank(self.latest.progress) >= FINAL_RANK
 
 
-def _detail(text: str) -> str:
+def safe_detail(text: str) -> str:
     """A reason from the far end, safe to store: no phone number (masked), one line."""
     return one_line(redact(text), MAX_DETAIL)
 
@@ -502,11 +502,11 @@ class SipTelephony:
             # The dial was sent and nothing came back: the INVITE may have left. Never
             # dialled again blindly: a person looks at a call whose outcome is unknown.
             with self._lock:
-                self._emit(call, CallProgress.UNKNOWN, detail=_detail(f"dial: {exc}"))
+                self._emit(call, CallProgress.UNKNOWN, detail=safe_detail(f"dial: {exc}"))
             return
         if not answer.ok:
             self._forget(call)
-            why = _detail(answer.data.strip() or "refused")
+            why = safe_detail(answer.data.strip() or "refused")
             raise TelephonyError(f"call {call_id}: baresip did not dial: {why}")
 
     def _drop_agent(self, agent: UserAgent) -> None:
@@ -593,7 +593,7 @@ class SipTelephony:
                         call,
                         CallProgress.ENDED,
                         sip_status=self._status_of(event.param),
-                        detail=_detail(
+                        detail=safe_detail(
                             f"transfer to 110 refused ({event.param}); the call was ended"
                         ),
                     )
@@ -608,22 +608,22 @@ class SipTelephony:
             return CallProgress.ENDED, None, "transferred to 110"
         if call.answered_at is not None:
             if call.hangup is not None:
-                return CallProgress.ENDED, None, _detail(call.hangup)
+                return CallProgress.ENDED, None, safe_detail(call.hangup)
             if reason == _END_OF_GREETING:
                 return CallProgress.ENDED, None, "greeting played, the caller hung up"
             spoken = call.greeting.spoken_s if call.greeting is not None else 0.0
             if now - call.answered_at < spoken:
-                return CallProgress.HUNG_UP_IN_GREETING, None, _detail(reason)
-            return CallProgress.ENDED, None, _detail(reason)
+                return CallProgress.HUNG_UP_IN_GREETING, None, safe_detail(reason)
+            return CallProgress.ENDED, None, safe_detail(reason)
         if call.hangup is not None:
             if call.ringing_at is not None:
-                return CallProgress.NO_ANSWER, None, _detail(f"{call.hangup}: not answered")
-            return CallProgress.FAILED, None, _detail(f"{call.hangup}: the far end never rang")
+                return CallProgress.NO_ANSWER, None, safe_detail(f"{call.hangup}: not answered")
+            return CallProgress.FAILED, None, safe_detail(f"{call.hangup}: the far end never rang")
         if status in _BUSY:
-            return CallProgress.BUSY, status, _detail(reason)
+            return CallProgress.BUSY, status, safe_detail(reason)
         if status in _DECLINED:
-            return CallProgress.DECLINED, status, _detail(reason)
-        return CallProgress.FAILED, status, _detail(reason or "the call failed")
+            return CallProgress.DECLINED, status, safe_detail(reason)
+        return CallProgress.FAILED, status, safe_detail(reason or "the call failed")
 
     @staticmethod
     def _status_of(reason: str) -> int | None:
@@ -699,7 +699,7 @@ class SipTelephony:
             if call is not None and not call.final:
                 # The agent died with the call up: what the far end saw is unknown. The
                 # call's finisher stops the agent once it has taken the recorder's files.
-                self._emit(call, CallProgress.UNKNOWN, detail=_detail(f"user agent lost: {why}"))
+                self._emit(call, CallProgress.UNKNOWN, detail=safe_detail(f"user agent lost: {why}"))
             elif call is None:
                 threading.Thread(target=agent.stop, name="sip-stop", daemon=True).start()
             self._changed.notify_all()
