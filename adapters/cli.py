@@ -56,6 +56,7 @@ _PLUGINS = (
     "movecar_adapters.cli_worker",
     "movecar_adapters.cli_simulate",
     "movecar_adapters.cli_sweep",
+    "movecar_adapters.cli_sip",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
 

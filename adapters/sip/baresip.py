@@ -74,7 +74,10 @@ def free_port(host: str, kind: int = socket.SOCK_STREAM, *, both: bool = False) 
     """
     for _ in range(50):
         with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind((host, 0))
+            try:
+                probe.bind((host, 0))
+            except OSError as exc:
+                raise UserAgentError(f"cannot bind {host}: {exc.strerror or exc}") from None
             port: int = probe.getsockname()[1]
         if not both:
             return port

@@ -699,7 +699,9 @@ class SipTelephony:
             if call is not None and not call.final:
                 # The agent died with the call up: what the far end saw is unknown. The
                 # call's finisher stops the agent once it has taken the recorder's files.
-                self._emit(call, CallProgress.UNKNOWN, detail=safe_detail(f"user agent lost: {why}"))
+                self._emit(
+                    call, CallProgress.UNKNOWN, detail=safe_detail(f"user agent lost: {why}")
+                )
             elif call is None:
                 threading.Thread(target=agent.stop, name="sip-stop", daemon=True).start()
             self._changed.notify_all()
