@@ -20,6 +20,7 @@ RUNS = {
     ],
     "bench_pricing.py": ["--calls", "20000", "--repeat", "1"],
     "bench_simulate.py": ["--volume", "3000", "--sqlite-volume", "300"],
+    "bench_sip.py": ["--calls", "4", "--agents", "2", "--hold-ms", "50"],
     "bench_sqlite_lifecycle.py": ["--cases", "3", "--rounds", "2"],
     "bench_storage.py": [
         "--events", "2000", "--repeat", "2", "--year-cases", "2000", "--command-cases", "2",
@@ -67,6 +68,11 @@ def test_benchmark_runs_and_prints_json(script: str, tmp_path: Path) -> None:
             assert result[side]["commits"] == 5  # one per command, on both sides
             assert result[side]["statements"] > result[side]["commits"]
             assert result[side]["pragmas"] == {"journal_mode": "wal", "synchronous": 2}
+    if script == "bench_sip.py" and "skipped" not in result:  # skipped: no baresip/sipp
+        assert result["movecar_sip"]["calls"] == 4 and result["movecar_sip"]["lost"] == 0
+        assert result["movecar_sip"]["recordings"] == 4
+        assert result["sipp_uac"]["lost"] == 0
+        assert result["movecar_sip"]["setup_ms"]["p50"] > 0 and result["ratio"]["setup_p50"] > 0
     if script == "bench_storage.py":
         assert result["bulk"]["events"] == 2000
         assert len(result["bulk"]["runs"]) == 2

@@ -388,11 +388,18 @@ class UserAgent:
     def _read(self, sock: socket.socket) -> None:
         decoder = FrameDecoder()
         why = "baresip closed its control connection"
+        quick_ack = getattr(socket, "TCP_QUICKACK", None)
         try:
             while True:
                 data = sock.recv(65536)
                 if not data:
                     break
+                if quick_ack is not None:
+                    # baresip writes each event as its own small segment without
+                    # TCP_NODELAY: Nagle holds the next one until this one is acknowledged,
+                    # and a delayed ACK (40 ms on Linux) would add that to every event.
+                    # Linux clears QUICKACK by itself, so it is set after every read.
+                    sock.setsockopt(socket.IPPROTO_TCP, quick_ack, 1)
                 for frame in decoder.feed(data):
                     message = parse_message(frame)
                     if isinstance(message, Response):
