@@ -405,3 +405,26 @@ def test_a_user_agent_that_dies_leaves_the_outcome_unknown(line_factory: Any) ->
     assert events[-1].progress is CallProgress.UNKNOWN
     assert line.switch.in_flight().total == 0
     assert line.switch.agent_pids() == []
+
+
+def test_the_greeting_waits_for_the_answer_through_early_media(line_factory: Any) -> None:
+    """A carrier's ringback (183 with SDP) starts the call's audio before the answer: the
+    greeting must still start when the owner answers, and be heard whole."""
+    probe = line_factory("answer_wait_bye.xml", calls=None)
+    spoken = spoken_ms(probe)
+    line = line_factory(
+        "early_media.xml",
+        listen_after_greeting_s=1.0,
+        sipp_values={"RING_MS": 3000, "HOLD_MS": spoken + 1500},
+    )
+    call = request()
+    line.switch.place_call(call)
+    events = line.events_until_final(call.key)
+    assert progress(events) == [CallProgress.RINGING, CallProgress.ANSWERED, CallProgress.ENDED]
+    assert "greeting" not in events[-1].detail  # the owner hung up, not the end of the file
+    timing = line.switch.call_timing(call.key)
+    assert timing is not None and timing.answered_s is not None and timing.ended_s is not None
+    assert timing.answered_s >= 2.9
+    assert timing.ended_s - timing.answered_s >= spoken / 1000
+    assert_caller_id(line.sipp.finish())
+    assert_sound(line.recording_of(call.key))

@@ -143,6 +143,29 @@ class GreetingSynthesizer:
         # sox pads exactly listen_s of silence (listen_s * 8000 samples) after the speech.
         return GreetingAudio(target, max(0.0, total_s - self.listen_s), total_s)
 
+    def silence(self, seconds: float) -> Path:
+        """A file of ``seconds`` of silence, the call's audio until it is answered.
+
+        A carrier's 183 with SDP (early media: the ringback tone, 彩铃) starts baresip's
+        audio source before the owner answers; the greeting played then would be heard by
+        nobody, and at its end baresip would hang up a call still ringing.
+        """
+        if not 0 < seconds <= 3600:
+            raise GreetingError(f"silence of {seconds!r} s: from 0 to 3600")
+        target = self.cache_dir / f"silence-{round(seconds * 1000)}ms.wav"
+        with self._lock:
+            if not target.exists():
+                missing = missing_tools(self.sox)
+                if missing:
+                    raise GreetingError(f"cannot make audio: {', '.join(missing)} missing")
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=".synth-") as work:
+                    made = Path(work, "silence.wav")
+                    rate = ["-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer"]
+                    self._run([self.sox, "-n", *rate, str(made), "trim", "0", f"{seconds:g}"])
+                    os.replace(made, target)
+        return target
+
     def _synthesise(self, spoken: str, target: Path) -> None:
         missing = missing_tools(self.espeak, self.sox)
         if missing:

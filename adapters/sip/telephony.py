@@ -167,12 +167,18 @@ class _Call:
     agent_id: str
     latest: CallEvent
     greeting: GreetingAudio | None = None
+    #: Silence played until the answer (early media), then the greeting.
+    waiting: Path | None = None
     agent: UserAgent | None = None
     sip_call_id: str | None = None
     dialled_at: float = 0.0
     ringing_at: float | None = None
     answered_at: float | None = None
     ended_at: float | None = None
+    #: When the greeting started (it is switched on once the call is answered).
+    greeting_at: float | None = None
+    #: Answered, and the greeting not switched on yet.
+    greeting_due: bool = False
     #: Why the adapter hung up (ring timeout, the seat, closing), if it did.
     hangup: str | None = None
     transfer: _Transfer | None = None
@@ -275,6 +281,7 @@ class SipTelephony:
             call.greeting = self.greetings.prepare(
                 request.greeting, version=request.greeting_version, plate=request.plate
             )
+            call.waiting = self.greetings.silence(self.config.ring_timeout_s + 10)
             agent = self._take_agent()
         except (GreetingError, UserAgentError, TelephonyError) as exc:
             self._forget(call)
@@ -457,15 +464,14 @@ class SipTelephony:
             with self._lock:
                 self._starting -= 1
         with self._lock:
-            if self._closed:
-                closed = True
-            else:
-                closed = False
+            if not self._is_closed():  # close() may have run while the agent started
                 self._agents.add(agent)
-        if closed:
-            agent.stop()
-            raise TelephonyError("the SIP adapter is closed")
-        return agent
+                return agent
+        agent.stop()
+        raise TelephonyError("the SIP adapter is closed")
+
+    def _is_closed(self) -> bool:
+        return self._closed
 
     def _release(self, agent: UserAgent) -> None:
         """Back to the pool (the lock is held)."""
@@ -474,24 +480,24 @@ class SipTelephony:
         self._changed.notify_all()
 
     def _dial(self, call: _Call, agent: UserAgent, uri: str, call_id: str) -> None:
-        greeting = call.greeting
-        assert greeting is not None
-        # The greeting is this agent's audio source for its next call, by a short relative
-        # name (baresip keeps at most 127 bytes of a device name).
-        link = agent.folder / "greeting.wav"
-        staged = agent.folder / "greeting.wav.new"
-        staged.unlink(missing_ok=True)
-        os.symlink(greeting.path.resolve(), staged)
-        os.replace(staged, link)
+        assert call.greeting is not None and call.waiting is not None
+        # The agent's audio: silence while the call rings (early media), then the greeting
+        # once it is answered (_supervise switches). Short relative names: baresip keeps
+        # at most 127 bytes of a device name.
+        for name, target in (("waiting.wav", call.waiting), ("greeting.wav", call.greeting.path)):
+            staged = agent.folder / f"{name}.new"
+            staged.unlink(missing_ok=True)
+            os.symlink(target.resolve(), staged)
+            os.replace(staged, agent.folder / name)
         for leftover in agent.recorder_folder.glob("dump-*.wav"):
             leftover.unlink(missing_ok=True)
         with self._lock:
             call.agent = agent
             self._current[agent] = call
         try:
-            answer = agent.command("ausrc", "aufile,greeting.wav")
+            answer = agent.command("ausrc", "aufile,waiting.wav")
             if not answer.ok:
-                raise NotSent(f"baresip refused the greeting: {answer.data.strip()}")
+                raise NotSent(f"baresip refused the audio source: {answer.data.strip()}")
             call.dialled_at = time.monotonic()
             answer = agent.command("dial", uri)
         except UserAgentError as exc:
@@ -528,17 +534,24 @@ class SipTelephony:
         return True
 
     def _supervise(self) -> None:
-        """Enforce the ring timeout (baresip does not: its call_local_timeout leaves a
-        ringing outgoing call ringing)."""
+        """Start the greeting of each call just answered, and enforce the ring timeout
+        (baresip does not: its call_local_timeout leaves a ringing outgoing call ringing).
+
+        Both need a command to the agent, which cannot be sent from the agent's reader
+        thread (the answer is read by that thread): they are sent from here."""
         timeout = self.config.ring_timeout_s
         while True:
             due: list[str] = []
+            greet: list[_Call] = []
             with self._changed:
                 if self._closed:
                     return
                 now = time.monotonic()
                 wake = now + 1.0
                 for call in self._live.values():
+                    if call.greeting_due:
+                        call.greeting_due = False
+                        greet.append(call)
                     if not call.dialled_at or call.answered_at is not None or call.hangup:
                         continue
                     expires = call.dialled_at + timeout
@@ -546,11 +559,31 @@ class SipTelephony:
                         due.append(call.key)
                     else:
                         wake = min(wake, expires)
-                if not due:
+                if not due and not greet:
                     self._changed.wait(max(0.005, wake - now))
                     continue
+            for call in greet:
+                self._start_greeting(call)
             for key in due:
                 self._hang_up(key, "ring timeout")
+
+    def _start_greeting(self, call: _Call) -> None:
+        agent = call.agent
+        if agent is None:
+            return
+        try:
+            answer = agent.command("ausrc", "aufile,greeting.wav")
+        except UserAgentError:
+            return  # the agent is gone: _on_agent_gone ends the call
+        with self._lock:
+            if answer.ok:
+                call.greeting_at = time.monotonic()
+            else:
+                log.error(
+                    "user agent %d: the greeting did not start: %s",
+                    agent.number,
+                    safe_detail(answer.data),
+                )
 
     # --- what the agents report -----------------------------------------------------------
 
@@ -575,6 +608,7 @@ class SipTelephony:
                 case "CALL_ESTABLISHED":
                     call.ringing_at = call.ringing_at or now
                     call.answered_at = now
+                    call.greeting_due = True  # _supervise switches the audio to it
                     self._emit(call, CallProgress.ANSWERED)
                 case "CALL_CLOSED":
                     call.ended_at = now
@@ -609,10 +643,13 @@ class SipTelephony:
         if call.answered_at is not None:
             if call.hangup is not None:
                 return CallProgress.ENDED, None, safe_detail(call.hangup)
-            if reason == _END_OF_GREETING:
+            if reason == _END_OF_GREETING:  # the audio's file ended: baresip hung up
+                if call.greeting_at is None:
+                    return CallProgress.ENDED, None, "the greeting did not start; hung up"
                 return CallProgress.ENDED, None, "greeting played, the caller hung up"
             spoken = call.greeting.spoken_s if call.greeting is not None else 0.0
-            if now - call.answered_at < spoken:
+            if call.greeting_at is None or now - call.greeting_at < spoken:
+                # Hung up before the greeting started, or before its speech ended.
                 return CallProgress.HUNG_UP_IN_GREETING, None, safe_detail(reason)
             return CallProgress.ENDED, None, safe_detail(reason)
         if call.hangup is not None:
