@@ -14,6 +14,10 @@ p50/p95/p99, and lost calls (no answer, or no final event), and the ratios. Goal
 the greeting and is recorded (two legs mixed by sox): that work is in its figures.
 
     python benchmarks/bench_sip.py [--calls 100] [--agents 10] [--hold-ms 200]
+
+Measured (2 cores, loopback, Debian 12: baresip 1.0.0, sipp 3.6.1), 100 calls, 10 at once:
+the adapter 36-37 calls/s, setup p50 6.6-6.9 ms, p95 9.9-10.2 ms, p99 13-21 ms, none lost;
+sipp's UAC 47 calls/s, p50 4 ms, p95 4 ms, p99 4-8 ms (sipp counts whole milliseconds).
 """
 
 from __future__ import annotations
