@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -428,3 +430,34 @@ def test_the_greeting_waits_for_the_answer_through_early_media(line_factory: Any
     assert timing.ended_s - timing.answered_s >= spoken / 1000
     assert_caller_id(line.sipp.finish())
     assert_sound(line.recording_of(call.key))
+
+
+def test_no_user_agent_outlives_a_host_that_forgot_to_close(
+    line_factory: Any, tmp_path: Path
+) -> None:
+    line = line_factory("answer_wait_bye.xml", calls=None)
+    script = tmp_path / "forgetful_host.py"
+    script.write_text(
+        "import sys, time, uuid\n"
+        "from movecar_adapters.sip import SipConfig, SipTelephony\n"
+        "from movecar_core.ports import OutboundCallRequest\n"
+        f"switch = SipTelephony(SipConfig({line.sipp.trunk!r}, rtp_ports=(41000, 41199)))\n"
+        "switch.place_call(OutboundCallRequest(uuid.uuid4().hex, 'case-1', 'seat-1', '0519110',\n"
+        "    '13912345678', '您好，苏D12345', attempt=1, plate='苏D12345'))\n"
+        "deadline = time.monotonic() + 10\n"
+        "while switch.call_status('case-1:call:1').progress.value != 'answered':\n"
+        "    assert time.monotonic() < deadline\n"
+        "    time.sleep(0.01)\n"
+        "print(*switch.agent_pids())\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) == 1
+    left = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    for pid in left:  # a failing run must not leave them running either
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "a baresip outlived its host"

@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -188,6 +189,11 @@ class _Call:
         return rank(self.latest.progress) >= FINAL_RANK
 
 
+def _stop_all(agents: set[UserAgent]) -> None:
+    for agent in list(agents):
+        agent.stop(grace_s=0.5)
+
+
 def safe_detail(text: str) -> str:
     """A reason from the far end, safe to store: no phone number (masked), one line."""
     return one_line(redact(text), MAX_DETAIL)
@@ -242,6 +248,9 @@ class SipTelephony:
         self._closed = False
         self._supervisor = threading.Thread(target=self._supervise, name="sip-ring", daemon=True)
         self._supervisor.start()
+        # An adapter never closed (a host that forgot, a test that failed) still ends its
+        # agents when the interpreter exits: no baresip outlives the process.
+        self._finalizer = weakref.finalize(self, _stop_all, self._agents)
 
     def __enter__(self) -> SipTelephony:
         return self
@@ -411,6 +420,7 @@ class SipTelephony:
             self._idle.clear()
         for agent in agents:
             agent.stop()
+        self._finalizer.detach()
         self._supervisor.join(2.0)
         with self._lock:
             # A call whose agent never reported its end: nobody can tell what became of it.
