@@ -448,15 +448,18 @@ def test_no_user_agent_outlives_a_host_that_forgot_to_close(
         "while switch.call_status('case-1:call:1').progress.value != 'answered':\n"
         "    assert time.monotonic() < deadline\n"
         "    time.sleep(0.01)\n"
-        "print(*switch.agent_pids())\n",
+        "print(*switch.agent_pids())\n"
+        "print(switch.work_dir)\n",
         encoding="utf-8",
     )
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    pids = [int(p) for p in done.stdout.split()]
+    pids_line, work_dir = done.stdout.splitlines()
+    pids = [int(p) for p in pids_line.split()]
     assert len(pids) == 1
+    assert not Path(work_dir).exists()  # its temporary folder went with it
     left = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
     for pid in left:  # a failing run must not leave them running either
         os.kill(pid, signal.SIGKILL)

@@ -189,9 +189,11 @@ class _Call:
         return rank(self.latest.progress) >= FINAL_RANK
 
 
-def _stop_all(agents: set[UserAgent]) -> None:
+def _stop_all(agents: set[UserAgent], work_dir: Path | None) -> None:
     for agent in list(agents):
         agent.stop(grace_s=0.5)
+    if work_dir is not None:
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def safe_detail(text: str) -> str:
@@ -250,7 +252,9 @@ class SipTelephony:
         self._supervisor.start()
         # An adapter never closed (a host that forgot, a test that failed) still ends its
         # agents when the interpreter exits: no baresip outlives the process.
-        self._finalizer = weakref.finalize(self, _stop_all, self._agents)
+        self._finalizer = weakref.finalize(
+            self, _stop_all, self._agents, self.work_dir if self._own_work else None
+        )
 
     def __enter__(self) -> SipTelephony:
         return self
