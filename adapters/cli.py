@@ -24,6 +24,7 @@ from movecar_core import CallOutcome, EscalationReason, MoveCar, __version__, pa
 from movecar_core.calendar import SHANGHAI
 from movecar_core.case import (
     CallOutcomeRecorded,
+    CallProgressed,
     CaseCancelled,
     CaseOpened,
     CaseUnresolved,
@@ -81,6 +82,9 @@ def describe(event: Event) -> str:
             )
         case CallOutcomeRecorded():
             return f"call outcome: {event.outcome.value}"
+        case CallProgressed():
+            status = f" (SIP {event.sip_status})" if event.sip_status is not None else ""
+            return f"the switch reports the call {event.progress.value}{status}"
         case MoveConfirmed():
             return "car moved" + (f" ({event.note})" if event.note else "")
         case DisputeRaised():

@@ -48,10 +48,36 @@ class CallOutcome(enum.StrEnum):
     NO_ANSWER = "no_answer"
     BUSY = "busy"
     FAILED = "failed"
+    DECLINED = "declined"  # the owner's phone rejected the call (SIP 603)
+    HUNG_UP_IN_GREETING = "hung_up_in_greeting"  # picked up, hung up during the greeting
+    #: Nobody can tell what became of the call (a crash between dial and outcome, an
+    #: outcome the switch never reported): a person looks at it; the engine never redials.
+    OUTCOME_UNKNOWN = "outcome_unknown"
 
     @property
     def answered(self) -> bool:
         return self in _ANSWERED
+
+
+class CallProgress(enum.StrEnum):
+    """What the switch says about one outbound call (see :mod:`movecar_core.calls`).
+
+    ``DIALLING`` is only ever an answer of ``Telephony.call_status`` (placed, nothing
+    heard yet). ``RINGING`` and ``ANSWERED`` are on the way; ``ENDED`` closes an answered
+    call (the seat still records what the owner said); the rest end a call that never
+    reached the owner and become its :class:`CallOutcome`.
+    """
+
+    DIALLING = "dialling"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+    BUSY = "busy"  # 486 Busy Here
+    DECLINED = "declined"  # 603 Decline
+    NO_ANSWER = "no_answer"  # not answered within the ring timeout
+    FAILED = "failed"  # any other final failure; the event names the SIP status
+    HUNG_UP_IN_GREETING = "hung_up_in_greeting"  # answered, hung up before the greeting ended
+    UNKNOWN = "unknown"  # nobody can tell: for a person to look at, never redialled blindly
 
 
 #: The outcomes where the owner picked up: those named ``answered_...`` (a set: every
@@ -145,6 +171,9 @@ _OUTCOME_TRIGGERS = {
     CallOutcome.NO_ANSWER: "call_unanswered",
     CallOutcome.BUSY: "call_unanswered",
     CallOutcome.FAILED: "call_unanswered",
+    CallOutcome.DECLINED: "call_unanswered",
+    CallOutcome.HUNG_UP_IN_GREETING: "call_unanswered",
+    CallOutcome.OUTCOME_UNKNOWN: "call_unanswered",
 }
 
 
@@ -160,6 +189,25 @@ class CallOutcomeRecorded:
     @property
     def trigger(self) -> str:
         return _OUTCOME_TRIGGERS[self.outcome]
+
+
+@attrs.frozen(slots=True)
+class CallProgressed:
+    """The switch reported the call in flight ringing, answered, or (answered) ended.
+
+    Kept in the history so that what the switch said is auditable beside what the seat
+    recorded; a call that never reached the owner ends with :class:`CallOutcomeRecorded`.
+    """
+
+    trigger: ClassVar[str] = "call_progressed"
+    case_id: str
+    at: dt.datetime
+    command_id: str | None
+    call_id: str
+    progress: CallProgress
+    sip_status: int | None = None
+    detail: str = ""
+    command_fingerprint: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -260,6 +308,7 @@ Event = (
     | CaseUnresolved
     | EscalationRequested
     | TransferTo110Failed
+    | CallProgressed
 )
 
 #: Stored name -> class. Names are part of the storage format: never rename one.
@@ -277,6 +326,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CaseUnresolved,
         EscalationRequested,
         TransferTo110Failed,
+        CallProgressed,
     )
 }
 
@@ -302,3 +352,6 @@ class CaseRecord:
     escalation_reason: EscalationReason | None = None
     unresolved_reason: UnresolvedReason | None = None
     closed_at: dt.datetime | None = None
+    #: What the switch last reported of the call in flight (None: nothing yet, or no call).
+    #: Added after the first release: keep it last, so kept records written before it load.
+    call_progress: CallProgress | None = None

@@ -12,6 +12,13 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from movecar_core.calls import (
+    CallEvent,
+    CallsInFlight,
+    TransferOutcome,
+    TransferRequest,
+    call_key,
+)
 from movecar_core.case import CaseRecord, Event
 from movecar_core.outbox import OutboxStore, Plan
 
@@ -115,7 +122,8 @@ class VehicleRegistry(Protocol):
 
 @attrs.frozen
 class OutboundCallRequest:
-    """One human-initiated outbound call to an owner (二(六))."""
+    """One human-initiated outbound call to an owner (二(六)): the ``attempt``-th of the
+    case, from ``caller_id`` (0519110), opening with ``greeting``."""
 
     call_id: str
     case_id: str
@@ -123,23 +131,52 @@ class OutboundCallRequest:
     caller_id: str
     callee: str
     greeting: str
+    attempt: int
+    plate: str = ""
+    greeting_version: str = ""
+
+    @property
+    def key(self) -> str:
+        """The call's idempotency key (:func:`~movecar_core.calls.call_key`)."""
+        return call_key(self.case_id, self.attempt)
 
 
 class Telephony(Protocol):
-    """The phone switch: outbound calls to owners, and transfers to 110."""
+    """The phone switch: outbound calls to owners, and transfers to 110.
+
+    Progress comes back as :class:`~movecar_core.calls.CallEvent` values, drained by the
+    engine (:meth:`~movecar_core.app.MoveCar.pump_call_events`) or pushed by a gateway's
+    callback into :meth:`~movecar_core.app.MoveCar.apply_call_event`.
+    """
 
     def place_call(self, request: OutboundCallRequest) -> None:
-        """Start dialling. The outcome comes back later through ``record_call_outcome``.
+        """Start dialling ``request.callee`` from ``request.caller_id``.
 
-        A request whose ``call_id`` was placed before is the same call, not dialled again:
-        an outbox worker that crashed after dialling repeats its effect.
-
-        Raises :class:`~movecar_core.errors.TelephonyError` when the call cannot be placed.
+        At most one dial per ``request.key``: a key placed before is the same call, not
+        dialled again. Raises :class:`~movecar_core.errors.TelephonyError` when the call
+        cannot be placed at all (nothing was dialled).
         """
         ...
 
-    def transfer_to_110(self, case_id: str, number: str, reason: str) -> None:
-        """Transfer the case's call to the 110 command centre's special line (二(五))."""
+    def call_status(self, key: str) -> CallEvent | None:
+        """The latest the switch knows of the call placed with ``key`` (``DIALLING`` when
+        nothing was heard yet), or None when this switch never placed it: the engine
+        reconciles a dial whose outcome was lost with this, and never redials blindly."""
+        ...
+
+    def drain_events(self) -> Sequence[CallEvent]:
+        """The call events reported since the last drain, in the order they happened."""
+        ...
+
+    def in_flight(self) -> CallsInFlight:
+        """The calls placed and not yet ended, in total and per seat (agent id)."""
+        ...
+
+    def transfer_to_110(self, request: TransferRequest) -> TransferOutcome:
+        """Transfer the case's live call to the 110 command centre's line (二(五)), by
+        REFER on SIP: accepted, refused by the far end, or failed (no live call, the
+        switch down). Raises :class:`~movecar_core.errors.TelephonyError` only when the
+        switch cannot be asked at all."""
         ...
 
 
