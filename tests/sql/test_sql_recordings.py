@@ -4,17 +4,23 @@ and the 3-year retention purge with legal holds removing the audio and keeping i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
+import json
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlsupport import KEY_1, KEY_2, Databases
 
+from movecar_adapters.cli import main
 from movecar_adapters.crypto import KeyRing
 from movecar_adapters.recordings_fs import SUFFIX, TOMBSTONE, FileRecordingStore
-from movecar_adapters.sql import SqlStore, add_years, audit, verify
+from movecar_adapters.sql import SqlStore, add_years, audit, make_engine, verify
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.errors import StorageInputError
 from movecar_core.calendar import SHANGHAI
@@ -22,6 +28,7 @@ from movecar_core.clock import ManualClock
 from movecar_core.errors import CasePurged
 from movecar_core.recordings import (
     LOG_EXTRACT,
+    LOG_EXTRACT_DENIED,
     RecordingCorrupt,
     RecordingPurged,
     evidence_call_id,
@@ -265,3 +272,131 @@ def test_old_purges_that_deleted_recording_rows_still_verify(
     with fresh_store.engine.begin() as conn:
         conn.execute(sa.delete(t.recordings).where(t.recordings.c.case_id == case_id))
     assert verify(fresh_store).ok
+
+
+# --- the command line: `movecar recording extract|show`, `retention purge --recordings` --------
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def cli_store(
+    databases: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, SqlStore, FileRecordingStore]:
+    url = databases.new("sqlite")
+    store = SqlStore(make_engine(url), KeyRing([("k1", KEY_1)]))
+    files = FileRecordingStore(tmp_path / "rec", store.keys, evidence=store)
+    monkeypatch.setenv("MOVECAR_KEYS", f"k1={KEY_1}")
+    monkeypatch.setenv("MOVECAR_RECORDINGS", str(files.root))
+    monkeypatch.setenv("MOVECAR_DB_URL", url)
+    return url, store, files
+
+
+def test_cli_extract_writes_a_new_private_file_and_logs_it(
+    cli_store: tuple[str, SqlStore, FileRecordingStore], tmp_path: Path
+) -> None:
+    _, store, files = cli_store
+    case_id = open_case(store)
+    ref = files.put(case_id, call_of(case_id), AUDIO, recorded_at=AT, duration_ms=31_000)
+    out = tmp_path / "for-110.wav"
+    base = ("recording", "extract", "--call", call_of(case_id), "--out", str(out))
+    code, stdout, _ = run(*base, "--actor", "110-desk-1", "--role", "command_centre")
+    assert code == 0 and ref.sha256 in stdout and f"{len(AUDIO)} bytes" in stdout
+    assert out.read_bytes() == AUDIO and stat.S_IMODE(out.stat().st_mode) == 0o600
+    # the file exists now: a second extraction never overwrites it, and logs nothing
+    code, _, err = run(*base, "--actor", "110-desk-1", "--role", "command_centre")
+    assert code == 2 and "exists" in err
+    actions = [(e["actor"], e["action"]) for e in store.access_log(case_id)]
+    assert actions == [("110-desk-1", LOG_EXTRACT)]
+
+
+def test_cli_extract_refusals_and_their_exit_codes(
+    cli_store: tuple[str, SqlStore, FileRecordingStore],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, store, files = cli_store
+    case_id = open_case(store)
+    files.put(case_id, call_of(case_id), AUDIO, recorded_at=AT, duration_ms=31_000)
+    out = tmp_path / "x.wav"
+
+    def extract(*extra: str, call: str = call_of(case_id)) -> tuple[int, str]:
+        code, _, err = run("recording", "extract", "--call", call, "--out", str(out), *extra)
+        assert not out.exists()  # nothing written when refused
+        assert err.count("\n") <= 1 and "Traceback" not in err
+        return code, err
+
+    assert extract("--actor", "seat-3", "--role", "agent")[0] == 2  # PermissionDenied
+    assert extract("--actor", "aud", "--role", "auditor")[0] == 2
+    assert extract("--actor", "x", "--role", "police")[0] == 2  # not a role
+    assert extract("--actor", "", "--role", "supervisor")[0] == 2  # InvalidActor
+    code, err = extract("--actor", "s", "--role", "supervisor", call=call_of(case_id, 7))
+    assert code == 2 and "no recording" in err
+    code, err = extract("--actor", "s", "--role", "supervisor", call="not-a-key")
+    assert code == 2 and "--case" in err
+    flip_last_bit(files)(case_id, call_of(case_id))
+    code, err = extract("--actor", "s", "--role", "supervisor")
+    assert code == 3 and "authentication tag" in err
+    monkeypatch.delenv("MOVECAR_RECORDINGS")
+    assert extract("--actor", "s", "--role", "supervisor")[0] == 2  # where is the audio?
+    code, err = extract("--actor", "s", "--role", "supervisor", "--recordings", "/nonexistent")
+    assert code == 3
+    denied = [e["action"] for e in store.access_log(case_id)]
+    assert denied == [LOG_EXTRACT_DENIED] * 2  # the agent's and the auditor's attempts
+
+
+def test_cli_show_prints_the_metadata_for_every_role(
+    cli_store: tuple[str, SqlStore, FileRecordingStore],
+) -> None:
+    _, store, files = cli_store
+    case_id = open_case(store)
+    ref = files.put(case_id, call_of(case_id), AUDIO, recorded_at=AT, duration_ms=31_000)
+    code, out, _ = run(
+        "recording", "show", "--call", call_of(case_id), "--actor", "aud", "--role", "auditor",
+        "--json",
+    )  # fmt: skip
+    assert code == 0
+    shown = json.loads(out)
+    assert (shown["sha256"], shown["size"], shown["purged_at"]) == (ref.sha256, len(AUDIO), None)
+    assert store.access_log(case_id) == []  # metadata is not an extraction
+
+
+def test_cli_purge_removes_the_audio_with_recordings_and_lists_it_without(
+    cli_store: tuple[str, SqlStore, FileRecordingStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, store, files = cli_store
+    # Closed 2021-03-01: due in 2024, in the past of the wall clock the CLI purges by.
+    opened = dt.datetime(2021, 3, 1, 8, 30, tzinfo=SHANGHAI)
+    ids = []
+    for name in ("first", "second"):
+        store.append(name, sample_history(name, at=opened), expected_version=0)
+        files.put(name, call_of(name), AUDIO, recorded_at=opened, duration_ms=1)
+        ids.append(name)
+    store.set_legal_hold("second", "court", actor="legal")
+    monkeypatch.delenv("MOVECAR_RECORDINGS")
+    code, out, _ = run("retention", "purge")
+    assert code == 0 and "delete audio" in out and "1 purged cases still have audio" in out
+    assert files.exists("first", call_of("first"))
+    code, out, _ = run("retention", "purge", "--recordings", str(files.root))
+    assert code == 0 and "removed the audio of 1 recordings" in out
+    assert not files.exists("first", call_of("first"))
+    assert files.exists("second", call_of("second"))  # under legal hold
+    assert store.audio_pending() == []
+
+
+def test_cli_keys_rotate_rewraps_the_recordings(
+    cli_store: tuple[str, SqlStore, FileRecordingStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, store, files = cli_store
+    case_id = open_case(store)
+    files.put(case_id, call_of(case_id), AUDIO, recorded_at=AT, duration_ms=1)
+    monkeypatch.setenv("MOVECAR_KEYS", f"k2={KEY_2},k1={KEY_1}")
+    code, out, _ = run("keys", "rotate", "--recordings", str(files.root))
+    assert code == 0 and "rewrapped the data keys of 1 recordings" in out
+    newest = FileRecordingStore(files.root, KeyRing([("k2", KEY_2)]), evidence=store)
+    assert newest.extract(case_id, call_of(case_id), BOSS) == AUDIO
