@@ -60,7 +60,6 @@ from movecar_adapters.crypto import DecryptionFailed, KeyConfigError, KeyRing
 from movecar_core.ports import Clock
 from movecar_core.recordings import (
     LOG_EXTRACT,
-    MAX_CASE_ID,
     MAX_RECORDING_BYTES,
     AccessLog,
     EvidenceRow,
@@ -73,6 +72,7 @@ from movecar_core.recordings import (
     RecordingPurged,
     RecordingRef,
     check_call,
+    check_case_id,
     check_limit,
     check_recording_facts,
     evidence_call_id,
@@ -287,7 +287,14 @@ class FileRecordingStore:
         there is none; :class:`RecordingExists`/:class:`RecordingPurged` otherwise."""
         if names.tombstone.exists():
             raise RecordingPurged(ref.case_id, ref.call_key, self._tombstone(names).purged_at)
-        if not names.live.exists():
+        if not os.path.lexists(names.live):
+            if row is not None:
+                # The evidence records it, the file is gone: lost, or purged with its
+                # tombstone lost too. Never written again from here (a purged case's audio
+                # must not come back); restore the file itself from a backup.
+                raise RecordingCorrupt(
+                    ref.case_id, ref.call_key, "is missing, though the case's evidence records it"
+                )
             return None
         have, _ = self._open(names, ref.case_id, ref.call_key, check_evidence=False)
         if have != ref:
@@ -610,8 +617,7 @@ class FileRecordingStore:
         header, i.e. its metadata and SHA-256, and the purge time) and its sealed audio and
         wrapped data key are deleted. Idempotent; interrupted, it is finished by running it
         again. The caller (the retention purge) decides that the case may go."""
-        if not isinstance(case_id, str) or not 0 < len(case_id) <= MAX_CASE_ID:
-            raise InvalidRecording("case_id", case_id, f"must be 1-{MAX_CASE_ID} characters")
+        case_id = check_case_id(case_id)
         folder = self._case_folder(case_id)
         if not folder.is_dir():
             return 0

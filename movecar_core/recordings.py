@@ -251,6 +251,11 @@ def _one_line(field: str, value: object, limit: int) -> str:
     return value
 
 
+def check_case_id(case_id: object) -> str:
+    """``case_id`` checked: one-line text of at most :data:`MAX_CASE_ID` characters."""
+    return _one_line("case_id", case_id, MAX_CASE_ID)
+
+
 def check_call(case_id: object, call_key: object) -> tuple[str, str]:
     """``(case_id, call_key)`` checked: one-line texts of at most :data:`MAX_CASE_ID` and
     :data:`MAX_CALL_KEY` characters. A key in the engine's form (``<case>:call:<n>``) must
@@ -451,7 +456,7 @@ class InMemoryRecordingStore:
         return data
 
     def purge_case(self, case_id: str) -> int:
-        case_id = _one_line("case_id", case_id, MAX_CASE_ID)
+        case_id = check_case_id(case_id)
         at = self._clock.now()
         removed = 0
         with self._lock:

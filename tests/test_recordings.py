@@ -424,12 +424,20 @@ def test_audio_resealed_by_someone_with_the_keys_fails_the_evidence(
 
 def test_a_lost_file_is_not_a_missing_recording(store: FileRecordingStore) -> None:
     put(store, "c")
-    live_path(store, "c", call_of("c")).unlink()
+    path = live_path(store, "c", call_of("c"))
+    backup = path.read_bytes()
+    path.unlink()
     assert not store.exists("c", call_of("c"))
     with pytest.raises(RecordingCorrupt, match="missing"):
         store.extract("c", call_of("c"), BOSS)
-    # put back from a backup: the same audio completes it again, no second evidence row
-    put(store, "c")
+    with pytest.raises(RecordingCorrupt, match="missing"):
+        store.verify("c", call_of("c"))
+    # Not written again by a put (a purged case whose tombstone was lost too must not get
+    # its audio back): the file itself is restored from a backup.
+    with pytest.raises(RecordingCorrupt, match="missing"):
+        put(store, "c")
+    assert all_files(store.root) == []
+    path.write_bytes(backup)
     assert store.extract("c", call_of("c"), BOSS) == AUDIO
 
 
