@@ -57,6 +57,7 @@ _PLUGINS = (
     "movecar_adapters.cli_worker",
     "movecar_adapters.cli_simulate",
     "movecar_adapters.cli_sweep",
+    "movecar_adapters.cli_recordings",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
 
@@ -296,6 +297,8 @@ _ENVIRONMENT = frozenset(
         "SigningKeyError",
         "CiphertextMisplaced",
         "UnboundCiphertext",
+        "RecordingCorrupt",
+        "RecordingMisplaced",
     }
 )
 
