@@ -24,6 +24,7 @@ from movecar_core import CallOutcome, EscalationReason, MoveCar, __version__, pa
 from movecar_core.calendar import SHANGHAI
 from movecar_core.case import (
     CallOutcomeRecorded,
+    CallProgressed,
     CaseCancelled,
     CaseOpened,
     CaseUnresolved,
@@ -56,6 +57,7 @@ _PLUGINS = (
     "movecar_adapters.cli_worker",
     "movecar_adapters.cli_simulate",
     "movecar_adapters.cli_sweep",
+    "movecar_adapters.cli_recordings",
     "movecar_adapters.cli_sip",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
@@ -82,6 +84,9 @@ def describe(event: Event) -> str:
             )
         case CallOutcomeRecorded():
             return f"call outcome: {event.outcome.value}"
+        case CallProgressed():
+            status = f" (SIP {event.sip_status})" if event.sip_status is not None else ""
+            return f"the switch reports the call {event.progress.value}{status}"
         case MoveConfirmed():
             return "car moved" + (f" ({event.note})" if event.note else "")
         case DisputeRaised():
@@ -293,6 +298,8 @@ _ENVIRONMENT = frozenset(
         "SigningKeyError",
         "CiphertextMisplaced",
         "UnboundCiphertext",
+        "RecordingCorrupt",
+        "RecordingMisplaced",
     }
 )
 

@@ -4,13 +4,16 @@
 * ``movecar audit verify [--checkpoint FILE]... [--public-key PATH.pub]
   [--expect-report M=D] [--workers N] [--json]``  recompute every hash, the ledger and its signed
   checkpoints; name what changed
-* ``movecar retention purge [--dry-run] [--now T] [--actor A]``  二(四): remove what
-  closed at least 3 years ago (never under legal hold); a ``--now`` later than the wall
-  clock (beyond :data:`~movecar_core.retention.PURGE_CLOCK_SKEW`) or without an offset is
-  refused with exit 2, nothing purged
+* ``movecar retention purge [--dry-run] [--now T] [--actor A] [--recordings DIR]``  二(四):
+  remove what closed at least 3 years ago (never under legal hold), and with
+  ``--recordings`` (or ``$MOVECAR_RECORDINGS``) the audio of its recordings (their SHA-256
+  kept); a ``--now`` later than the wall clock (beyond
+  :data:`~movecar_core.retention.PURGE_CLOCK_SKEW`) or without an offset is refused with
+  exit 2, nothing purged
 * ``movecar keys new [--id ID]``                  print a new encryption key
-* ``movecar keys rotate``                         re-encrypt phone numbers under the newest key,
-  bound to their place (rebinds tokens written before schema 0003)
+* ``movecar keys rotate [--recordings DIR]``      re-encrypt phone numbers under the newest key,
+  bound to their place (rebinds tokens written before schema 0003), and rewrap the
+  recordings' data keys
 
 The database is ``--db URL``, else ``$MOVECAR_DB_URL``, else ``movecar.toml``, else
 ``sqlite:///movecar.db``. Keys come from ``$MOVECAR_KEYS`` (or the file ``movecar.toml``
@@ -36,9 +39,11 @@ from movecar_adapters.cli_common import (
     say,
 )
 from movecar_adapters.cli_ledger import read_checkpoint
+from movecar_adapters.cli_recordings import recordings_option, recordings_root
 from movecar_adapters.config import mask_url
 from movecar_adapters.connect import connect
 from movecar_adapters.crypto import KeyConfigError, KeyRing
+from movecar_adapters.recordings_fs import FileRecordingStore
 from movecar_adapters.signing import PublicKey
 from movecar_adapters.sql.audit import AuditResult, verify
 from movecar_adapters.sql.engine import current_revision, open_engine
@@ -182,17 +187,29 @@ def cmd_retention_purge(args: argparse.Namespace) -> int:
             raise CliError(f"--now {args.now[:40]!r}: not an ISO 8601 time") from None
         if now.utcoffset() is None:
             raise CliError(f"--now {args.now!r}: give an offset, e.g. +08:00")
+    root = recordings_root(args, required=False)
     # The purge neither encrypts nor decrypts: it runs on a throwaway key, so retention
-    # never depends on the key holder (nor on MOVECAR_KEYS being well formed).
+    # never depends on the key holder (nor on MOVECAR_KEYS being well formed). Removing
+    # audio needs no key either: a recording's file goes whole.
     with _engine(args, keys=KeyRing([("purge-only", KeyRing.generate())])) as mc:
-        result = _store(mc).purge(now=now, dry_run=args.dry_run, actor=args.actor)
+        store = _store(mc)
+        files = None
+        if root is not None:
+            files = FileRecordingStore(root, store.keys, evidence=store, clock=store.clock)
+        result = store.purge(now=now, dry_run=args.dry_run, actor=args.actor, recordings=files)
+        pending = [] if result.dry_run else store.audio_pending()
     verb = "would purge" if result.dry_run else "purged"
     for case_id in result.cases:
         say(None, f"{verb} {case_id}")
     for case_id in result.held:
         say(None, f"kept {case_id} (legal hold)")
-    for location in result.recordings:
-        say(None, f"delete audio {location}")
+    if files is not None:
+        say(None, f"removed the audio of {result.audio_removed} recordings (their SHA-256 kept)")
+    else:
+        for location in result.recordings:
+            say(None, f"delete audio {location}")
+        if pending:
+            say(None, f"{len(pending)} purged cases still have audio: run with --recordings DIR")
     say(None, f"{verb} {len(result.cases)} cases {result.cutoff_note}")
     return Exit.OK
 
@@ -213,15 +230,21 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
     """Exit 0 when every phone is bound under the newest key, 3 when some are left."""
+    root = recordings_root(args, required=False)
     with _engine(args) as mc:
         store = _store(mc)
         changed = store.rotate_keys()
         left = store.rotation_pending()
     say(None, f"re-encrypted {changed} events under key {store.keys.current_id!r}")
+    if root is not None:
+        files = FileRecordingStore(root, store.keys, evidence=store, clock=store.clock)
+        say(None, f"rewrapped the data keys of {files.rotate_keys()} recordings")
+        left += files.rotation_pending()
     if left:
         raise CliError(
-            f"{left} stored phone values were left as they were: they do not open in their "
-            "place or under the configured keys (`movecar audit verify` names the cases)",
+            f"{left} stored phone values or recordings were left as they were: they do not "
+            "open in their place or under the configured keys (`movecar audit verify` names "
+            "the cases)",
             Exit.ENVIRONMENT,
         )
     return Exit.OK
@@ -290,6 +313,7 @@ def register(subparsers: Any) -> None:
         "never later than the wall clock beyond a few minutes",
     )
     purge.add_argument("--actor", default="retention", help="name in the access log")
+    recordings_option(purge)
     purge.set_defaults(func=cmd_retention_purge)
 
     keys = subparsers.add_parser("keys", help="encryption keys for phone numbers")
@@ -299,4 +323,5 @@ def register(subparsers: Any) -> None:
     new.set_defaults(func=cmd_keys_new)
     rotate = keys_sub.add_parser("rotate", help="re-encrypt stored phones under the newest key")
     _db_option(rotate)
+    recordings_option(rotate)
     rotate.set_defaults(func=cmd_keys_rotate)

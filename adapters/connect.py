@@ -36,6 +36,7 @@ from movecar_adapters.config import (
     mask_url,
 )
 from movecar_core.app import Dispatch, MoveCar
+from movecar_core.calls import CallLimits
 from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.machine import CasePolicy
 from movecar_core.memory import (
@@ -92,6 +93,7 @@ def connect(
     policy: CasePolicy | None = None,
     effects: EffectPolicy | None = None,
     term: ContractTerm | None = None,
+    call_limits: CallLimits | None = None,
     upgrade: bool | None = None,
     config: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -113,7 +115,9 @@ def connect(
     with ``"outbox"`` a ``movecar worker`` process does. ``upgrade``: run the schema
     migrations first (default: for SQLite files only; servers migrate with
     ``movecar db upgrade``). ``term``: the contract term with the renewals granted so far
-    (default: the first service year of ``contract``).
+    (default: the first service year of ``contract``). ``call_limits``: the caps on calls
+    in flight per seat and in total (annex 2 十三(四); default
+    :class:`~movecar_core.calls.CallLimits`).
 
     Raises :class:`~movecar_adapters.config.ConfigError` for bad settings, and the SQL
     adapter's typed errors when the database cannot be opened or is not migrated.
@@ -154,7 +158,7 @@ def connect(
     engine = MoveCar(
         store=store,
         registry=registry if registry is not None else InMemoryVehicleRegistry(),
-        telephony=telephony if telephony is not None else InMemoryTelephony(),
+        telephony=telephony if telephony is not None else InMemoryTelephony(clock=the_clock),
         clock=the_clock,
         notifier=notifier if notifier is not None else InMemoryNotifier(),
         command_centre=command_centre if command_centre is not None else InMemoryCommandCentre(),
@@ -163,6 +167,7 @@ def connect(
         policy=case_policy,
         dispatch=chosen,
         term=term,
+        call_limits=call_limits,
     )
     return engine
 

@@ -10,12 +10,20 @@ Run: python examples/own_adapters.py
 
 from __future__ import annotations
 
+import datetime as dt
+from collections import Counter
+
 from movecar_adapters import connect
 from movecar_core import (
+    CallEvent,
+    CallProgress,
+    CallsInFlight,
     EscalationReason,
     OutboundCallRequest,
     OwnerContact,
     RegistryUnavailable,
+    TransferOutcome,
+    TransferRequest,
 )
 
 
@@ -33,13 +41,36 @@ class TableRegistry:
 
 
 class PrintingSwitch:
-    """A Telephony that prints what a real switch would dial or transfer."""
+    """A Telephony that prints what a real switch would dial or transfer.
+
+    It dials each call key once, says every call is still dialling (nothing answers a
+    printer) and reports no progress; a real switch reports ringing, answered, busy...
+    through ``drain_events`` (see docs/telephony.md).
+    """
+
+    def __init__(self) -> None:
+        self.placed: dict[str, str] = {}  # call key -> seat
 
     def place_call(self, request: OutboundCallRequest) -> None:
+        if request.key in self.placed:
+            return  # the same call again (a worker's repeat): never a second dial
+        self.placed[request.key] = request.agent_id
         print(f"  dial {request.callee[:3]}**** from {request.caller_id}: {request.greeting}")
 
-    def transfer_to_110(self, case_id: str, number: str, reason: str) -> None:
-        print(f"  transfer case {case_id[:8]} to {number} ({reason})")
+    def call_status(self, key: str) -> CallEvent | None:
+        if key not in self.placed:
+            return None
+        return CallEvent(key, CallProgress.DIALLING, dt.datetime.now(dt.UTC))
+
+    def drain_events(self) -> list[CallEvent]:
+        return []
+
+    def in_flight(self) -> CallsInFlight:
+        return CallsInFlight(len(self.placed), dict(Counter(self.placed.values())))
+
+    def transfer_to_110(self, request: TransferRequest) -> TransferOutcome:
+        print(f"  transfer case {request.case_id[:8]} to {request.number} ({request.reason})")
+        return TransferOutcome.ACCEPTED
 
 
 # The composition root wires the rest (store, clock, 110 desk) around the host's ports.

@@ -11,6 +11,8 @@ case's id as if it still held anything.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime as dt
 import enum
 import hashlib
@@ -23,9 +25,23 @@ import attrs
 
 from movecar_core import memory
 from movecar_core.calendar import SHANGHAI
+from movecar_core.calls import (
+    CallEvent,
+    CallEventRefused,
+    CallLimitReached,
+    CallLimits,
+    TransferOutcome,
+    TransferRequest,
+    call_key,
+    outcome_of,
+    parse_call_key,
+    rank,
+)
 from movecar_core.case import (
     CallOutcome,
     CallOutcomeRecorded,
+    CallProgress,
+    CallProgressed,
     CaseCancelled,
     CaseOpened,
     CaseRecord,
@@ -47,6 +63,7 @@ from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.errors import (
     CasePurged,
     CommandIdReused,
+    CommandRejected,
     ConcurrencyConflict,
     InvalidCommand,
     MonthAlreadyReported,
@@ -204,6 +221,7 @@ class MoveCar:
         max_retries: int = 3,
         dispatch: Dispatch = Dispatch.INLINE,
         term: ContractTerm | None = None,
+        call_limits: CallLimits | None = None,
     ) -> None:
         if not isinstance(dispatch, Dispatch):
             raise InvalidCommand("dispatch", dispatch, "not a Dispatch")
@@ -224,6 +242,15 @@ class MoveCar:
         self.contract = contract
         self.policy = policy or CasePolicy()
         self.max_retries = max_retries
+        #: Call events drained from the switch and not yet applied (a store failure
+        #: keeps them for the next pump).
+        self._call_events: collections.deque[CallEvent] = collections.deque()
+        if call_limits is not None and not isinstance(call_limits, CallLimits):
+            raise InvalidCommand("call_limits", type(call_limits).__name__, "not a CallLimits")
+        #: Annex 2 十三(四): caps on the calls in flight, per seat and in total, checked
+        #: against the switch's count before a call is recorded. None: the engine asks
+        #: nothing, and only the switch's own cap (if it has one) refuses a dial.
+        self.call_limits = call_limits
         #: The service years granted so far (一(三)); renewals are Party A's decision.
         self.term: ContractTerm = term if term is not None else ContractTerm.start(contract)
         #: The store, when it keeps each case's record beside its events (the in-memory
@@ -285,7 +312,7 @@ class MoveCar:
         return cls(
             store=memory.InMemoryCaseStore(clock=the_clock, contract=contract),
             registry=memory.InMemoryVehicleRegistry(owners),
-            telephony=memory.InMemoryTelephony(),
+            telephony=memory.InMemoryTelephony(clock=the_clock),
             clock=the_clock,
             notifier=memory.InMemoryNotifier(),
             command_centre=memory.InMemoryCommandCentre(),
@@ -426,6 +453,13 @@ class MoveCar:
         the call, the attempt is recorded as ``failed`` and :class:`TelephonyError` raised.
         """
         agent = _text("agent_id", agent_id, required=True, limit=100)
+        # Annex 2 十三(四) "不采取自动语音群呼方式进行外呼": the switch's count of calls in
+        # flight decides, before anything is recorded. Two seats racing past the check
+        # meet the switch's own cap, which refuses the dial (a failed attempt).
+        if self.call_limits is not None:
+            refusal = self.call_limits.refusal(agent, self.telephony.in_flight())
+            if refusal is not None:
+                raise CallLimitReached(f"case {case_id}: call refused: {refusal}")
         callee: list[str] = []
 
         def decide(
@@ -449,15 +483,18 @@ class MoveCar:
                 )
             ]
 
-        events, ran, _ = self._execute(
+        events, ran, record = self._execute(
             case_id, command_id, "call_owner", OwnerCallPlaced, decide, agent_id=agent
         )
         call = _call_of(events)
         if ran and self.dispatch is Dispatch.INLINE:
-            self._dial(call, agent, callee[0])
+            self._dial(call, agent, callee[0], record.plate)
         return call
 
-    def _dial(self, call: OutboundCall, agent_id: str, callee: str) -> None:
+    def _dial(self, call: OutboundCall, agent_id: str, callee: str, plate: str) -> None:
+        """Dial a call whose ``OwnerCallPlaced`` is committed: the "dialling" fact comes
+        first, so a crash after the dial leaves a call the engine reconciles by its key
+        (:meth:`reconcile_call`) instead of dialling it twice."""
         request = OutboundCallRequest(
             call_id=call.call_id,
             case_id=call.case_id,
@@ -465,6 +502,9 @@ class MoveCar:
             caller_id=call.caller_id,
             callee=callee,
             greeting=call.greeting,
+            attempt=call.attempt,
+            plate=plate,
+            greeting_version=call.greeting_version,
         )
         try:
             self.telephony.place_call(request)
@@ -588,7 +628,7 @@ class MoveCar:
         """
         outbox = self._require_outbox("run_due")
         now = self._now()
-        ran: list[EffectRun] = []
+        ran: list[EffectRun] = self.pump_call_events()
         while claimed := outbox.claim(worker, limit=batch, now=now):
             ran.extend(self._run_claimed(outbox, claimed))
         return ran
@@ -598,7 +638,7 @@ class MoveCar:
         for item in claimed:
             effect = item.effect
             try:
-                what = self.run_effect(effect)
+                what = self.run_effect(effect, attempt=item.attempts)
             except MoveCarError as exc:
                 # Left pending under its lease: claimed again once the lease runs out.
                 ran.append(EffectRun(effect.key, effect.kind, effect.case_id, "failed", str(exc)))
@@ -674,16 +714,19 @@ class MoveCar:
             if outbox is not None:
                 outbox.complete(Claimed(0, inline_token(effect.key), effect, 1, effect.due_at))
 
-    def run_effect(self, effect: Effect) -> str:
+    def run_effect(self, effect: Effect, *, attempt: int = 1) -> str:
         """Carry out one effect from the store's outbox; says what it did.
 
         Safe to repeat: an effect run twice (a worker died before marking it done) finds
         its work done, or passes ``effect.key`` on so the receiver can drop the repeat.
 
         * ``place_call``: dial the recorded call, if it is still the call in flight; a
-          refused dial is recorded as a ``failed`` attempt.
-        * ``call_outcome_due``: the switch never reported the call's outcome: recorded as
-          ``failed``, so the seat may call again.
+          refused dial is recorded as a ``failed`` attempt. A repeat (``attempt`` > 1: a
+          worker may have died after dialling) never dials: it reconciles the call with
+          the switch by its key (:meth:`reconcile_call`).
+        * ``call_outcome_due``: the switch never reported the call's outcome: reconciled
+          by its key; what the switch cannot tell is recorded as ``outcome_unknown`` for a
+          person, and the seat may call again.
         * ``notify_110``: the escalation's written notice to the 110 desk (二(五)); needs
           a ``command_centre`` (raises :class:`PortError` without one: it stays pending).
         * ``notify_requester``: the requester hears of the case's new state (nothing about
@@ -691,22 +734,24 @@ class MoveCar:
         * ``follow_up_call``: a reminder through the ``reminders`` port; calls stay
           human-placed (annex 2 十三(四)), so the engine dials nothing by itself.
         """
-        return self._carry_out(effect, self._record(effect.case_id))
+        return self._carry_out(effect, self._record(effect.case_id), attempt)
 
-    def _carry_out(self, effect: Effect, record: CaseRecord) -> str:
+    def _carry_out(self, effect: Effect, record: CaseRecord, attempt: int = 1) -> str:
         """:meth:`run_effect`, with the case's record at hand."""
         case_id = effect.case_id
         if effect.kind == PLACE_CALL:
             call_id = str(effect.payload["call_id"])
             if record.call_in_flight != call_id or record.owner_phone is None:
                 return "skipped: the call is no longer in flight"
+            if attempt > 1:
+                return f"repeat: {self.reconcile_call(case_id, command_id=effect.key)}"
             placed = next(
                 e
                 for e in self.history(case_id)
                 if isinstance(e, OwnerCallPlaced) and e.call_id == call_id
             )
             try:
-                self._dial(_call_of([placed]), placed.agent_id, record.owner_phone)
+                self._dial(_call_of([placed]), placed.agent_id, record.owner_phone, record.plate)
             except TelephonyError:
                 return "dial refused: recorded as a failed attempt"
             return "dialled"
@@ -714,8 +759,8 @@ class MoveCar:
             call_id = str(effect.payload["call_id"])
             if record.call_in_flight != call_id:
                 return "skipped: the outcome was recorded"
-            self.record_call_outcome(case_id, call_id, CallOutcome.FAILED, command_id=effect.key)
-            return "outcome overdue: recorded as failed"
+            done = self.reconcile_call(case_id, command_id=effect.key, overdue=True)
+            return f"outcome overdue: {done}"
         if effect.kind == NOTIFY_110:
             if self.command_centre is None:
                 raise PortError("a notify_110 effect needs MoveCar(command_centre=...)")
@@ -816,6 +861,147 @@ class MoveCar:
             outcome=result.value,
         )
 
+    # --- what the switch reports (二(六)) ------------------------------------------------
+
+    def apply_call_event(self, event: CallEvent) -> CaseView:
+        """Apply one report of the switch about an outbound call: once, and in order.
+
+        ``RINGING``, ``ANSWERED`` and ``ENDED`` are stored as :class:`CallProgressed`; a
+        report that ends a call the owner never talked on (busy, declined, no answer,
+        failed, hung up during the greeting, unknown) records the call's outcome, as
+        :meth:`record_call_outcome` would. A repeat of a report already applied returns
+        the case as it is (switches and gateways deliver twice); a report the call has
+        moved past, or for a call that is not the case's, raises
+        :class:`~movecar_core.calls.CallEventRefused` and records nothing.
+        """
+        if not isinstance(event, CallEvent):
+            raise InvalidCommand("event", type(event).__name__, "not a CallEvent")
+        case_id, attempt = parse_call_key(event.key)
+        progress = event.progress
+        record = self._record(case_id)
+        if progress is CallProgress.DIALLING:
+            return CaseView.of(record)
+        if attempt > record.attempts:
+            raise CallEventRefused(event.key, progress, "the case placed no such call")
+        command_id = f"{event.key}:{progress.value}"
+        outcome = outcome_of(progress)
+        if record.call_in_flight is None or attempt != record.attempts:
+            # The call's outcome is recorded: this is a repeat of the report that recorded
+            # it (its command id finds the first result), or late.
+            placed = next(
+                e for e in self.history(case_id)
+                if isinstance(e, OwnerCallPlaced) and e.attempt == attempt
+            )  # fmt: skip
+            if outcome is not None:
+                try:
+                    return self.record_call_outcome(
+                        case_id, placed.call_id, outcome, command_id=command_id
+                    )
+                except (CommandRejected, CommandIdReused):
+                    pass
+            raise CallEventRefused(event.key, progress, "late: the call's outcome is recorded")
+        applied = record.call_progress
+        if applied is not None and rank(progress) <= rank(applied):
+            if progress is applied:
+                return CaseView.of(record)
+            raise CallEventRefused(event.key, progress, f"late: the call is {applied.value}")
+        if progress is CallProgress.ENDED and applied is not CallProgress.ANSWERED:
+            raise CallEventRefused(event.key, progress, "a call never answered cannot end")
+        call_id = record.call_in_flight
+        if outcome is not None:
+            return self.record_call_outcome(case_id, call_id, outcome, command_id=command_id)
+
+        def decide(
+            case: CaseRecord, at: dt.datetime, cid: str | None, fp: str | None
+        ) -> list[Event]:
+            if case.call_in_flight != call_id:
+                raise CallEventRefused(event.key, progress, "late: the call's outcome is recorded")
+            if case.call_progress is not None and rank(progress) <= rank(case.call_progress):
+                raise CallEventRefused(event.key, progress, "late: the call moved on")
+            made = CallProgressed(
+                case_id=case_id,
+                at=at,
+                command_id=cid,
+                call_id=call_id,
+                progress=progress,
+                sip_status=event.sip_status,
+                detail=event.detail,
+                command_fingerprint=fp,
+            )
+            check(case, made.trigger, self.policy)
+            return [made]
+
+        return self._run(
+            case_id,
+            command_id,
+            "call_progressed",
+            CallProgressed,
+            decide,
+            call_id=call_id,
+            progress=progress.value,
+            sip_status=event.sip_status,
+            detail=event.detail,
+        )
+
+    def pump_call_events(self) -> list[EffectRun]:
+        """Apply every call event the switch reported since the last pump, in order
+        (:meth:`run_due` pumps first). A refused report (late, for another call) is in
+        the list with its error and dropped; one that failed for another reason (the
+        store is down) stays, with those after it, for the next pump: none is lost."""
+        self._call_events.extend(self.telephony.drain_events())
+        ran: list[EffectRun] = []
+        while self._call_events:
+            event = self._call_events[0]
+            what = f"call_event:{getattr(event, 'progress', '?')}"
+            key = str(getattr(event, "key", "?"))
+            try:
+                view = self.apply_call_event(event)
+            except (CallEventRefused, CommandRejected, InvalidCommand, UnknownCase) as exc:
+                self._call_events.popleft()
+                ran.append(EffectRun(key, what, key.rpartition(":call:")[0], "refused", str(exc)))
+                continue
+            except MoveCarError as exc:
+                ran.append(EffectRun(key, what, key.rpartition(":call:")[0], "failed", str(exc)))
+                break
+            self._call_events.popleft()
+            ran.append(EffectRun(key, what, view.case_id, "applied"))
+        return ran
+
+    def reconcile_call(
+        self, case_id: str, *, command_id: str | None = None, overdue: bool = False
+    ) -> str:
+        """Settle the case's call in flight with what the switch knows of it, by its key.
+
+        For a dial whose outcome was lost (a worker died after dialling, the switch never
+        reported): the switch's answer is applied; a call it never placed, or (``overdue``)
+        one that is still not over, is recorded as ``outcome_unknown`` for a person to look
+        at. Never dials: at most one dial per attempt. Raises
+        :class:`~movecar_core.errors.TelephonyError` when the switch cannot be asked (the
+        effect that reconciles stays pending and asks again).
+        """
+        record = self._record(case_id)
+        if record.call_in_flight is None:
+            return "nothing to reconcile: no call in flight"
+        attempt = record.attempts
+        key = call_key(case_id, attempt)
+        status = self.telephony.call_status(key)
+        if not isinstance(status, CallEvent) or status.key != key:
+            status = None  # a switch's answer about another call tells nothing of this one
+        if status is not None and status.progress is not CallProgress.DIALLING:
+            # Refused: applied already, or the history went past it.
+            with contextlib.suppress(CallEventRefused):
+                self.apply_call_event(status)
+        record = self._record(case_id)
+        if record.call_in_flight is None or record.attempts != attempt:
+            said = status.progress.value if status is not None else "over"
+            return f"reconciled: the switch reported the call {said}"
+        if status is not None and not overdue:
+            return f"the call is live: {status.progress.value}"
+        self.record_call_outcome(
+            case_id, record.call_in_flight, CallOutcome.OUTCOME_UNKNOWN, command_id=command_id
+        )
+        return "outcome unknown: left for a person, never redialled"
+
     def confirm_moved(
         self, case_id: str, *, note: str | None = None, command_id: str | None = None
     ) -> CaseView:
@@ -894,15 +1080,28 @@ class MoveCar:
             return CaseView.of(record)
         requested = events[-1]
         cid, fingerprint = requested.command_id, requested.command_fingerprint
+        # The live call is the case's last call: one in flight, or one whose owner just
+        # disputed on the line (its outcome is recorded; the switch knows if it is live).
+        owner_on_line = record.call_in_flight is not None or (
+            record.last_outcome is not None and record.last_outcome.answered
+        )
+        live = call_key(case_id, record.attempts) if owner_on_line else None
+        request = TransferRequest(case_id, number, why.value, live)
         try:
-            self.telephony.transfer_to_110(case_id, number, why.value)
-        except TelephonyError as exc:
+            transferred = TransferOutcome(self.telephony.transfer_to_110(request))
+            if transferred is not TransferOutcome.ACCEPTED:
+                raise TelephonyError(f"case {case_id}: the transfer to 110 was {transferred}")
+        except (TelephonyError, ValueError) as exc:
             failed = one_line(str(exc))
             self._transfer_outcome(
                 case_id,
                 lambda at: TransferTo110Failed(case_id, at, cid, failed, fingerprint),
             )
-            raise
+            if isinstance(exc, TelephonyError):
+                raise
+            raise TelephonyError(
+                f"case {case_id}: the switch answered no TransferOutcome"
+            ) from None
         return self._transfer_outcome(
             case_id,
             lambda at: EscalatedTo110(case_id, at, cid, why, text or None, number, fingerprint),

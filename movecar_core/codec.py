@@ -225,6 +225,9 @@ def _record_codecs() -> list[tuple[str, Convert, Convert]]:
 
 
 _RECORD = _record_codecs()
+#: The fewest fields a kept record may have: fields added to CaseRecord after the first
+#: release come last and have defaults, so a record kept before them reads as those.
+_RECORD_FIELDS_AT_FIRST_RELEASE = 13
 
 
 #: JSON without spaces, non-ASCII kept (plates, locations): one encoder, made once.
@@ -252,10 +255,12 @@ def decode_record(case_id: str, text: str) -> CaseRecord:
         values = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise MalformedRecord(f"case {case_id}: kept record is not JSON") from exc
-    if type(values) is not list or len(values) != len(_RECORD):
+    if type(values) is not list or not (
+        _RECORD_FIELDS_AT_FIRST_RELEASE <= len(values) <= len(_RECORD)
+    ):
         raise MalformedRecord(f"case {case_id}: kept record is not a list of {len(_RECORD)}")
     kwargs: dict[str, Any] = {}
-    for (name, _, back), value in zip(_RECORD, values, strict=True):
+    for (name, _, back), value in zip(_RECORD, values, strict=False):
         try:
             kwargs[name] = back(value)
         except _RejectError as exc:

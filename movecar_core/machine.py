@@ -24,6 +24,7 @@ import attrs
 from movecar_core.case import (
     TERMINAL_STATES,
     CallOutcomeRecorded,
+    CallProgressed,
     CaseOpened,
     CaseRecord,
     CaseState,
@@ -84,6 +85,12 @@ DEFINITION: dict[str, Any] = {
         },
         {
             "trigger": "call_answered",
+            "source": S.OWNER_CALLED,
+            "dest": S.OWNER_CALLED,
+            "conditions": ["call_in_flight"],
+        },
+        {
+            "trigger": "call_progressed",
             "source": S.OWNER_CALLED,
             "dest": S.OWNER_CALLED,
             "conditions": ["call_in_flight"],
@@ -233,10 +240,16 @@ def open_record(event: CaseOpened) -> CaseRecord:
 def _call_placed(case: CaseRecord, event: Any) -> None:
     case.attempts = event.attempt
     case.call_in_flight = event.call_id
+    case.call_progress = None
+
+
+def _call_progressed(case: CaseRecord, event: Any) -> None:
+    case.call_progress = event.progress
 
 
 def _outcome_recorded(case: CaseRecord, event: Any) -> None:
     case.call_in_flight = None
+    case.call_progress = None
     case.last_outcome = event.outcome
 
 
@@ -259,6 +272,7 @@ def _unresolved(case: CaseRecord, event: Any) -> None:
 _UPDATES: dict[type[Any], Callable[[CaseRecord, Any], None]] = {
     OwnerCallPlaced: _call_placed,
     CallOutcomeRecorded: _outcome_recorded,
+    CallProgressed: _call_progressed,
     OwnerLookedUp: _owner_looked_up,
     EscalatedTo110: _escalated,
     EscalationRequested: _escalated,

@@ -17,7 +17,18 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 
 import attrs
 
+from movecar_core.calls import (
+    FINAL_RANK,
+    CallEvent,
+    CallLimits,
+    CallProgress,
+    CallsInFlight,
+    TransferOutcome,
+    TransferRequest,
+    rank,
+)
 from movecar_core.case import CaseRecord, Event
+from movecar_core.clock import ManualClock
 from movecar_core.codec import CanonicalEncoder
 from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.errors import (
@@ -398,44 +409,122 @@ class Transfer:
     case_id: str
     number: str
     reason: str
+    call_key: str | None = None
 
 
 class InMemoryTelephony:
-    """Records every call placed and every transfer; can be told to fail.
+    """A switch in memory: records every call placed and every transfer, reports what a
+    test tells it to (:meth:`report`), and can be told to fail or refuse.
 
-    A repeated ``call_id`` is found in a set, not by scanning :attr:`calls`: a dial costs
-    the same after a contract year of calls as after the first.
+    A call is live from its dial until a final report (ended, busy, ...). A repeated key
+    is found in a dict, not by scanning :attr:`calls`, and the calls in flight are counted
+    as they change: a dial costs the same after a contract year of calls as after the
+    first. ``limits`` caps the calls in flight as a real switch would (the engine checks
+    its own caps first).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Clock | None = None, limits: CallLimits | None = None) -> None:
         self.calls: list[OutboundCallRequest] = []
         self.transfers: list[Transfer] = []
+        #: True: every dial and transfer raises TelephonyError (the switch is down).
         self.failing = False
-        self._placed: set[str] = set()  # every call id dialled
+        #: True: the far end refuses every transfer (a REFER answered 403, say).
+        self.refuse_transfers = False
+        self.clock: Clock = clock or ManualClock()
+        self.limits = limits
+        self._status: dict[str, CallEvent] = {}  # key -> the latest report
+        self._seat: dict[str, str] = {}  # key -> agent, while the call is live
+        self._per_seat: dict[str, int] = {}
+        self._events: list[CallEvent] = []
         self._lock = threading.Lock()
 
     def place_call(self, request: OutboundCallRequest) -> None:
         if self.failing:
             raise TelephonyError(f"call {request.call_id}: the switch refused the call")
+        key = request.key
         with self._lock:
-            if request.call_id not in self._placed:
-                self._placed.add(request.call_id)
-                self.calls.append(request)
+            if key in self._status:
+                return
+            if self.limits is not None:
+                refusal = self.limits.refusal(request.agent_id, self._counts())
+                if refusal is not None:
+                    raise TelephonyError(f"call {request.call_id}: refused: {refusal}")
+            self._status[key] = CallEvent(key, CallProgress.DIALLING, self.clock.now())
+            self._seat[key] = request.agent_id
+            self._per_seat[request.agent_id] = self._per_seat.get(request.agent_id, 0) + 1
+            self.calls.append(request)
+
+    def report(
+        self,
+        key: str,
+        progress: CallProgress | str,
+        *,
+        sip_status: int | None = None,
+        detail: str = "",
+    ) -> CallEvent:
+        """What the far end did with the call ``key``, now: queued for the engine's
+        :meth:`drain_events`. Raises :class:`TelephonyError` for a call never placed."""
+        event = CallEvent(key, CallProgress(progress), self.clock.now(), sip_status, detail)
+        with self._lock:
+            if key not in self._status:
+                raise TelephonyError("report for a call this switch never placed")
+            self._status[key] = event
+            if rank(event.progress) >= FINAL_RANK:
+                self._end(key)
+            self._events.append(event)
+        return event
+
+    def _end(self, key: str) -> None:
+        seat = self._seat.pop(key, None)
+        if seat is not None:
+            left = self._per_seat[seat] - 1
+            if left:
+                self._per_seat[seat] = left
+            else:
+                del self._per_seat[seat]
+
+    def _counts(self) -> CallsInFlight:
+        return CallsInFlight(len(self._seat), dict(self._per_seat))
+
+    def call_status(self, key: str) -> CallEvent | None:
+        with self._lock:
+            return self._status.get(key)
+
+    def drain_events(self) -> list[CallEvent]:
+        with self._lock:
+            drained, self._events = self._events, []
+        return drained
+
+    def in_flight(self) -> CallsInFlight:
+        with self._lock:
+            return self._counts()
 
     def clear(self) -> None:
-        """Forget every call and transfer recorded so far, the dialled call ids too (a
-        call id given again afterwards is dialled again): a test or a benchmark that has
-        read them keeps the switch's memory from growing."""
+        """Forget every call and transfer recorded so far, the dialled keys too (a key
+        given again afterwards is dialled again): a test or a benchmark that has read them
+        keeps the switch's memory from growing."""
         with self._lock:
             self.calls.clear()
             self.transfers.clear()
-            self._placed.clear()
+            self._status.clear()
+            self._seat.clear()
+            self._per_seat.clear()
+            self._events.clear()
 
-    def transfer_to_110(self, case_id: str, number: str, reason: str) -> None:
+    def transfer_to_110(self, request: TransferRequest) -> TransferOutcome:
         if self.failing:
-            raise TelephonyError(f"case {case_id}: transfer to {number} failed")
+            raise TelephonyError(f"case {request.case_id}: transfer to {request.number} failed")
         with self._lock:
-            self.transfers.append(Transfer(case_id, number, reason))
+            self.transfers.append(
+                Transfer(request.case_id, request.number, request.reason, request.call_key)
+            )
+            if self.refuse_transfers:
+                return TransferOutcome.REFUSED
+            # None names the seat's own line (the requester's inbound call); a key must
+            # name a live call of this switch.
+            if request.call_key is not None and request.call_key not in self._seat:
+                return TransferOutcome.FAILED
+            return TransferOutcome.ACCEPTED
 
 
 @attrs.frozen

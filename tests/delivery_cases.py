@@ -95,8 +95,13 @@ class DeliveryCases:
         assert mc.run_due() == []  # the outcome is not overdue yet
         clock.advance(minutes=1, seconds=1)  # EffectPolicy.call_outcome_timeout: 3 minutes
         [run] = [r for r in mc.run_due() if r.kind == CALL_OUTCOME_DUE]
-        assert (run.ok, run.outcome) == (True, "outcome overdue: recorded as failed")
-        assert mc.case(case_id).last_outcome is CallOutcome.FAILED
+        # The switch still says "dialling": nobody can tell what became of the call, so a
+        # person looks at it; the engine never redials.
+        assert (run.ok, run.outcome) == (
+            True,
+            "outcome overdue: outcome unknown: left for a person, never redialled",
+        )
+        assert mc.case(case_id).last_outcome is CallOutcome.OUTCOME_UNKNOWN
         clock.advance(minutes=5)  # EffectPolicy.follow_up_after
         [run] = mc.run_due()
         assert (run.kind, run.outcome) == (FOLLOW_UP_CALL, "follow-up reminder sent to the seat")

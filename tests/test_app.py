@@ -33,6 +33,7 @@ from movecar_core import (
     UnknownCase,
     WrittenNotice,
 )
+from movecar_core.calls import TransferOutcome, TransferRequest
 from movecar_core.case import CaseUnresolved, OwnerLookedUp, UnresolvedReason
 from movecar_core.clock import ManualClock
 from movecar_core.memory import InMemoryNotifier, InMemoryTelephony, InMemoryVehicleRegistry
@@ -249,9 +250,9 @@ def test_every_transfer_placed_is_in_the_history_before_it_is_placed(mc: MoveCar
     switch = telephony(mc)
     place = switch.transfer_to_110
 
-    def transfer(case: str, number: str, reason: str) -> None:
-        seen.append(type(mc.history(case)[-1]).__name__)
-        place(case, number, reason)
+    def transfer(request: TransferRequest) -> TransferOutcome:
+        seen.append(type(mc.history(request.case_id)[-1]).__name__)
+        return place(request)
 
     switch.transfer_to_110 = transfer  # type: ignore[method-assign]
     assert mc.escalate(case_id, "traffic_violation").state is CaseState.ESCALATED_TO_110

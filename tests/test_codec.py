@@ -190,12 +190,19 @@ def test_a_kept_record_reads_back_as_the_fold(history: list[Event], cut: int) ->
     )
 
 
+def test_a_record_kept_before_call_progress_reads_as_none() -> None:
+    """A kept record written before CaseRecord.call_progress (13 fields) still loads."""
+    record = fold(sample_history("c-1"))
+    old = json.loads(encode_record(record))[:13]
+    assert decode_record("c-1", json.dumps(old)) == record
+
+
 @pytest.mark.parametrize(
     "change",
     [
         lambda v: "not json",
         lambda v: "{}",
-        lambda v: json.dumps(v[:-1]),
+        lambda v: json.dumps(v[:12]),  # shorter than the first release's record
         lambda v: json.dumps([*v, None]),
         lambda v: json.dumps([1, *v[1:]]),  # plate not text
         lambda v: json.dumps([*v[:4], "gone", *v[5:]]),  # no such state

@@ -14,6 +14,7 @@ from movecar_core.testing.contracts import (
     CaseStoreContract,
     ClockContract,
     FoldedCaseStoreContract,
+    InMemoryFarEnd,
     OutboxStoreContract,
     TelephonyContract,
     VehicleRegistryContract,
@@ -44,6 +45,10 @@ class TestInMemoryTelephony(TelephonyContract):
     def telephony(self) -> InMemoryTelephony:
         return InMemoryTelephony()
 
+    @pytest.fixture
+    def far_end(self, telephony: InMemoryTelephony) -> InMemoryFarEnd:
+        return InMemoryFarEnd(telephony)
+
 
 class TestSystemClock(ClockContract):
     @pytest.fixture
@@ -61,7 +66,7 @@ def test_in_memory_switch_dials_a_call_id_once() -> None:
     from movecar_core.ports import OutboundCallRequest
 
     switch = InMemoryTelephony()
-    request = OutboundCallRequest("c1", "case", "seat-1", "0519110", "13912345678", "您好")
+    request = OutboundCallRequest("c1", "case", "seat-1", "0519110", "13912345678", "您好", 1)
     switch.place_call(request)
     switch.place_call(request)
     assert switch.calls == [request]
@@ -72,7 +77,7 @@ def test_in_memory_switch_finds_a_repeat_among_many_calls_and_can_forget() -> No
 
     switch = InMemoryTelephony()
     requests = [
-        OutboundCallRequest(f"c{i}", f"case-{i}", "seat-1", "0519110", "13912345678", "您好")
+        OutboundCallRequest(f"c{i}", f"case-{i}", "seat-9", "0519110", "13912345678", "您好", 1)
         for i in range(1000)
     ]
     for request in [*requests, requests[0], requests[500], requests[-1]]:

@@ -536,6 +536,7 @@ def _lawfully_purged(store: SqlStore) -> Callable[[Any], bool] | None:
         return None  # nothing was purged: no leaf is a purged record's
     purgeable = {k.value for k in PURGEABLE}
     known: dict[str, bool] = {}  # a purged case has several leaves: ask once per case
+    kept: dict[str, set[str]] = {}
 
     def lawful(row: Any) -> bool:
         case_id = row.case_id
@@ -543,9 +544,25 @@ def _lawfully_purged(store: SqlStore) -> Callable[[Any], bool] | None:
             return False
         if case_id not in known:
             known[case_id] = _purged(store, case_id)
-        return known[case_id]
+        if not known[case_id]:
+            return False
+        if row.kind == LeafKind.RECORDING.value:
+            # 二(四): a purge keeps a recording's row (its hash) and removes only the audio;
+            # a kept row is checked against its leaf like any other. Purges before that
+            # deleted the rows: a recording leaf without its row stays lawful.
+            if case_id not in kept:
+                kept[case_id] = _recording_subjects(store, case_id)
+            return row.subject not in kept[case_id]
+        return True
 
     return lawful
+
+
+def _recording_subjects(store: SqlStore, case_id: str) -> set[str]:
+    r = t.recordings
+    with store._read() as conn:
+        ids = conn.execute(sa.select(r.c.call_id).where(r.c.case_id == case_id)).scalars()
+        return {case_subject(case_id, call_id) for call_id in ids}
 
 
 def _backdated(row: Any, cutoff: dt.datetime) -> Problem:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from movecar_adapters.sql.ledger import LedgerRecorder
 from movecar_core.errors import CasePurged
 from movecar_core.integrity import GENESIS, canonical_json, chain_hash
 from movecar_core.ledger import legal_hold_leaf, purge_leaf
+from movecar_core.recordings import RecordingStore
 from movecar_core.retention import add_years, purge_time, retention_due
 
 Update = tuple[str, int, str, str]  # case id, version, payload read, payload to write
@@ -153,6 +155,16 @@ def count_values(engine: sa.Engine, predicate: Callable[[str], bool], *, batch: 
 __all__ = ["PurgeResult", "RetentionRecorder", "add_years"]
 
 
+#: ``mc_meta`` names of the purged cases whose audio is still to be removed: written in
+#: the purge's transaction, deleted once the recording store removed the files. A crash
+#: between the two leaves the name, and the next purge with a store finishes the job.
+AUDIO_PENDING = "audio-purge:"
+
+
+def _audio_pending(case_id: str) -> str:
+    return AUDIO_PENDING + hashlib.sha256(case_id.encode()).hexdigest()[:40]
+
+
 @attrs.frozen
 class PurgeResult:
     """What a retention run removed (or, with ``dry_run``, would remove)."""
@@ -161,7 +173,11 @@ class PurgeResult:
     cutoff_note: str
     cases: tuple[str, ...]
     held: tuple[str, ...]
-    recordings: tuple[str, ...]  # audio locations whose files the operator must delete
+    #: Audio locations of the cases purged: the operator deletes these files unless the
+    #: purge was given the recording store (then ``audio_removed`` counts what it removed).
+    recordings: tuple[str, ...]
+    #: Recordings whose audio the store removed in this run (with earlier leftovers).
+    audio_removed: int = 0
 
 
 class RetentionRecorder(LedgerRecorder):
@@ -263,14 +279,27 @@ class RetentionRecorder(LedgerRecorder):
         return retention_due(closed_at, now, self.contract.retention_years)
 
     def purge(
-        self, *, now: dt.datetime | None = None, dry_run: bool = False, actor: str = "retention"
+        self,
+        *,
+        now: dt.datetime | None = None,
+        dry_run: bool = False,
+        actor: str = "retention",
+        recordings: RecordingStore | None = None,
     ) -> PurgeResult:
-        """Remove the events, look-ups, recordings metadata and effects of every case that
-        closed at least ``contract.retention_years`` years ago and is not under legal hold.
+        """Remove the events, look-ups and effects of every case that closed at least
+        ``contract.retention_years`` years ago and is not under legal hold.
 
         The state row stays as a tombstone (no plate) with the case's last chain hash and
         the hash of its first event, and a purge-log row records the anchor: the chain of
         what remains, the reports' digests and the purge itself stay verifiable.
+
+        二(四) "所有移车服务数据及电话录音资料，必须保存 3 年" covers the recordings too: their
+        rows (call, location, SHA-256, duration, time: no personal data) are kept with
+        their ledger leaves, and their audio goes. Given ``recordings`` (the store that
+        holds the audio), the purge removes it once the case's purge is committed (never
+        before: a legal hold placed meanwhile wins), and first finishes the audio of
+        cases an interrupted run purged (:meth:`audio_pending`). Without it, the locations
+        in the result are the files the operator must delete.
 
         ``now`` defaults to the store's clock; a naive ``now``, or one later than the
         store's clock by more than :data:`~movecar_core.retention.PURGE_CLOCK_SKEW`, raises
@@ -294,6 +323,7 @@ class RetentionRecorder(LedgerRecorder):
         note = f"closed on or before {add_years(at, -years).isoformat()} ({years} years)"
         if dry_run:
             return PurgeResult(True, note, tuple(todo), held, ())
+        removed = 0 if recordings is None else self.purge_audio(recordings)
         purged: list[str] = []
         audio: list[str] = []
         for case_id in todo:
@@ -303,7 +333,32 @@ class RetentionRecorder(LedgerRecorder):
             if locations is not None:
                 purged.append(case_id)
                 audio.extend(locations)
-        return PurgeResult(False, note, tuple(purged), held, tuple(audio))
+                if recordings is not None and locations:
+                    removed += self._purge_audio_of(recordings, case_id)
+        return PurgeResult(False, note, tuple(purged), held, tuple(audio), removed)
+
+    def audio_pending(self) -> list[str]:
+        """Purged cases whose audio no recording store has removed yet."""
+        m = t.meta
+        with self._read() as conn:
+            return sorted(
+                conn.execute(
+                    sa.select(m.c.value).where(m.c.name.startswith(AUDIO_PENDING, autoescape=True))
+                ).scalars()
+            )
+
+    def purge_audio(self, recordings: RecordingStore) -> int:
+        """Remove the audio of every purged case still pending (:meth:`audio_pending`);
+        returns how many recordings' audio the store removed."""
+        return sum(self._purge_audio_of(recordings, case_id) for case_id in self.audio_pending())
+
+    def _purge_audio_of(self, recordings: RecordingStore, case_id: str) -> int:
+        # The store first, then the pending mark: a crash in between only repeats an
+        # idempotent removal.
+        removed = recordings.purge_case(case_id)
+        name = _audio_pending(case_id)
+        self._write(lambda conn: conn.execute(t.meta.delete().where(t.meta.c.name == name)))
+        return removed
 
     def _purge_one(
         self, conn: sa.Connection, case_id: str, at: dt.datetime, actor: str
@@ -326,8 +381,12 @@ class RetentionRecorder(LedgerRecorder):
         )
         self._guard(conn, f"purge of case {case_id}", [at])
         removed = conn.execute(t.events.delete().where(t.events.c.case_id == case_id)).rowcount
-        for table in (t.owner_lookups, t.recordings, t.outbox):
+        # The recordings' rows stay (二(四): the purge removes the audio and keeps its hash;
+        # the rows hold no personal data), so evidence extracted earlier stays verifiable.
+        for table in (t.owner_lookups, t.outbox):
             conn.execute(table.delete().where(table.c.case_id == case_id))
+        if locations:  # the audio goes after this commits (see purge)
+            conn.execute(t.meta.insert(), {"name": _audio_pending(case_id), "value": case_id})
         conn.execute(
             c.update()
             .where(c.c.case_id == case_id)

@@ -13,6 +13,7 @@ from movecar_core.simulation.run import (
     simulate,
 )
 from movecar_core.simulation.scenario import DEFAULT, InvalidScenario, Scenario
+from movecar_core.simulation.switch import SimulatedFarEnd, SimulatedTelephony, SwitchBehaviour
 
 __all__ = [
     "DEFAULT",
@@ -22,8 +23,11 @@ __all__ = [
     "InvalidScenario",
     "MonthFigures",
     "Scenario",
+    "SimulatedFarEnd",
+    "SimulatedTelephony",
     "Simulation",
     "SimulationFailed",
     "SimulationResult",
+    "SwitchBehaviour",
     "simulate",
 ]

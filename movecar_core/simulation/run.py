@@ -39,6 +39,14 @@ import attrs
 
 from movecar_core.app import MoveCar
 from movecar_core.calendar import SHANGHAI, WorkingDayCalendar
+from movecar_core.calls import (
+    CallEvent,
+    CallProgress,
+    CallsInFlight,
+    TransferOutcome,
+    TransferRequest,
+    call_key,
+)
 from movecar_core.case import CallOutcome, EscalationReason
 from movecar_core.clock import ManualClock
 from movecar_core.contract import Contract
@@ -172,29 +180,59 @@ def owner_phone(plate: str) -> str:
 
 class SimSwitch:
     """The phone switch of the simulation: refuses every call during an outage, and a
-    share of dials and transfers when faults are on (decided by the run's fault stream)."""
+    share of dials and transfers when faults are on (decided by the run's fault stream).
 
-    def __init__(self) -> None:
+    The simulation decides what each owner does and records it through the engine; it
+    tells the switch when a call is over (:meth:`hang_up`), so the switch counts the calls
+    in flight as a real one would, and answers the engine's reconciliation by key.
+    """
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
         self.out_of_service = False
         self.refuse_next_dial = False
         self.refuse_next_transfer = False
         self.dials = 0
         self.transfers = 0
         self.refused = Counter[str]()
+        self._live: dict[str, str] = {}  # key -> agent
+        self._per_seat = Counter[str]()
 
     def place_call(self, request: OutboundCallRequest) -> None:
         if self.out_of_service or self.refuse_next_dial:
             self.refused["dials refused by the switch"] += 1
             self.refuse_next_dial = False
             raise TelephonyError(f"call {request.call_id}: the switch refused the call")
-        self.dials += 1
+        key = request.key
+        if key not in self._live:
+            self._live[key] = request.agent_id
+            self._per_seat[request.agent_id] += 1
+            self.dials += 1
 
-    def transfer_to_110(self, case_id: str, number: str, reason: str) -> None:
+    def hang_up(self, key: str) -> None:
+        """The call ``key`` is over (the simulation recorded its outcome)."""
+        agent = self._live.pop(key, None)
+        if agent is not None:
+            self._per_seat[agent] -= 1
+
+    def call_status(self, key: str) -> CallEvent | None:
+        if key not in self._live:
+            return None  # over, or never placed: the switch keeps no history
+        return CallEvent(key, CallProgress.DIALLING, self.clock.now())
+
+    def drain_events(self) -> list[CallEvent]:
+        return []  # the simulation records outcomes through the engine itself
+
+    def in_flight(self) -> CallsInFlight:
+        return CallsInFlight(len(self._live), self._per_seat)
+
+    def transfer_to_110(self, request: TransferRequest) -> TransferOutcome:
         if self.out_of_service or self.refuse_next_transfer:
             self.refused["transfers to 110 refused"] += 1
             self.refuse_next_transfer = False
-            raise TelephonyError(f"case {case_id}: transfer to {number} failed")
+            return TransferOutcome.REFUSED
         self.transfers += 1
+        return TransferOutcome.ACCEPTED
 
 
 class SimNotifier:
@@ -238,6 +276,7 @@ class _Case:
     case_id: str = ""
     month: int = 0
     call_id: str | None = None
+    attempt: int = 0  # the engine's attempt number of the call in flight
     calls: int = 0
     #: commands committed: names the next command (``<step>-<seq>``), so a command
     #: retried after a failed write keeps its id and is applied once
@@ -333,7 +372,7 @@ class Simulation:
         self._check_period()
         self.clock = ManualClock(self.t0)
         self.registry = SimRegistry()
-        self.switch = SimSwitch()
+        self.switch = SimSwitch(self.clock)
         self.notifier = SimNotifier()
         self.centre = SimCommandCentre()
         self.reminders = SimReminders()
@@ -365,6 +404,7 @@ class Simulation:
                 notifier=mc.notifier, command_centre=mc.command_centre,
                 reminders=mc.reminders, contract=mc.contract, policy=mc.policy,
                 max_retries=mc.max_retries, dispatch=mc.dispatch, term=mc.term,
+                call_limits=mc.call_limits,
             )  # fmt: skip
         self.now = 0
         self.months = [MonthFigures(m) for m in _months(scenario)]
@@ -750,6 +790,7 @@ class Simulation:
             self._after_failed_call(t, case)
             return
         case.call_id = call.call_id
+        case.attempt = call.attempt
         self._then(t, case, "answer", 15 + self.rng["cases"].random() * 30)
 
     def _count_call(self, case: _Case) -> None:
@@ -775,6 +816,7 @@ class Simulation:
             case.outcome = rng.choices(_OUTCOMES, weights)[0]
         outcome = case.outcome
         assert case.call_id is not None
+        self.switch.hang_up(call_key(case.case_id, case.attempt))  # the owner's answer is in
         view = self.mc.record_call_outcome(
             case.case_id, case.call_id, outcome, command_id=self._cid(case, "answer")
         )

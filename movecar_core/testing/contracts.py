@@ -16,8 +16,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
+import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -25,6 +27,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from movecar_core.calls import (
+    FINAL_RANK,
+    CallEvent,
+    CallProgress,
+    TransferOutcome,
+    TransferRequest,
+    call_key,
+    rank,
+)
 from movecar_core.case import (
     CallOutcome,
     CallOutcomeRecorded,
@@ -246,30 +257,132 @@ class VehicleRegistryContract:
             registry.lookup("苏D12345")
 
 
-def _call_request() -> OutboundCallRequest:
+def _call_request(agent_id: str = "seat-1", attempt: int = 1) -> OutboundCallRequest:
+    case_id = _new_id()
     return OutboundCallRequest(
         call_id=_new_id(),
-        case_id=_new_id(),
-        agent_id="seat-1",
+        case_id=case_id,
+        agent_id=agent_id,
         caller_id="0519110",
         callee="13912345678",
         greeting="您好，这是公安 110 挪车服务专线，您是苏D12345 车主吗？",
+        attempt=attempt,
+        plate="苏D12345",
+        greeting_version="v1",
     )
 
 
+class FarEnd(Protocol):
+    """The other end of the line, as a contract test drives it: the owner's phone."""
+
+    def answer(self, key: str) -> None:
+        """Make the call ``key`` ring and be answered (no-op where the far end always
+        answers by itself)."""
+        ...
+
+    def hang_up(self, key: str) -> None:
+        """The owner hangs up the answered call ``key``."""
+        ...
+
+
+class InMemoryFarEnd:
+    """The far end behind an :class:`~movecar_core.memory.InMemoryTelephony`: answering
+    and hanging up are reports the switch queues for the engine."""
+
+    def __init__(self, switch: Any) -> None:
+        self.switch = switch
+
+    def answer(self, key: str) -> None:
+        self.switch.report(key, CallProgress.RINGING)
+        self.switch.report(key, CallProgress.ANSWERED)
+
+    def hang_up(self, key: str) -> None:
+        self.switch.report(key, CallProgress.ENDED)
+
+
+def collect_events(
+    telephony: Telephony,
+    key: str,
+    done: Callable[[list[CallEvent]], bool],
+    *,
+    timeout_s: float = 10.0,
+) -> list[CallEvent]:
+    """Drain the switch until the events of ``key`` satisfy ``done`` (a real switch reports
+    asynchronously); every event drained is checked to be a well-formed CallEvent."""
+    seen: list[CallEvent] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for event in telephony.drain_events():
+            assert isinstance(event, CallEvent)
+            if event.key == key:
+                seen.append(event)
+        if done(seen) or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.01)
+
+
+def _has(progress: CallProgress) -> Callable[[list[CallEvent]], bool]:
+    return lambda events: any(e.progress is progress for e in events)
+
+
 class TelephonyContract:
-    """Needs fixture ``telephony``; calls and transfers must be accepted without error."""
+    """What every :class:`~movecar_core.ports.Telephony` must do. Needs fixtures
+    ``telephony`` (a fresh switch, no call in flight, no cap below 2 calls per seat) and
+    ``far_end`` (a :class:`FarEnd` on the line behind it)."""
 
-    def test_place_call(self, telephony: Telephony) -> None:
-        telephony.place_call(_call_request())
+    def test_a_placed_call_is_known_and_in_flight(self, telephony: Telephony) -> None:
+        request = _call_request()
+        telephony.place_call(request)
+        status = telephony.call_status(request.key)
+        assert status is not None and status.key == request.key
+        assert rank(status.progress) < FINAL_RANK or status.progress is CallProgress.ENDED
+        now = telephony.in_flight()
+        assert now.total >= 1 and now.of("seat-1") >= 1
 
-    def test_a_repeated_call_id_is_accepted(self, telephony: Telephony) -> None:
+    def test_a_call_never_placed_is_unknown(self, telephony: Telephony) -> None:
+        assert telephony.call_status(call_key(_new_id(), 1)) is None
+
+    def test_a_repeated_key_is_one_call(self, telephony: Telephony) -> None:
         request = _call_request()
         telephony.place_call(request)
         telephony.place_call(request)  # the same call again: no error, no second dial
+        telephony.place_call(attrs.evolve(request, call_id=_new_id()))  # same key, too
+        assert telephony.in_flight().of("seat-1") == 1
 
-    def test_transfer_to_110(self, telephony: Telephony) -> None:
-        telephony.transfer_to_110(_new_id(), "0519-81997327", "owner_uncooperative")
+    def test_events_come_in_order_and_end_the_call(
+        self, telephony: Telephony, far_end: FarEnd
+    ) -> None:
+        request = _call_request()
+        telephony.place_call(request)
+        far_end.answer(request.key)
+        events = collect_events(telephony, request.key, _has(CallProgress.ANSWERED))
+        far_end.hang_up(request.key)
+        events += collect_events(telephony, request.key, _has(CallProgress.ENDED))
+        progress = [e.progress for e in events]
+        assert CallProgress.ANSWERED in progress and progress[-1] is CallProgress.ENDED
+        assert [rank(p) for p in progress] == sorted(rank(p) for p in progress)
+        assert len(set(progress)) == len(progress), "a report delivered twice"
+        assert all("13912345678" not in e.detail for e in events)
+        status = telephony.call_status(request.key)
+        assert status is not None and status.progress is CallProgress.ENDED
+        assert telephony.in_flight().of("seat-1") == 0
+
+    def test_the_live_call_transfers_to_110(self, telephony: Telephony, far_end: FarEnd) -> None:
+        request = _call_request()
+        telephony.place_call(request)
+        far_end.answer(request.key)
+        collect_events(telephony, request.key, _has(CallProgress.ANSWERED))
+        outcome = telephony.transfer_to_110(
+            TransferRequest(request.case_id, "0519-81997327", "owner_uncooperative", request.key)
+        )
+        assert outcome is TransferOutcome.ACCEPTED
+
+    def test_a_transfer_of_no_live_call_is_not_accepted(self, telephony: Telephony) -> None:
+        case_id = _new_id()
+        outcome = telephony.transfer_to_110(
+            TransferRequest(case_id, "0519-81997327", "owner_uncooperative", call_key(case_id, 1))
+        )
+        assert outcome in (TransferOutcome.FAILED, TransferOutcome.REFUSED)
 
 
 class ClockContract:

@@ -13,9 +13,11 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
+from movecar_core.calls import STORED_PROGRESS
 from movecar_core.case import (
     CallOutcome,
     CallOutcomeRecorded,
+    CallProgressed,
     CaseCancelled,
     CaseOpened,
     CaseRecord,
@@ -361,6 +363,11 @@ def _event_for(
         return CallOutcomeRecorded(
             cid, at, None, case.call_in_flight, draw(st.sampled_from(outcomes))
         )
+    if trigger == "call_progressed":
+        assert case.call_in_flight is not None
+        progress = draw(st.sampled_from(sorted(STORED_PROGRESS)))
+        status = draw(st.none() | st.integers(100, 199))
+        return CallProgressed(cid, at, None, case.call_in_flight, progress, status, "")
     if trigger == "owner_unreachable":
         return CaseUnresolved(cid, at, None, UnresolvedReason.OWNER_UNREACHABLE)
     if trigger == "move_confirmed":

@@ -56,9 +56,13 @@ def test_a_worker_dials_each_recorded_call_once(
     effect = next(e for e in fresh_store.pending() if e.kind == "call_outcome_due")
     assert engine.run_effect(attrs.evolve(effect, kind="place_call")) == "dialled"
     assert len(switch(engine).calls) == 1
+    # Claimed again (its attempt count says so): it asks the switch instead of dialling.
+    repeat = attrs.evolve(effect, kind="place_call")
+    assert engine.run_effect(repeat, attempt=2) == "repeat: the call is live: dialling"
+    assert len(switch(engine).calls) == 1
 
 
-def test_an_overdue_outcome_is_recorded_as_failed(
+def test_an_overdue_outcome_is_left_for_a_person(
     engine: MoveCar, fresh_store: SqlStore, clock: ManualClock
 ) -> None:
     case_id = engine.open_case(plate="苏D12345", location="湖塘镇", requester_phone="13800001111")
@@ -67,10 +71,10 @@ def test_an_overdue_outcome_is_recorded_as_failed(
     drain(engine, "w1")
     clock.advance(minutes=3, seconds=1)  # EffectPolicy.call_outcome_timeout is 3 minutes
     assert outcomes(drain(engine, "w1"), "call_outcome_due") == [
-        "outcome overdue: recorded as failed"
+        "outcome overdue: outcome unknown: left for a person, never redialled"
     ]
     view = engine.case(case_id)
-    assert (view.last_outcome, view.call_in_flight) == (CallOutcome.FAILED, None)
+    assert (view.last_outcome, view.call_in_flight) == (CallOutcome.OUTCOME_UNKNOWN, None)
     clock.advance(minutes=5)  # the follow-up reminder for the seat
     assert outcomes(drain(engine, "w1"), "follow_up_call") == ["skipped: no seat reminder port"]
 

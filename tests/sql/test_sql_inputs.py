@@ -32,6 +32,7 @@ from movecar_adapters.sql.child import (
 )
 from movecar_adapters.sql.engine import engine_recipe
 from movecar_core.app import MoveCar
+from movecar_core.calls import TransferOutcome, TransferRequest
 from movecar_core.case import CaseState, EscalationRequested
 from movecar_core.clock import ManualClock
 from movecar_core.codec import MalformedEvent
@@ -302,9 +303,9 @@ def _payload(store: SqlStore, case_id: str, version: int) -> str:
 class SlowSwitch(InMemoryTelephony):
     """A switch that takes a moment to transfer: the window a racing cancel would use."""
 
-    def transfer_to_110(self, case_id: str, number: str, reason: str) -> None:
+    def transfer_to_110(self, request: TransferRequest) -> TransferOutcome:
         time.sleep(0.005)
-        super().transfer_to_110(case_id, number, reason)
+        return super().transfer_to_110(request)
 
 
 def test_a_cancel_racing_an_escalate_never_leaves_a_transfer_the_case_does_not_show(

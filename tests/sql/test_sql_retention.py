@@ -58,7 +58,11 @@ def test_purge_takes_exactly_what_is_three_years_closed(
         ("held",),
         ("s3://rec/old-c1.wav",),
     )
-    assert fresh_store.recordings("old") == [] and fresh_store.owner_lookups("old") == []
+    assert fresh_store.owner_lookups("old") == []
+    # 二(四): the purge removes the audio and keeps its hash: the recording's row stays.
+    [kept] = fresh_store.recordings("old")
+    assert (kept.call_id, kept.checksum_sha256) == ("c1", "c" * 64)
+    assert fresh_store.audio_pending() == ["old"]  # no recording store was given
     for kept in ("young", "held", "open"):
         assert len(fresh_store.load(kept)) in (3, 5), kept
     assert "old" not in set(fresh_store.case_ids())
