@@ -24,7 +24,8 @@ import attrs
 import pytest
 from sip_support import Sipp, SippResult, require_tools, rms, sox_rms
 
-from movecar_adapters.sip import SipConfig, SipTelephony
+from movecar_adapters.clock import SystemClock
+from movecar_adapters.sip import SipConfig, SipTelephony, into_store
 from movecar_core.calls import (
     CallEvent,
     CallLimits,
@@ -36,6 +37,7 @@ from movecar_core.calls import (
 from movecar_core.contract import WUJIN_114_2024
 from movecar_core.errors import TelephonyError
 from movecar_core.ports import OutboundCallRequest
+from movecar_core.recordings import InMemoryAccessLog, InMemoryRecordingStore
 
 pytestmark = pytest.mark.usefixtures("sip_tools")
 
@@ -464,3 +466,18 @@ def test_no_user_agent_outlives_a_host_that_forgot_to_close(
     for pid in left:  # a failing run must not leave them running either
         os.kill(pid, signal.SIGKILL)
     assert left == [], "a baresip outlived its host"
+
+
+def test_a_recording_goes_into_the_recording_store(line_factory: Any, tmp_path: Path) -> None:
+    clock = SystemClock()
+    store = InMemoryRecordingStore(InMemoryAccessLog(clock), clock)
+    line = line_factory("answer_then_bye.xml", sipp_values={"HOLD_MS": 1500})
+    line.switch.on_recording = into_store(store, clock)
+    call = request()
+    line.switch.place_call(call)
+    line.events_until_final(call.key)
+    assert line.switch.wait_recordings(10.0)
+    ref = store.metadata(call.case_id, call.key)
+    assert ref.duration_ms > 1000 and ref.size > 16_000
+    assert store.exists(call.case_id, call.key)
+    assert not list((tmp_path / "recordings").glob("*/call.wav"))  # the store has it now

@@ -10,6 +10,7 @@ one call from the command line. The programs it needs: ``baresip``, ``espeak-ng`
 from __future__ import annotations
 
 from movecar_adapters.sip.greeting import GreetingError, GreetingSynthesizer, speakable
+from movecar_adapters.sip.recording import into_store
 from movecar_adapters.sip.telephony import CallTiming, SipConfig, SipTelephony
 
 #: The programs the adapter runs.
@@ -22,5 +23,6 @@ __all__ = [
     "GreetingSynthesizer",
     "SipConfig",
     "SipTelephony",
+    "into_store",
     "speakable",
 ]

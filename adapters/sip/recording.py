@@ -10,6 +10,8 @@ keeps the mixed file (its ``RecordingStore`` encrypts it).
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 import subprocess
 import time
@@ -19,6 +21,9 @@ from pathlib import Path
 import attrs
 
 from movecar_adapters.sip.greeting import GreetingError, wav_seconds
+from movecar_core.calls import parse_call_key
+from movecar_core.ports import Clock
+from movecar_core.recordings import RecordingStore
 
 _TIMEOUT_S = 60.0
 #: A WAV header alone: a leg that holds no audio at all.
@@ -94,3 +99,24 @@ def mix_call(recorder_folder: Path, call_folder: Path, *, sox: str = "sox") -> R
     except GreetingError as exc:
         raise RecordingError(str(exc)) from None
     return Recording(mixed, round(seconds * 1000))
+
+
+def into_store(store: RecordingStore, clock: Clock) -> Callable[[str, Path, int], None]:
+    """An ``on_recording`` handler for :class:`~movecar_adapters.sip.SipTelephony` that
+    puts each call's recording into ``store`` (encrypted at rest by the file store, its
+    SHA-256 in the case's evidence, 二(四)), then removes the file and its folder.
+
+    ``recorded_at`` is when the recording began: now, less its length. A put that fails
+    leaves the file where it is (the adapter logs the error) for a person to store.
+    """
+
+    def handle(key: str, path: Path, duration_ms: int) -> None:
+        case_id, _ = parse_call_key(key)
+        began = clock.now() - dt.timedelta(milliseconds=duration_ms)
+        with path.open("rb") as audio:
+            store.put(case_id, key, audio, recorded_at=began, duration_ms=duration_ms)
+        path.unlink()
+        with contextlib.suppress(OSError):  # not empty: keep what else is there
+            path.parent.rmdir()
+
+    return handle
