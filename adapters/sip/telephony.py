@@ -35,6 +35,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -57,7 +58,7 @@ from movecar_core.calls import (
 from movecar_core.contract import WUJIN_114_2024
 from movecar_core.errors import InvalidPhone, TelephonyError, redact
 from movecar_core.phones import parse_phone
-from movecar_core.ports import Clock, OutboundCallRequest
+from movecar_core.ports import Clock, OutboundCallRequest, Telephony
 from movecar_core.text import one_line
 
 log = logging.getLogger(__name__)
@@ -756,3 +757,9 @@ class SipTelephony:
             elif call is None:
                 threading.Thread(target=agent.stop, name="sip-stop", daemon=True).start()
             self._changed.notify_all()
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_port(switch: SipTelephony) -> Telephony:
+        return switch  # mypy checks that the adapter is a Telephony
