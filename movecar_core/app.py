@@ -954,17 +954,18 @@ class MoveCar:
             event = self._call_events[0]
             what = f"call_event:{getattr(event, 'progress', '?')}"
             key = str(getattr(event, "key", "?"))
+            case_id = key.rpartition(":call:")[0]  # "" for a key that is none
             try:
-                view = self.apply_call_event(event)
+                self.apply_call_event(event)
             except (CallEventRefused, CommandRejected, InvalidCommand, UnknownCase) as exc:
                 self._call_events.popleft()
-                ran.append(EffectRun(key, what, key.rpartition(":call:")[0], "refused", str(exc)))
+                ran.append(EffectRun(key, what, case_id, "refused", str(exc)))
                 continue
             except MoveCarError as exc:
-                ran.append(EffectRun(key, what, key.rpartition(":call:")[0], "failed", str(exc)))
+                ran.append(EffectRun(key, what, case_id, "failed", str(exc)))
                 break
             self._call_events.popleft()
-            ran.append(EffectRun(key, what, view.case_id, "applied"))
+            ran.append(EffectRun(key, what, case_id, "applied"))
         return ran
 
     def reconcile_call(

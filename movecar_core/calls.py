@@ -31,6 +31,7 @@ __all__ = [
     "CallOutcome",
     "CallProgress",
     "CallsInFlight",
+    "LiveCalls",
     "TransferOutcome",
     "TransferRequest",
     "call_key",
@@ -184,6 +185,44 @@ class CallsInFlight:
 
     def of(self, agent_id: str) -> int:
         return self.per_seat.get(agent_id, 0)
+
+
+class LiveCalls:
+    """The calls a switch placed and that have not ended, by key, with their seats: the
+    one count behind :meth:`Telephony.in_flight` and the caps, kept as calls start and
+    end (no scan). Not locked: the switch that owns it holds its own lock."""
+
+    def __init__(self) -> None:
+        self._seat: dict[str, str] = {}  # key -> agent
+        self._per_seat: dict[str, int] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._seat
+
+    def __len__(self) -> int:
+        return len(self._seat)
+
+    def start(self, key: str, agent_id: str) -> None:
+        if key not in self._seat:
+            self._seat[key] = agent_id
+            self._per_seat[agent_id] = self._per_seat.get(agent_id, 0) + 1
+
+    def end(self, key: str) -> None:
+        """The call ``key`` is over (a no-op for a call not live)."""
+        seat = self._seat.pop(key, None)
+        if seat is not None:
+            left = self._per_seat[seat] - 1
+            if left:
+                self._per_seat[seat] = left
+            else:
+                del self._per_seat[seat]
+
+    def clear(self) -> None:
+        self._seat.clear()
+        self._per_seat.clear()
+
+    def counts(self) -> CallsInFlight:
+        return CallsInFlight(len(self._seat), dict(self._per_seat))
 
 
 def _at_least_one(_: object, attribute: attrs.Attribute[int], value: int) -> None:

@@ -23,6 +23,7 @@ from movecar_core.calls import (
     CallLimits,
     CallProgress,
     CallsInFlight,
+    LiveCalls,
     TransferOutcome,
     TransferRequest,
     rank,
@@ -433,8 +434,7 @@ class InMemoryTelephony:
         self.clock: Clock = clock or ManualClock()
         self.limits = limits
         self._status: dict[str, CallEvent] = {}  # key -> the latest report
-        self._seat: dict[str, str] = {}  # key -> agent, while the call is live
-        self._per_seat: dict[str, int] = {}
+        self._live = LiveCalls()
         self._events: list[CallEvent] = []
         self._lock = threading.Lock()
 
@@ -446,12 +446,11 @@ class InMemoryTelephony:
             if key in self._status:
                 return
             if self.limits is not None:
-                refusal = self.limits.refusal(request.agent_id, self._counts())
+                refusal = self.limits.refusal(request.agent_id, self._live.counts())
                 if refusal is not None:
                     raise TelephonyError(f"call {request.call_id}: refused: {refusal}")
             self._status[key] = CallEvent(key, CallProgress.DIALLING, self.clock.now())
-            self._seat[key] = request.agent_id
-            self._per_seat[request.agent_id] = self._per_seat.get(request.agent_id, 0) + 1
+            self._live.start(key, request.agent_id)
             self.calls.append(request)
 
     def report(
@@ -470,21 +469,9 @@ class InMemoryTelephony:
                 raise TelephonyError("report for a call this switch never placed")
             self._status[key] = event
             if rank(event.progress) >= FINAL_RANK:
-                self._end(key)
+                self._live.end(key)
             self._events.append(event)
         return event
-
-    def _end(self, key: str) -> None:
-        seat = self._seat.pop(key, None)
-        if seat is not None:
-            left = self._per_seat[seat] - 1
-            if left:
-                self._per_seat[seat] = left
-            else:
-                del self._per_seat[seat]
-
-    def _counts(self) -> CallsInFlight:
-        return CallsInFlight(len(self._seat), dict(self._per_seat))
 
     def call_status(self, key: str) -> CallEvent | None:
         with self._lock:
@@ -497,7 +484,7 @@ class InMemoryTelephony:
 
     def in_flight(self) -> CallsInFlight:
         with self._lock:
-            return self._counts()
+            return self._live.counts()
 
     def clear(self) -> None:
         """Forget every call and transfer recorded so far, the dialled keys too (a key
@@ -507,8 +494,7 @@ class InMemoryTelephony:
             self.calls.clear()
             self.transfers.clear()
             self._status.clear()
-            self._seat.clear()
-            self._per_seat.clear()
+            self._live.clear()
             self._events.clear()
 
     def transfer_to_110(self, request: TransferRequest) -> TransferOutcome:
@@ -522,7 +508,7 @@ class InMemoryTelephony:
                 return TransferOutcome.REFUSED
             # None names the seat's own line (the requester's inbound call); a key must
             # name a live call of this switch.
-            if request.call_key is not None and request.call_key not in self._seat:
+            if request.call_key is not None and request.call_key not in self._live:
                 return TransferOutcome.FAILED
             return TransferOutcome.ACCEPTED
 

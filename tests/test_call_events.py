@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -32,7 +33,7 @@ from movecar_core import (
     TransferTo110Failed,
     call_key,
 )
-from movecar_core.calls import FINAL_RANK, outcome_of, parse_call_key, rank
+from movecar_core.calls import FINAL_RANK, LiveCalls, outcome_of, parse_call_key, rank
 from movecar_core.clock import ManualClock
 from movecar_core.memory import (
     InMemoryCaseStore,
@@ -378,3 +379,25 @@ def test_run_due_pumps_the_switch_first() -> None:
     runs = mc.run_due()
     assert runs[0].kind == "call_event:declined" and runs[0].ok
     assert mc.record(case_id).last_outcome is CallOutcome.DECLINED
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 5), st.sampled_from(["seat-1", "seat-2"])),
+        max_size=40,
+    )
+)
+def test_live_calls_count_as_a_recount_would(steps: list[tuple[bool, int, str]]) -> None:
+    live = LiveCalls()
+    model: dict[str, str] = {}
+    for starts, n, agent in steps:
+        key = call_key("c", n + 1)
+        if starts:
+            live.start(key, agent)
+            model.setdefault(key, agent)
+        else:
+            live.end(key)
+            model.pop(key, None)
+    counts = live.counts()
+    assert counts.total == len(model) == len(live)
+    assert dict(counts.per_seat) == dict(Counter(model.values()))

@@ -43,6 +43,7 @@ from movecar_core.calls import (
     CallEvent,
     CallProgress,
     CallsInFlight,
+    LiveCalls,
     TransferOutcome,
     TransferRequest,
     call_key,
@@ -195,8 +196,7 @@ class SimSwitch:
         self.dials = 0
         self.transfers = 0
         self.refused = Counter[str]()
-        self._live: dict[str, str] = {}  # key -> agent
-        self._per_seat = Counter[str]()
+        self._live = LiveCalls()
 
     def place_call(self, request: OutboundCallRequest) -> None:
         if self.out_of_service or self.refuse_next_dial:
@@ -205,15 +205,12 @@ class SimSwitch:
             raise TelephonyError(f"call {request.call_id}: the switch refused the call")
         key = request.key
         if key not in self._live:
-            self._live[key] = request.agent_id
-            self._per_seat[request.agent_id] += 1
+            self._live.start(key, request.agent_id)
             self.dials += 1
 
     def hang_up(self, key: str) -> None:
         """The call ``key`` is over (the simulation recorded its outcome)."""
-        agent = self._live.pop(key, None)
-        if agent is not None:
-            self._per_seat[agent] -= 1
+        self._live.end(key)
 
     def call_status(self, key: str) -> CallEvent | None:
         if key not in self._live:
@@ -224,7 +221,7 @@ class SimSwitch:
         return []  # the simulation records outcomes through the engine itself
 
     def in_flight(self) -> CallsInFlight:
-        return CallsInFlight(len(self._live), self._per_seat)
+        return self._live.counts()
 
     def transfer_to_110(self, request: TransferRequest) -> TransferOutcome:
         if self.out_of_service or self.refuse_next_transfer:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import heapq
 import random
 import threading
-from collections import Counter
 from typing import Any
 
 import attrs
@@ -27,6 +26,7 @@ from movecar_core.calls import (
     CallLimits,
     CallProgress,
     CallsInFlight,
+    LiveCalls,
     TransferOutcome,
     TransferRequest,
     rank,
@@ -133,8 +133,7 @@ class SimulatedTelephony:
         self._due: list[tuple[float, int, str, Step]] = []  # (time, order, key, step)
         self._order = 0
         self._status: dict[str, CallEvent] = {}
-        self._seat: dict[str, str] = {}
-        self._per_seat = Counter[str]()
+        self._live = LiveCalls()
         self._out: list[CallEvent] = []
         self._lock = threading.Lock()
         self.placed: list[OutboundCallRequest] = []
@@ -151,13 +150,12 @@ class SimulatedTelephony:
             if key in self._status:
                 return
             if self.limits is not None:
-                refusal = self.limits.refusal(request.agent_id, self._counts())
+                refusal = self.limits.refusal(request.agent_id, self._live.counts())
                 if refusal is not None:
                     raise TelephonyError(f"call {request.call_id}: refused: {refusal}")
             now = self._now_s()
             self._status[key] = CallEvent(key, P.DIALLING, self.clock.now())
-            self._seat[key] = request.agent_id
-            self._per_seat[request.agent_id] += 1
+            self._live.start(key, request.agent_id)
             self.placed.append(request)
             for step in _course(random.Random(f"{self.seed}:{key}"), self.behaviour):
                 self._schedule(now + step[0], key, step)
@@ -178,7 +176,7 @@ class SimulatedTelephony:
             event = CallEvent(key, progress, self.clock.now(), status, why)
             self._status[key] = event
             if rank(progress) >= FINAL_RANK:
-                self._end(key)
+                self._live.end(key)
             self._deliver(event)
 
     def _deliver(self, event: CallEvent) -> None:
@@ -191,16 +189,6 @@ class SimulatedTelephony:
             self._out.append(event)
         if self._faults.random() < b.repeat_report:
             self._out.append(event)
-
-    def _end(self, key: str) -> None:
-        seat = self._seat.pop(key, None)
-        if seat is not None:
-            self._per_seat[seat] -= 1
-            if not self._per_seat[seat]:
-                del self._per_seat[seat]
-
-    def _counts(self) -> CallsInFlight:
-        return CallsInFlight(len(self._seat), dict(self._per_seat))
 
     def hang_up(self, key: str) -> None:
         """The owner hangs up the answered call ``key`` now (for tests and models)."""
@@ -225,7 +213,7 @@ class SimulatedTelephony:
     def in_flight(self) -> CallsInFlight:
         with self._lock:
             self._release()
-            return self._counts()
+            return self._live.counts()
 
     def transfer_to_110(self, request: TransferRequest) -> TransferOutcome:
         if self.down:
