@@ -30,7 +30,8 @@ from movecar_adapters.connect import connect
 from movecar_adapters.recordings_fs import FileRecordingStore
 from movecar_adapters.sql.store import SqlStore
 from movecar_core.app import MoveCar
-from movecar_core.recordings import CALL_MARK
+from movecar_core.calls import parse_call_key
+from movecar_core.errors import InvalidCommand
 from movecar_core.roles import Action, Actor, Role, require
 
 ENV_RECORDINGS = "MOVECAR_RECORDINGS"
@@ -63,10 +64,12 @@ def _files(mc: MoveCar, root: Path) -> FileRecordingStore:
 def _case(args: argparse.Namespace) -> str:
     if args.case:
         return str(args.case)
-    case_id, mark, attempt = str(args.call).rpartition(CALL_MARK)
-    if not mark or not case_id or not attempt.isdigit():
-        raise CliError("--call is not an engine call key (<case id>:call:<n>): give --case too")
-    return case_id
+    try:
+        return parse_call_key(str(args.call))[0]
+    except InvalidCommand:
+        raise CliError(
+            "--call is not an engine call key (<case id>:call:<n>): give --case too"
+        ) from None
 
 
 def cmd_recording_extract(args: argparse.Namespace) -> int:

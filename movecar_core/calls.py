@@ -21,6 +21,7 @@ from movecar_core.errors import InvalidCommand, MoveCarError
 from movecar_core.text import text_problem
 
 __all__ = [
+    "CALL_KEY_MARK",
     "FINAL_RANK",
     "MAX_DETAIL",
     "STORED_PROGRESS",
@@ -42,7 +43,7 @@ __all__ = [
 
 #: The separator between a case id and its attempt number in a call key. Case ids may
 #: hold colons (hosts choose them), so the key is read from the right.
-_KEY_MARK = ":call:"
+CALL_KEY_MARK = ":call:"
 #: The longest detail a switch may attach to an event (a SIP reason phrase, say).
 MAX_DETAIL = 200
 
@@ -57,7 +58,7 @@ def call_key(case_id: str, attempt: int) -> str:
         raise InvalidCommand("attempt", attempt, "must be a positive int")
     if not case_id:
         raise InvalidCommand("case_id", case_id, "must not be empty")
-    return f"{case_id}{_KEY_MARK}{attempt}"
+    return f"{case_id}{CALL_KEY_MARK}{attempt}"
 
 
 def parse_call_key(key: object) -> tuple[str, int]:
@@ -65,7 +66,7 @@ def parse_call_key(key: object) -> tuple[str, int]:
     for anything else (a gateway's callback may carry any string)."""
     if not isinstance(key, str) or len(key) > 400:
         raise InvalidCommand("key", "<call key>", "not a call key")
-    case_id, mark, attempt = key.rpartition(_KEY_MARK)
+    case_id, mark, attempt = key.rpartition(CALL_KEY_MARK)
     if not mark or not case_id or not attempt.isdigit() or not attempt.isascii():
         raise InvalidCommand("key", "<call key>", "not a call key")
     number = int(attempt)

@@ -31,7 +31,8 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 import attrs
 
-from movecar_core.errors import InvalidInput, MoveCarError, excerpt
+from movecar_core.calls import CALL_KEY_MARK, parse_call_key
+from movecar_core.errors import InvalidCommand, InvalidInput, MoveCarError, excerpt
 from movecar_core.ports import Clock
 from movecar_core.roles import Action, Actor, PermissionDenied, require
 from movecar_core.text import text_problem
@@ -48,7 +49,7 @@ MAX_RECORDING_BYTES = 64 * 1024 * 1024
 #: :func:`evidence_call_id`.
 EVIDENCE_CALL_ID_MAX = 64
 #: The call-key mark of the engine's keys (``movecar_core.calls.call_key``).
-CALL_MARK = ":call:"
+CALL_MARK = CALL_KEY_MARK  # the engine's call keys: movecar_core.calls.call_key
 
 #: Access-log actions (七(三)): an extraction handed out, and one refused.
 LOG_EXTRACT = "recording_extract"
@@ -262,8 +263,11 @@ def check_call(case_id: object, call_key: object) -> tuple[str, str]:
     name this case: a recording filed under another case's call is refused."""
     case = _one_line("case_id", case_id, MAX_CASE_ID)
     key = _one_line("call_key", call_key, MAX_CALL_KEY)
-    owner, mark, attempt = key.rpartition(CALL_MARK)
-    if mark and attempt.isascii() and attempt.isdigit() and owner != case:
+    try:
+        owner, _ = parse_call_key(key)
+    except InvalidCommand:
+        return case, key  # a host's own naming of the call
+    if owner != case:
         raise InvalidRecording("call_key", key, f"is a call of another case, not of {case}")
     return case, key
 
