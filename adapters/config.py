@@ -23,6 +23,21 @@ The file, all of it optional::
     max_call_attempts = 3
     call_outcome_timeout_s = 180
     follow_up_after_s = 300    # 0 = no follow-up reminders
+    calls_per_seat = 1         # caps on calls in flight (annex 2 十三(四)); both or neither
+    calls_in_flight = 60
+
+    [telephony]                # real calls over SIP (default: the in-memory switch)
+    kind = "sip"
+    trunk = "sbc.internal:5060"    # or $MOVECAR_SIP_TRUNK, which implies kind = "sip"
+    bind_address = "10.1.2.3"      # the address baresip binds (an explicit one)
+    rtp_ports = [30000, 30999]
+    ring_timeout_s = 30
+    listen_after_greeting_s = 10
+    work_dir = "/var/lib/movecar/sip"
+    greeting_cache = "/var/cache/movecar/greetings"
+
+    [recordings]
+    dir = "/var/lib/movecar/recordings"   # or $MOVECAR_RECORDINGS; needed with SIP (二(四))
 
 Keys are never read from the file itself, only from a file it names (kept with the
 permissions of a secret). Unknown sections and keys are refused, so a typo is an error,
@@ -40,13 +55,17 @@ from typing import Any
 
 import attrs
 
+from movecar_adapters.sip.telephony import SipConfig
 from movecar_core.app import Dispatch
+from movecar_core.calls import CallLimits
 from movecar_core.errors import MoveCarError
 
 ENV_URL = "MOVECAR_DB_URL"
 ENV_KEYS = "MOVECAR_KEYS"
 ENV_CONFIG = "MOVECAR_CONFIG"
 ENV_DISPATCH = "MOVECAR_DISPATCH"
+ENV_SIP_TRUNK = "MOVECAR_SIP_TRUNK"
+ENV_RECORDINGS = "MOVECAR_RECORDINGS"
 CONFIG_FILE = "movecar.toml"
 #: The embedded default: a SQLite file in the working directory, no server.
 DEFAULT_URL = "sqlite:///movecar.db"
@@ -61,7 +80,20 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "max_call_attempts": int,
         "call_outcome_timeout_s": int,
         "follow_up_after_s": int,
+        "calls_per_seat": int,
+        "calls_in_flight": int,
     },
+    "telephony": {
+        "kind": str,
+        "trunk": str,
+        "bind_address": str,
+        "rtp_ports": list,
+        "ring_timeout_s": (int, float),
+        "listen_after_greeting_s": (int, float),
+        "work_dir": str,
+        "greeting_cache": str,
+    },
+    "recordings": {"dir": str},
 }
 
 
@@ -84,6 +116,12 @@ class Settings:
     follow_up_after: dt.timedelta | None = None
     no_follow_up: bool = False
     source: str | None = None  # the configuration file read, if any
+    #: The caps on calls in flight, when configured (else the engine asks nothing).
+    call_limits: CallLimits | None = None
+    #: The SIP switch's settings, when ``telephony.kind = "sip"`` or ``$MOVECAR_SIP_TRUNK``.
+    sip: SipConfig | None = None
+    #: Where recordings are kept (二(四)), when configured.
+    recordings_dir: Path | None = None
 
 
 def mask_url(url: str) -> str:
@@ -196,6 +234,8 @@ def load_settings(
         raise ConfigError(f"{where}: engine.max_call_attempts={attempts}: must be 1 to 10")
     timeout = engine.get("call_outcome_timeout_s")
     follow = engine.get("follow_up_after_s")
+    telephony, recordings = data.get("telephony", {}), data.get("recordings", {})
+    folder = env.get(ENV_RECORDINGS) or recordings.get("dir")
     return Settings(
         url=url,
         upgrade=database.get("upgrade"),
@@ -211,4 +251,57 @@ def load_settings(
         else _seconds(follow, f"{where}: engine.follow_up_after_s", zero_ok=True),
         no_follow_up=follow == 0,
         source=None if path is None else str(path),
+        call_limits=_call_limits(engine, where),
+        sip=_sip(telephony, env, path, where),
+        recordings_dir=None if not folder else _relative(Path(folder), path),
     )
+
+
+def _relative(given: Path, config: Path | None) -> Path:
+    """A path of the configuration file is relative to the file's folder."""
+    return config.parent / given if config is not None and not given.is_absolute() else given
+
+
+def _call_limits(engine: Mapping[str, Any], where: str) -> CallLimits | None:
+    per_seat, total = engine.get("calls_per_seat"), engine.get("calls_in_flight")
+    if per_seat is None and total is None:
+        return None
+    if per_seat is None or total is None:
+        raise ConfigError(f"{where}: engine.calls_per_seat and calls_in_flight go together")
+    try:
+        return CallLimits(per_seat=per_seat, total=total)
+    except MoveCarError as exc:
+        raise ConfigError(f"{where}: engine.calls_per_seat/calls_in_flight: {exc}") from None
+
+
+def _sip(
+    table: Mapping[str, Any], env: Mapping[str, str], config: Path | None, where: str
+) -> SipConfig | None:
+    """The SIP switch's settings, or None for the in-memory switch."""
+    trunk = env.get(ENV_SIP_TRUNK) or table.get("trunk")
+    kind = "sip" if env.get(ENV_SIP_TRUNK) else table.get("kind", "memory")
+    if kind == "memory":
+        if len(table) > ("kind" in table):
+            raise ConfigError(f"{where}: [telephony] settings given, but kind is not 'sip'")
+        return None
+    if kind != "sip":
+        raise ConfigError(f"{where}: telephony.kind={kind!r:.40}: must be 'memory' or 'sip'")
+    if not trunk:
+        raise ConfigError(f"{where}: telephony.kind='sip' needs a trunk (or {ENV_SIP_TRUNK})")
+    options: dict[str, Any] = {
+        name: table[name]
+        for name in ("bind_address", "ring_timeout_s", "listen_after_greeting_s")
+        if name in table
+    }
+    if "rtp_ports" in table:
+        ports = table["rtp_ports"]
+        if len(ports) != 2 or not all(type(p) is int for p in ports):
+            raise ConfigError(f"{where}: telephony.rtp_ports must be two port numbers")
+        options["rtp_ports"] = (ports[0], ports[1])
+    for name in ("work_dir", "greeting_cache"):
+        if name in table:
+            options[name] = _relative(Path(table[name]), config)
+    try:
+        return SipConfig(trunk, **options)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: [telephony]: {str(exc)[:200]}") from None

@@ -143,7 +143,10 @@ def connect(
         )  # fmt: skip
         missing = [
             name
-            for name, port in (("telephony", telephony), ("registry", registry))
+            for name, port in (
+                ("telephony", telephony if settings.sip is None else "sip"),
+                ("registry", registry),
+            )
             if port is None
         ]
         if missing:
@@ -155,6 +158,15 @@ def connect(
                 mask_url(target),
                 " and ".join(missing),
             )
+    limits = call_limits if call_limits is not None else settings.call_limits
+    if telephony is None and settings.sip is not None:
+        try:
+            telephony = _sip_switch(settings, store, keys, the_clock, limits)
+        except BaseException:
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()
+            raise
     engine = MoveCar(
         store=store,
         registry=registry if registry is not None else InMemoryVehicleRegistry(),
@@ -167,9 +179,44 @@ def connect(
         policy=case_policy,
         dispatch=chosen,
         term=term,
-        call_limits=call_limits,
+        call_limits=limits,
     )
     return engine
+
+
+def _sip_switch(
+    settings: Settings, store: CaseStore, keys: Any, clock: Clock, limits: CallLimits | None
+) -> Telephony:
+    """The SIP switch of ``[telephony]``, its recordings put into the encrypted store of
+    ``[recordings]`` with their SHA-256 in the case's evidence (二(四) "坐席录音").
+
+    A deployment that calls owners keeps what was said: SIP without a recordings folder
+    is refused, not run with recordings left unencrypted in a working folder.
+    """
+    from movecar_adapters.crypto import KeyRing
+    from movecar_adapters.recordings_fs import FileRecordingStore
+    from movecar_adapters.sip import SipTelephony, into_store
+    from movecar_adapters.sql.store import SqlStore
+
+    assert settings.sip is not None
+    root = settings.recordings_dir
+    if root is None:
+        raise ConfigError(
+            "telephony.kind = 'sip' records every call (二(四)): set recordings.dir in "
+            "movecar.toml or MOVECAR_RECORDINGS to the folder that keeps them"
+        )
+    if not root.is_dir():
+        raise ConfigError(f"recordings folder {str(root)[:200]!r} does not exist")
+    if isinstance(store, SqlStore):
+        files = FileRecordingStore(root, store.keys, evidence=store, clock=clock)
+    else:  # memory: no evidence to write into, the audio still encrypted
+        if keys is None and settings.keys_spec is None:
+            raise ConfigError("recordings are encrypted at rest: set MOVECAR_KEYS or keys.file")
+        ring = keys if keys is not None else KeyRing.from_config(settings.keys_spec or "")
+        files = FileRecordingStore(root, ring, clock=clock)
+    return SipTelephony(
+        settings.sip, limits=limits, clock=clock, on_recording=into_store(files, clock)
+    )
 
 
 def _dispatch(given: Dispatch | str | None, settings: Settings) -> Dispatch:
