@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sip_support import Sipp, require_tools
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED = {
@@ -14,6 +16,7 @@ EXPECTED = {
     "own_adapters.py": "escalated_to_110",
     "host_property_suite.py": "kept every invariant",
     "bulk_import.py": "audit: 20000 cases, 100000 events, all verify",
+    "sip_call.py": "recording kept:",
 }
 
 
@@ -23,14 +26,27 @@ def test_every_example_is_listed() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_runs(name: str, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
-        cwd=tmp_path,  # examples must not depend on the working directory
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    argv, env, phone = [sys.executable, str(EXAMPLES / name)], dict(os.environ), None
+    if name == "sip_call.py":  # a real call: sipp is the owner's phone
+        require_tools()
+        phone = Sipp("contract.xml", tmp_path / "sipp", calls=1, HOLD_MS=8000)
+        argv.append("13912345678")
+        env["MOVECAR_SIP_TRUNK"] = phone.trunk
+        for name_ in ("MOVECAR_CONFIG", "MOVECAR_RECORDINGS"):
+            env.pop(name_, None)
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=tmp_path,  # examples must not depend on the working directory
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        if phone is not None:
+            phone.stop()
     assert done.returncode == 0, done.stderr
     assert EXPECTED[name] in done.stdout
 
