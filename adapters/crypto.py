@@ -31,12 +31,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import re
 from collections.abc import Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from movecar_core.errors import MoveCarError
 
@@ -92,6 +96,8 @@ BOUND = "~1:"
 #: First part of a bound token's associated data: the format, so a future format 2 and
 #: format 1 can never share associated data.
 _AAD_FORMAT = b"movecar/aad/1\x00"
+#: The HKDF info of every blind-index key (the purpose follows): never an AES-GCM key.
+_INDEX_INFO = b"movecar/blind-index/1\x00"
 
 
 def place(case_id: str, version: int, type_name: str, field: str) -> str:
@@ -142,6 +148,8 @@ class KeyRing:
             self._keys[key_id] = AESGCM(raw)
             self._entries.append((key_id, base64.urlsafe_b64encode(raw).decode()))
         self._current_id: str = keys[0][0]
+        #: (key id, purpose) -> the HMAC key of blind indexes derived from that key
+        self._index_keys: dict[tuple[str, str], bytes] = {}
         # What every write needs, looked up once: the token prefix, the key, and the start
         # of the associated data (the place is appended per value: one bytes concatenation).
         self._writer = (
@@ -199,6 +207,41 @@ class KeyRing:
     def current_id(self) -> str:
         """The id of the newest key, the one new writes use."""
         return self._current_id
+
+    def blind_indexes(self, value: str, purpose: str) -> list[tuple[str, str]]:
+        """``(key id, index)`` of ``value`` under every key of the ring, newest first: the
+        index is HMAC-SHA256 (hex) of ``value`` under a key derived from that data key for
+        ``purpose`` (HKDF-SHA256, info ``movecar/blind-index/1`` and the purpose).
+
+        A keyed blind index: equal values give equal indexes, so a table can count or
+        find a value without holding it; without the key, an index does not tell the value
+        (a phone number, whose few billion possibilities a plain hash would not hide). Each
+        purpose has its own derived key, never the data key itself. Under the newest key
+        first: new rows use it, and rows indexed under an older key are still found while
+        that key is in the ring.
+        """
+        data = value.encode("utf-8")
+        return [
+            (key_id, hmac.new(self._index_key(key_id, purpose), data, hashlib.sha256).hexdigest())
+            for key_id in self._keys
+        ]
+
+    def blind_index(self, value: str, purpose: str) -> str:
+        """:meth:`blind_indexes` under the newest key only (what a new row stores)."""
+        digest = hmac.new(
+            self._index_key(self._current_id, purpose), value.encode("utf-8"), hashlib.sha256
+        )
+        return digest.hexdigest()
+
+    def _index_key(self, key_id: str, purpose: str) -> bytes:
+        found = self._index_keys.get((key_id, purpose))
+        if found is None:
+            raw = base64.urlsafe_b64decode(dict(self._entries)[key_id])
+            found = HKDF(
+                algorithm=SHA256(), length=32, salt=None, info=_INDEX_INFO + purpose.encode()
+            ).derive(raw)
+            self._index_keys[(key_id, purpose)] = found
+        return found
 
     def encrypt(self, plaintext: str, where: str) -> str:
         """``plaintext`` sealed under the newest key and bound to ``where`` (:func:`place`).

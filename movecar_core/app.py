@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from movecar_core import memory
-from movecar_core.calendar import SHANGHAI
+from movecar_core.calendar import SHANGHAI, WorkingDayCalendar
 from movecar_core.calls import (
     CallEvent,
     CallEventRefused,
@@ -107,6 +107,7 @@ from movecar_core.ports import (
 )
 from movecar_core.pricing import TierMode, settle_year
 from movecar_core.reports import MonthSettlement, ReportStore
+from movecar_core.requesters import RequesterPolicy
 from movecar_core.settlement import ServiceMonth, SettlementRules, monthly_deadlines
 from movecar_core.term import ContractTerm
 from movecar_core.text import check_text, one_line, text_problem
@@ -222,6 +223,7 @@ class MoveCar:
         dispatch: Dispatch = Dispatch.INLINE,
         term: ContractTerm | None = None,
         call_limits: CallLimits | None = None,
+        calendar: WorkingDayCalendar | None = None,
     ) -> None:
         if not isinstance(dispatch, Dispatch):
             raise InvalidCommand("dispatch", dispatch, "not a Dispatch")
@@ -251,6 +253,11 @@ class MoveCar:
         #: against the switch's count before a call is recorded. None: the engine asks
         #: nothing, and only the switch's own cap (if it has one) refuses a dial.
         self.call_limits = call_limits
+        if calendar is not None and not isinstance(calendar, WorkingDayCalendar):
+            raise InvalidCommand("calendar", type(calendar).__name__, "not a WorkingDayCalendar")
+        #: The working days of every deadline (三): the library's table and the years an
+        #: operator added from the State Council's notices (``[calendar]`` in movecar.toml).
+        self.calendar = calendar if calendar is not None else WorkingDayCalendar.default()
         #: The service years granted so far (一(三)); renewals are Party A's decision.
         self.term: ContractTerm = term if term is not None else ContractTerm.start(contract)
         #: The store, when it keeps each case's record beside its events (the in-memory
@@ -299,6 +306,7 @@ class MoveCar:
         *,
         contract: Contract = WUJIN_114_2024,
         policy: CasePolicy | None = None,
+        requesters: RequesterPolicy | None = None,
     ) -> MoveCar:
         """An engine on fresh, complete in-memory adapters (:mod:`movecar_core.memory`).
 
@@ -306,11 +314,15 @@ class MoveCar:
         the owners' phone numbers. ``clock`` defaults to a
         :class:`~movecar_core.clock.ManualClock` at the contract's first day, 08:00: the
         core never reads the wall clock, so time moves when you advance it. For wall-clock
-        time use ``movecar_adapters.connect("memory://")``.
+        time use ``movecar_adapters.connect("memory://")``. ``requesters``: the requester
+        limits and block list the store enforces (:mod:`movecar_core.requesters`; default
+        none).
         """
         the_clock = clock or ManualClock()
         return cls(
-            store=memory.InMemoryCaseStore(clock=the_clock, contract=contract),
+            store=memory.InMemoryCaseStore(
+                clock=the_clock, contract=contract, requesters=requesters
+            ),
             registry=memory.InMemoryVehicleRegistry(owners),
             telephony=memory.InMemoryTelephony(clock=the_clock),
             clock=the_clock,
@@ -585,7 +597,9 @@ class MoveCar:
             ytd_after=line.ytd_after,
             unit_price=line.unit_price,
             provisional_fee=line.provisional_fee,
-            deadlines=monthly_deadlines(month, SettlementRules(contract=self.contract)),
+            deadlines=monthly_deadlines(
+                month, SettlementRules(contract=self.contract, calendar=self.calendar)
+            ),
             report=report,
             recorded_at=now,
             annual_fee=annual,

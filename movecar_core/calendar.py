@@ -264,6 +264,25 @@ class WorkingDayCalendar:
             sources=MappingProxyType(sources),
         )
 
+    def with_notice(self, notice: YearNotice) -> WorkingDayCalendar:
+        """A calendar that also covers ``notice.year`` (:meth:`with_year` with the notice's
+        days). A year the calendar covers already is refused with
+        :class:`InvalidCalendarNotice` unless the notice says ``replace``."""
+        if not isinstance(notice, YearNotice):
+            raise InvalidInput(f"notice={_shown(notice)} is not a YearNotice")
+        if notice.year in self.covered_years and not notice.replace:
+            raise InvalidCalendarNotice(
+                f"year {notice.year} is covered already ({self.sources.get(notice.year)}): "
+                "set replace = true in the year file to replace it"
+            )
+        return self.with_year(
+            notice.year,
+            holidays=notice.holidays,
+            workdays=notice.workdays,
+            notice=notice.notice,
+            replace=notice.replace,
+        )
+
     @staticmethod
     def _entries(field: str, year: int, days: object) -> dict[dt.date, str]:
         if isinstance(days, (str, bytes)) or not isinstance(days, Iterable):
@@ -279,6 +298,218 @@ class WorkingDayCalendar:
                 raise InvalidInput(f"{field}: {checked} is not in or next to year {year}")
             named[checked] = str(name)
         return named
+
+
+class InvalidCalendarNotice(InvalidInput):
+    """A year of the working-day calendar, as an operator wrote it from the State Council's
+    notice (:meth:`YearNotice.from_toml`), that cannot be used: not TOML, an unknown key, a
+    date outside its year, a day both a holiday and a make-up working day, a period whose
+    length is not the notice's "共 N 天", a year already covered without ``replace``."""
+
+
+#: Longest State Council notice title kept with a year.
+MAX_NOTICE = 300
+#: Longest holiday name (元旦, 春节, 中秋节、国庆节...).
+MAX_HOLIDAY_NAME = 20
+#: Longest holiday period a notice has set is 10 days (春节 2020, extended): a longer one
+#: is a typo in a date.
+MAX_PERIOD_DAYS = 15
+#: Largest year file read: a notice is a page.
+MAX_NOTICE_BYTES = 64_000
+
+_NOTICE_KEYS = frozenset({"year", "notice", "replace", "holiday"})
+_HOLIDAY_KEYS = frozenset({"name", "from", "to", "days", "workdays"})
+
+
+@attrs.frozen
+class YearNotice:
+    """One year's 国务院办公厅关于部分节假日安排的通知, as data: its days off and its make-up
+    working days (调休上班), each named by its holiday.
+
+    Built with :meth:`from_toml` (the form ``movecar calendar add`` installs, documented in
+    ``docs/calendar.md``) and added to a calendar with
+    :meth:`WorkingDayCalendar.with_notice`. Every date is in ``year``; ``replace`` says the
+    notice replaces a year the calendar already covers (refused otherwise).
+    """
+
+    year: int
+    notice: str
+    holidays: Mapping[dt.date, str]
+    workdays: Mapping[dt.date, str]
+    replace: bool = False
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "calendar file") -> YearNotice:
+        """Parse and check a year file (``source`` names it in messages)::
+
+            year = 2026
+            notice = "国务院办公厅关于2026年部分节假日安排的通知"
+
+            [[holiday]]
+            name = "元旦"
+            from = 2026-01-01          # the first day off (a TOML date)
+            to = 2026-01-03            # the last day off (default: from)
+            days = 3                   # the notice's "共 3 天" (optional, checked)
+            workdays = [2026-01-04]    # its make-up working days (调休上班), if any
+
+        Raises :class:`InvalidCalendarNotice` naming the file and the key.
+        """
+        import tomllib  # the standard library's parser: no I/O, the text is given
+
+        if not isinstance(text, str):
+            raise InvalidCalendarNotice(f"{source}: expected text, got {type(text).__name__}")
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_NOTICE_BYTES:
+            raise InvalidCalendarNotice(f"{source}: larger than {MAX_NOTICE_BYTES:,} bytes")
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidCalendarNotice(f"{source}: not valid TOML ({exc})") from None
+        return cls.from_mapping(data, source=source)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object], *, source: str = "notice") -> YearNotice:
+        """:meth:`from_toml` on what ``tomllib`` made of the file."""
+        where = source
+        if not isinstance(data, Mapping):
+            raise InvalidCalendarNotice(f"{where}: expected a table of keys")
+        unknown = sorted(str(k) for k in data if k not in _NOTICE_KEYS)
+        if unknown:
+            known = ", ".join(sorted(_NOTICE_KEYS))
+            raise InvalidCalendarNotice(
+                f"{where}: unknown key {unknown[0][:40]!r} (known: {known})"
+            )
+        year = data.get("year")
+        if isinstance(year, bool) or not isinstance(year, int) or not 1949 <= year <= 9998:
+            raise InvalidCalendarNotice(f"{where}: year={_shown(year)} must be a year, e.g. 2027")
+        notice = data.get("notice")
+        if not isinstance(notice, str) or not notice.strip():
+            raise InvalidCalendarNotice(
+                f"{where}: notice must name the State Council notice, e.g. "
+                f"'国务院办公厅关于{year}年部分节假日安排的通知'"
+            )
+        if len(notice) > MAX_NOTICE or not notice.isprintable():
+            raise InvalidCalendarNotice(
+                f"{where}: notice must be one line of at most {MAX_NOTICE} characters"
+            )
+        replace = data.get("replace", False)
+        if not isinstance(replace, bool):
+            raise InvalidCalendarNotice(f"{where}: replace={_shown(replace)} must be true or false")
+        periods = data.get("holiday")
+        if not isinstance(periods, list) or not periods:
+            raise InvalidCalendarNotice(
+                f"{where}: no [[holiday]]: a notice gives at least one holiday period"
+            )
+        holidays: dict[dt.date, str] = {}
+        workdays: dict[dt.date, str] = {}
+        for index, period in enumerate(periods, start=1):
+            _holiday(period, f"{where}: holiday {index}", year, holidays, workdays)
+        both = sorted(set(holidays) & set(workdays))
+        if both:
+            raise InvalidCalendarNotice(
+                f"{where}: {both[0]} is both a holiday ({holidays[both[0]]}) and a make-up "
+                f"working day ({workdays[both[0]]})"
+            )
+        return cls(
+            year,
+            notice.strip(),
+            MappingProxyType(dict(sorted(holidays.items()))),
+            MappingProxyType(dict(sorted(workdays.items()))),
+            replace,
+        )
+
+
+def _shown(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:39] + "…"
+
+
+def _notice_date(value: object, where: str, year: int) -> dt.date:
+    """A date of a notice: a TOML date (or its ISO text), in the notice's year."""
+    if isinstance(value, str):
+        try:
+            parsed = dt.date.fromisoformat(value)
+        except ValueError:
+            raise InvalidCalendarNotice(f"{where}={_shown(value)}: not a date YYYY-MM-DD") from None
+        if parsed.isoformat() != value:
+            raise InvalidCalendarNotice(f"{where}={_shown(value)}: write the date YYYY-MM-DD")
+        value = parsed
+    if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
+        raise InvalidCalendarNotice(f"{where}={_shown(value)}: not a date (write 2027-01-01)")
+    if value.year != year:
+        raise InvalidCalendarNotice(f"{where}={value}: not in {year}, the notice's year")
+    return value
+
+
+def _holiday(
+    period: object,
+    where: str,
+    year: int,
+    holidays: dict[dt.date, str],
+    workdays: dict[dt.date, str],
+) -> None:
+    """Check one ``[[holiday]]`` and add its days to ``holidays`` and ``workdays``."""
+    if not isinstance(period, Mapping):
+        raise InvalidCalendarNotice(f"{where}: must be a table ([[holiday]])")
+    unknown = sorted(str(k) for k in period if k not in _HOLIDAY_KEYS)
+    if unknown:
+        raise InvalidCalendarNotice(
+            f"{where}: unknown key {unknown[0][:40]!r} (known: {', '.join(sorted(_HOLIDAY_KEYS))})"
+        )
+    name = period.get("name")
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or len(name) > MAX_HOLIDAY_NAME
+        or not name.isprintable()
+    ):
+        raise InvalidCalendarNotice(
+            f"{where}: name must be the holiday's name (元旦, 春节...), one line of at most "
+            f"{MAX_HOLIDAY_NAME} characters"
+        )
+    name = name.strip()
+    where = f"{where} ({name})"
+    if "from" not in period:
+        raise InvalidCalendarNotice(f"{where}: from (its first day off) is missing")
+    first = _notice_date(period["from"], f"{where}: from", year)
+    last = _notice_date(period.get("to", first), f"{where}: to", year)
+    if last < first:
+        raise InvalidCalendarNotice(f"{where}: to={last} is before from={first}")
+    length = (last - first).days + 1
+    if length > MAX_PERIOD_DAYS:
+        raise InvalidCalendarNotice(
+            f"{where}: {length} days off from {first} to {last}; no notice gives more than "
+            f"{MAX_PERIOD_DAYS} (a typo in a date?)"
+        )
+    days = period.get("days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int)):
+        raise InvalidCalendarNotice(f"{where}: days={_shown(days)} must be a whole number")
+    if days is not None and days != length:
+        raise InvalidCalendarNotice(
+            f"{where}: days={days} (the notice's 共 {days} 天), but {first} to {last} is "
+            f"{length} days"
+        )
+    for offset in range(length):
+        day = first + dt.timedelta(days=offset)
+        if day in holidays:
+            raise InvalidCalendarNotice(
+                f"{where}: {day} is a day off of {holidays[day]} already (periods overlap)"
+            )
+        holidays[day] = name
+    made = period.get("workdays", [])
+    if not isinstance(made, list):
+        raise InvalidCalendarNotice(f"{where}: workdays must be a list of dates")
+    for item in made:
+        day = _notice_date(item, f"{where}: workdays", year)
+        if day.weekday() < _SATURDAY:
+            raise InvalidCalendarNotice(
+                f"{where}: workdays: {day} is a {day:%A}; a make-up working day (调休上班) is "
+                "a Saturday or Sunday"
+            )
+        if day in workdays:
+            raise InvalidCalendarNotice(
+                f"{where}: workdays: {day} is a make-up working day of {workdays[day]} already"
+            )
+        workdays[day] = name
 
 
 def _load_default() -> WorkingDayCalendar:

@@ -28,7 +28,7 @@ from movecar_core.calls import (
     TransferRequest,
     rank,
 )
-from movecar_core.case import CaseRecord, Event
+from movecar_core.case import CaseOpened, CaseRecord, Event
 from movecar_core.clock import ManualClock
 from movecar_core.codec import CanonicalEncoder
 from movecar_core.contract import WUJIN_114_2024, Contract
@@ -58,6 +58,7 @@ from movecar_core.reports import (
     check_settlement,
     next_report,
 )
+from movecar_core.requesters import RequesterBook, RequesterBookStore, RequesterPolicy
 from movecar_core.retention import purge_time, retention_due
 from movecar_core.settlement import ServiceMonth
 from movecar_core.text import event_text_problem
@@ -93,7 +94,7 @@ class _OutboxRow:
     attempts: int = 0
 
 
-class InMemoryCaseStore:
+class InMemoryCaseStore(RequesterBookStore):
     """Event streams in a dict, appended under a lock with optimistic concurrency, and
     their outbox (:class:`~movecar_core.outbox.OutboxStore`), planned in the same step.
 
@@ -120,6 +121,7 @@ class InMemoryCaseStore:
         clock: Clock | None = None,
         lease: dt.timedelta = dt.timedelta(minutes=2),
         contract: Contract = WUJIN_114_2024,
+        requesters: RequesterPolicy | None = None,
     ) -> None:
         self.effects = effects or EffectPolicy()
         self.clock = clock
@@ -139,6 +141,9 @@ class InMemoryCaseStore:
         self._reports: list[MonthlyReport] = []
         self._settlements: dict[ServiceMonth, RecordedSettlement] = {}
         self._lock = threading.Lock()
+        # The requester limits and block list (None: neither), checked under _lock with
+        # the append that opens a case (movecar_core.requesters).
+        self._requester_book = RequesterBook(requesters, self._now)
 
     def load(self, case_id: str) -> Sequence[Event]:
         return self.load_folded(case_id)[0]
@@ -194,6 +199,9 @@ class InMemoryCaseStore:
                 before=None if before is None else before.state,
                 after=record.state,
             )
+            if before is None and type(opened := events[0]) is CaseOpened:
+                # the last check: a request it admits is counted, and appended below
+                self._requester_book.admit(opened.requester_phone, opened.at)
             self._cases[case_id] = (*stream, *events), record
             keys = self._by_case.get(case_id)
             if todo.cancel and keys:
@@ -328,7 +336,10 @@ class InMemoryCaseStore:
 
     def _now(self) -> dt.datetime:
         if self.clock is None:
-            raise InvalidInput("claim(now=None) needs InMemoryCaseStore(clock=...)")
+            raise InvalidInput(
+                "InMemoryCaseStore(clock=...) is needed to claim without now= and to date "
+                "changes to the requester block list"
+            )
         return self.clock.now()
 
     # --- monthly reports and settlements (三) ---------------------------------------------
@@ -352,7 +363,12 @@ class InMemoryCaseStore:
                 for case_id, x in self._tombstones.items()
                 if start <= x.opened_at < end
             ]
-            report = next_report(self._reports[-1] if self._reports else None, month, opened)
+            report = next_report(
+                self._reports[-1] if self._reports else None,
+                month,
+                opened,
+                refusals=self._requester_book.refusals(month),
+            )
             self._reports.append(report)
             return report
 

@@ -25,6 +25,7 @@ from movecar_core.errors import MonthAlreadyReported, SettlementError
 from movecar_core.integrity import GENESIS, chain_hash, report_digest
 from movecar_core.ledger import TreeHead
 from movecar_core.pricing import TierMode
+from movecar_core.requesters import RefusalCounts
 from movecar_core.settlement import MonthlyDeadlines, ServiceMonth
 from movecar_core.term import ServiceYear
 
@@ -37,16 +38,21 @@ def report_hash(
     digest: str,
     *,
     tree: TreeHead | None = None,
+    refusals: RefusalCounts | None = None,
 ) -> str:
     """A monthly report's hash, chained to the previous report's (stored: never change).
 
     With a ``tree`` (the evidence ledger's head when the report was written, which covers
     every record of the month) the hash covers it too; a report from a store without a
-    ledger hashes as reports always did.
+    ledger hashes as reports always did. So do ``refusals`` (the requests refused in the
+    month, :mod:`movecar_core.requesters`): a report written before stores counted them
+    has none, and hashes as it did when it was sealed.
     """
     body: dict[str, object] = {"inbound": inbound, "billable": billable, "digest": digest}
     if tree is not None:
         body.update(tree_size=tree.size, tree_root=tree.root)
+    if refusals is not None:
+        body["refused"] = refusals.as_dict()
     return chain_hash(previous, "report", 0, str(month), body)
 
 
@@ -67,6 +73,9 @@ class MonthlyReport:
     hash: str
     #: The evidence ledger's tree head when it was written (None: a store without one).
     tree: TreeHead | None = None
+    #: Requests refused in the month by the requester limits (None: written before the
+    #: stores counted them, schema 0007; such a report still verifies as it was sealed).
+    refusals: RefusalCounts | None = None
 
 
 def next_report(
@@ -74,9 +83,11 @@ def next_report(
     month: ServiceMonth,
     opened: Iterable[tuple[str, str]],
     tree: TreeHead | None = None,
+    refusals: RefusalCounts | None = None,
 ) -> MonthlyReport:
     """The report of ``month`` after ``previous`` (None: the first), from the ``(case id,
-    hash of its CaseOpened)`` of every case opened in the month.
+    hash of its CaseOpened)`` of every case opened in the month, and the requests refused
+    in it (``refusals``, sealed into the report's hash).
 
     三 "乙方每月 ... 提供上月 ... 报表": one report a month, none skipped, so a deleted
     report leaves a gap an audit can name. Raises :class:`MonthAlreadyReported` for a
@@ -100,8 +111,9 @@ def next_report(
         count,
         digest,
         before,
-        report_hash(before, month, count, count, digest, tree=tree),
+        report_hash(before, month, count, count, digest, tree=tree, refusals=refusals),
         tree,
+        refusals,
     )
 
 

@@ -35,6 +35,7 @@ from movecar_adapters.signing import PublicKey
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.audit_cases import CaseRules, Finding
 from movecar_adapters.sql.audit_pool import CaseChecks, choose_workers
+from movecar_adapters.sql.evidence import stored_refusals
 from movecar_adapters.sql.ledger_audit import (
     Anchor,
     Digests,
@@ -46,6 +47,7 @@ from movecar_adapters.sql.ledger_audit import (
     given_checkpoints,
     stored_checkpoints,
 )
+from movecar_adapters.sql.requesters import refusals_in
 from movecar_adapters.sql.store import SqlStore
 from movecar_core.errors import InvalidInput, MoveCarError
 from movecar_core.integrity import GENESIS, report_digest
@@ -261,6 +263,7 @@ def _check_reports(store: SqlStore, expect: Mapping[str, str]) -> tuple[list[Fin
                     gap = gap.previous()
             seen.add(rep.month)
             tree = None if rep.tree_size is None else TreeHead(int(rep.tree_size), rep.tree_root)
+            refusals = stored_refusals(rep)
             if rep.hash != report_hash(
                 rep.previous_hash,
                 month,
@@ -268,8 +271,18 @@ def _check_reports(store: SqlStore, expect: Mapping[str, str]) -> tuple[list[Fin
                 rep.billable_calls,
                 rep.digest,
                 tree=tree,
+                refusals=refusals,
             ):
                 out.append(Finding("report", rep.month, "stored report does not match its hash"))
+            if refusals is not None and refusals != refusals_in(conn, month):
+                out.append(
+                    Finding(
+                        "report",
+                        rep.month,
+                        f"refused requests {refusals.as_dict()}, the store now holds "
+                        f"{refusals_in(conn, month).as_dict()}",
+                    )
+                )
             if digest != rep.digest:
                 out.append(
                     Finding("report", rep.month, "the events it counts changed (digest differs)")

@@ -23,6 +23,7 @@ from movecar_adapters.sql.writes import write_transaction
 from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.outbox import EffectPolicy
 from movecar_core.ports import Clock
+from movecar_core.requesters import RequesterPolicy
 
 T = TypeVar("T")
 
@@ -68,6 +69,7 @@ class StoreBase:
         lease: dt.timedelta = dt.timedelta(minutes=2),
         check_schema: bool = True,
         ledger: bool = True,
+        requesters: RequesterPolicy | None = None,
     ) -> None:
         self.engine = make_engine(engine) if isinstance(engine, str) else engine
         self.keys = keys
@@ -81,6 +83,11 @@ class StoreBase:
         #: Write a ledger leaf with every evidentiary record (off only to measure its cost:
         #: an audit of such a database finds every record without its leaf).
         self.ledger = ledger
+        if requesters is not None and not isinstance(requesters, RequesterPolicy):
+            raise StorageInputError("requesters", requesters, "must be a RequesterPolicy")
+        #: The requester limits and block list enforced when a case is opened (None:
+        #: neither; :mod:`movecar_adapters.sql.requesters`).
+        self.requesters = requesters
         if check_schema:
             have, want = current_revision(self.engine), head_revision()
             if have != want:

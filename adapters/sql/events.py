@@ -25,8 +25,9 @@ from movecar_adapters.sql.base import (
 from movecar_adapters.sql.bulk import InlineWriter, Part, ProcessWriter
 from movecar_adapters.sql.effects import OUTBOX_COLUMNS, cancel_timers, effect_rows
 from movecar_adapters.sql.errors import StorageError, StorageInputError
-from movecar_adapters.sql.ledger import CHECKPOINT_AT, LEAF_COLUMNS, LedgerRecorder, leaf_row
+from movecar_adapters.sql.ledger import CHECKPOINT_AT, LEAF_COLUMNS, leaf_row
 from movecar_adapters.sql.prepared import Runner, Statement
+from movecar_adapters.sql.requesters import RequesterRecorder
 from movecar_adapters.sql.writes import Row
 from movecar_core.case import (
     EVENT_TYPES,
@@ -54,6 +55,7 @@ from movecar_core.integrity import (
 from movecar_core.ledger import BackdatedRecord, event_leaf
 from movecar_core.machine import CorruptHistory, advanced, fold
 from movecar_core.outbox import TIMERS, Plan, may_be_pending, plan
+from movecar_core.requesters import RequesterRefused
 
 #: Personal data encrypted at rest (七(三)), per stored event type.
 PII_FIELDS: dict[str, tuple[str, ...]] = {
@@ -246,7 +248,7 @@ class _Start:
 KNOWN_RECORDS = 1024
 
 
-class EventRecorder(LedgerRecorder):
+class EventRecorder(RequesterRecorder):
     """Event streams and their projections (state rows, the owner look-up log).
 
     One ``append`` is one transaction that
@@ -465,7 +467,7 @@ class EventRecorder(LedgerRecorder):
             raise StorageInputError("expected_version", expected_version, "must be an int >= 0")
         prepared = self.prepare(case_id, events, expected_version + 1)
         try:
-            return self.command_path.transaction(
+            done = self.command_path.transaction(
                 lambda run: self._append(run, case_id, prepared, expected_version)
             )
         except ConcurrencyConflict:
@@ -477,10 +479,13 @@ class EventRecorder(LedgerRecorder):
             if actual != expected_version:
                 raise ConcurrencyConflict(case_id, expected_version, actual) from exc
             raise StorageError(f"case {case_id}: {exc.orig}") from exc
+        if isinstance(done, RequesterRefused):
+            raise done  # committed: the refusal counted, nothing opened
+        return done
 
     def _append(
         self, run: Runner, case_id: str, prepared: Prepared, expected: int
-    ) -> tuple[CaseRecord, Plan]:
+    ) -> tuple[CaseRecord, Plan] | RequesterRefused:
         new = prepared.events
         known = self._known_records.get(case_id) if self.dialect == "sqlite" else None
         swap = known is not None and expected > 0 and known[0] == expected
@@ -495,6 +500,12 @@ class EventRecorder(LedgerRecorder):
                 swap = False  # refused below, after the checks a refusal comes after
         if not swap:
             start = self._locked_start(run, case_id, new, expected)
+        if expected == 0 and self.requesters is not None and type(new[0]) is CaseOpened:
+            # The requester limits, before anything of the case is written: a refusal
+            # commits its count alone (movecar_adapters.sql.requesters).
+            refused = self._admit_requester(run, case_id, new[0])
+            if refused is not None:
+                return refused
         record, previous_hash = start.record, start.previous_hash
         hashes = self._chain(prepared, expected + 1, previous_hash)
         head = hashes[-1]

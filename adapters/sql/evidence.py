@@ -15,6 +15,7 @@ from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import check_case_id, check_text
 from movecar_adapters.sql.errors import StorageError, StorageInputError
 from movecar_adapters.sql.ledger import LedgerRecorder
+from movecar_adapters.sql.requesters import refusals_in
 from movecar_core.errors import CasePurged
 from movecar_core.ledger import TreeHead, recording_leaf, report_leaf, settlement_leaf
 from movecar_core.reports import (
@@ -23,6 +24,7 @@ from movecar_core.reports import (
     check_settlement,
     next_report,
 )
+from movecar_core.requesters import RefusalCounts
 from movecar_core.settlement import ServiceMonth
 
 CENT = Decimal("0.01")
@@ -191,7 +193,10 @@ class EvidenceRecorder(LedgerRecorder):
                 # report then commits Party A to the whole ledger, not just its digest.
                 self._guard(conn, f"report {month}", [at])
                 tree = self._sequence_all(conn)
-            report = next_report(previous, month, ((x.case_id, x.opened_hash) for x in items), tree)
+            refusals = refusals_in(conn, month)  # sealed into the report's hash
+            report = next_report(
+                previous, month, ((x.case_id, x.opened_hash) for x in items), tree, refusals
+            )
             conn.execute(
                 r.insert(),
                 {
@@ -204,6 +209,9 @@ class EvidenceRecorder(LedgerRecorder):
                     "created_at": at,
                     "tree_size": None if tree is None else tree.size,
                     "tree_root": None if tree is None else tree.root,
+                    "refused_blocked": refusals.blocked,
+                    "refused_daily_limit": refusals.daily_limit,
+                    "refused_monthly_limit": refusals.monthly_limit,
                 },
             )
             self._add_leaves(conn, [report_leaf(str(month), at, report.hash)])
@@ -304,4 +312,16 @@ def _report(row: Any) -> MonthlyReport:
         row.previous_hash,
         row.hash,
         tree,
+        stored_refusals(row),
+    )
+
+
+def stored_refusals(row: Any) -> RefusalCounts | None:
+    """The refusals a stored report counted (None: written before schema 0007)."""
+    if row.refused_blocked is None:
+        return None
+    return RefusalCounts(
+        int(row.refused_blocked),
+        int(row.refused_daily_limit or 0),
+        int(row.refused_monthly_limit or 0),
     )

@@ -18,7 +18,7 @@ from movecar_adapters.sql.base import check_case_id, check_text
 from movecar_adapters.sql.engine import READ_ONLY
 from movecar_adapters.sql.errors import StorageInputError
 from movecar_adapters.sql.events import PII_FIELDS
-from movecar_adapters.sql.ledger import LedgerRecorder
+from movecar_adapters.sql.requesters import RequesterRecorder
 from movecar_core.errors import CasePurged
 from movecar_core.integrity import GENESIS, canonical_json, chain_hash
 from movecar_core.ledger import legal_hold_leaf, purge_leaf
@@ -180,7 +180,7 @@ class PurgeResult:
     audio_removed: int = 0
 
 
-class RetentionRecorder(LedgerRecorder):
+class RetentionRecorder(RequesterRecorder):
     """Key rotation (七(三)), legal holds and the 3-year retention purge (二(四))."""
 
     # --- key rotation (七(三)) ------------------------------------------------------------
@@ -217,7 +217,8 @@ class RetentionRecorder(LedgerRecorder):
         self._write(
             lambda conn: conn.execute(self._kept_elsewhere(t.cases.update()).values(folded=None))
         )
-        return changed
+        # The block list's numbers are sealed too, and indexed under a key of the ring.
+        return changed + self._rekey_requesters()
 
     def rotation_pending(self, *, batch: int = 5000) -> int:
         """Stored phone values, and kept records, not bound under the newest key (0 after a
@@ -225,7 +226,8 @@ class RetentionRecorder(LedgerRecorder):
         phones = count_values(self.engine, self.keys.needs_rotation, batch=batch)
         with self._read() as conn:
             query = self._kept_elsewhere(sa.select(sa.func.count()).select_from(t.cases))
-            return phones + int(conn.execute(query).scalar_one())
+            kept = int(conn.execute(query).scalar_one())
+        return phones + kept + self._requesters_pending()
 
     def _kept_elsewhere(self, statement: Any) -> Any:
         """``statement`` limited to the state rows whose kept record is not sealed under
@@ -324,6 +326,8 @@ class RetentionRecorder(LedgerRecorder):
         if dry_run:
             return PurgeResult(True, note, tuple(todo), held, ())
         removed = 0 if recordings is None else self.purge_audio(recordings)
+        # Requester counts of past months count against nothing: they go with each purge.
+        self._prune_requester_counts(at)
         purged: list[str] = []
         audio: list[str] = []
         for case_id in todo:

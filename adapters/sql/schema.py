@@ -203,6 +203,11 @@ monthly_reports = sa.Table(
     #: the ledger's tree head when the report was written (covers every record of its month)
     sa.Column("tree_size", sa.BigInteger, nullable=True),
     sa.Column("tree_root", sa.String(HASH_LENGTH), nullable=True),
+    #: requests refused in the month by reason (schema 0007; NULL: a report written
+    #: before, whose hash covers no refusals)
+    sa.Column("refused_blocked", sa.Integer, nullable=True),
+    sa.Column("refused_daily_limit", sa.Integer, nullable=True),
+    sa.Column("refused_monthly_limit", sa.Integer, nullable=True),
     **_MYSQL,
 )
 
@@ -320,5 +325,44 @@ checkpoints = sa.Table(
     sa.Column("issued_at", UTCDateTime, nullable=False),
     sa.Column("key_id", sa.String(16), nullable=False),
     sa.Column("signature", sa.String(88), nullable=False),
+    **_MYSQL,
+)
+
+#: Requests opened per requester number and period (a day "2025-03-14" or a month
+#: "2025-03"), by the number's keyed blind index (HMAC-SHA256 under a key derived from the
+#: data-encryption keys): no number is stored, and a count is one row, locked by the
+#: append that opens a case (movecar_adapters.sql.requesters).
+requester_counts = sa.Table(
+    "mc_requester_counts",
+    metadata,
+    sa.Column("requester_index", sa.String(HASH_LENGTH), primary_key=True),
+    sa.Column("period", sa.String(10), primary_key=True),
+    sa.Column("opened", sa.Integer, nullable=False),
+    **_MYSQL,
+)
+
+#: The block list: numbers found abusing the service, by blind index, with the number
+#: sealed (re-indexed by a key rotation) and masked (shown), and who blocked it, when, why.
+#: Every change is an access-log entry too (its ledger leaf makes it tamper-evident).
+requester_blocks = sa.Table(
+    "mc_requester_blocks",
+    metadata,
+    sa.Column("requester_index", sa.String(HASH_LENGTH), primary_key=True),
+    sa.Column("key_id", sa.String(24), nullable=False),
+    sa.Column("phone", sa.Text, nullable=False),
+    sa.Column("masked", sa.String(20), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("blocked_at", UTCDateTime, nullable=False),
+    **_MYSQL,
+)
+
+#: Requests refused per month and reason: what the monthly report seals.
+requester_refusals = sa.Table(
+    "mc_requester_refusals",
+    metadata,
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("reason", sa.String(16), primary_key=True),
+    sa.Column("refused", sa.Integer, nullable=False),
     **_MYSQL,
 )

@@ -335,8 +335,10 @@ class Simulation:
     """One run (see the module docstring): ``Simulation(scenario, seed, factory).run()``.
 
     ``factory(clock=..., registry=..., telephony=..., notifier=..., command_centre=...,
-    reminders=..., term=..., contract=..., policy=...)`` builds the engine on the store
-    under test (the composition root's ``connect`` with its URL does).
+    reminders=..., term=..., contract=..., policy=..., calendar=...)`` builds the engine
+    on the store under test (the composition root's ``connect`` with its URL does).
+    ``calendar`` (default: the library's table) must cover every year of the period and
+    the month after it; the engine's deadlines use the same one.
     """
 
     def __init__(
@@ -383,6 +385,7 @@ class Simulation:
             term=self._term(),
             contract=self.contract,
             policy=self.policy,
+            calendar=self.calendar,
         )
         self.rng = {
             name: random.Random(f"movecar-sim:{seed}:{name}")
@@ -401,7 +404,7 @@ class Simulation:
                 notifier=mc.notifier, command_centre=mc.command_centre,
                 reminders=mc.reminders, contract=mc.contract, policy=mc.policy,
                 max_retries=mc.max_retries, dispatch=mc.dispatch, term=mc.term,
-                call_limits=mc.call_limits,
+                call_limits=mc.call_limits, calendar=mc.calendar,
             )  # fmt: skip
         self.now = 0
         self.months = [MonthFigures(m) for m in _months(scenario)]
