@@ -3,7 +3,8 @@
 Each setting is taken from the first place that has it:
 
 1. the argument given to :func:`~movecar_adapters.connect` (or a CLI option);
-2. the environment: ``MOVECAR_DB_URL``, ``MOVECAR_KEYS``, ``MOVECAR_DISPATCH``;
+2. the environment: ``MOVECAR_DB_URL``, ``MOVECAR_KEYS``, ``MOVECAR_DISPATCH``,
+   ``MOVECAR_CALENDAR``;
 3. the configuration file: ``--config``/``config=``, else ``$MOVECAR_CONFIG``, else
    ``./movecar.toml`` when it exists (read with the standard library's ``tomllib``);
 4. the default: the embedded SQLite file ``movecar.db``, inline dispatch, the contract's
@@ -39,6 +40,14 @@ The file, all of it optional::
     [recordings]
     dir = "/var/lib/movecar/recordings"   # or $MOVECAR_RECORDINGS; needed with SIP (二(四))
 
+    [requesters]               # limits per requester number (default: the block list only)
+    per_day = 3                # requests opened a day (0: no daily limit); default 3
+    per_month = 5              # requests opened a month (0: no monthly limit); default 5
+
+    [calendar]                 # working-day years beyond the library's table (or
+    years = ["cal-2027.toml"]  # $MOVECAR_CALENDAR): State Council notices as year files
+    dir = "calendar"           # where `movecar calendar add` installs (default: calendar/)
+
 Keys are never read from the file itself, only from a file it names (kept with the
 permissions of a secret). Unknown sections and keys are refused, so a typo is an error,
 not a silently ignored setting.
@@ -57,8 +66,10 @@ import attrs
 
 from movecar_adapters.sip.telephony import SipConfig
 from movecar_core.app import Dispatch
+from movecar_core.calendar import InvalidCalendarNotice, WorkingDayCalendar
 from movecar_core.calls import CallLimits
 from movecar_core.errors import MoveCarError
+from movecar_core.requesters import RequesterPolicy
 
 ENV_URL = "MOVECAR_DB_URL"
 ENV_KEYS = "MOVECAR_KEYS"
@@ -94,6 +105,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "greeting_cache": str,
     },
     "recordings": {"dir": str},
+    "requesters": {"per_day": int, "per_month": int},
+    "calendar": {"years": list, "dir": str},
 }
 
 
@@ -122,6 +135,15 @@ class Settings:
     sip: SipConfig | None = None
     #: Where recordings are kept (二(四)), when configured.
     recordings_dir: Path | None = None
+    #: The requester limits of ``[requesters]`` (None: not configured; ``connect()`` then
+    #: enforces the block list alone).
+    requesters: RequesterPolicy | None = None
+    #: The working-day calendar: the library's table and the year files configured.
+    calendar: WorkingDayCalendar = attrs.field(factory=WorkingDayCalendar.default, repr=False)
+    #: The year files it was built from, in order.
+    calendar_files: tuple[Path, ...] = ()
+    #: Where ``movecar calendar add`` installs a year file (None: nowhere configured).
+    calendar_dir: Path | None = None
 
 
 def mask_url(url: str) -> str:
@@ -254,7 +276,61 @@ def load_settings(
         call_limits=_call_limits(engine, where),
         sip=_sip(telephony, env, path, where),
         recordings_dir=None if not folder else _relative(Path(folder), path),
+        requesters=_requesters(data, where),
+        **_calendar(data.get("calendar"), env, path, where),
     )
+
+
+def _requesters(data: Mapping[str, Any], where: str) -> RequesterPolicy | None:
+    """``[requesters]``: the policy's defaults for what is not set, 0 for no limit."""
+    if "requesters" not in data:
+        return None
+    table = data["requesters"]
+    given: dict[str, int | None] = {}
+    for name in ("per_day", "per_month"):
+        if name in table:
+            given[name] = table[name] or None
+    try:
+        return RequesterPolicy(**given)
+    except MoveCarError as exc:
+        raise ConfigError(f"{where}: [requesters]: {exc} (0 turns that limit off)") from None
+
+
+def _calendar(
+    table: Mapping[str, Any] | None, env: Mapping[str, str], config: Path | None, where: str
+) -> dict[str, Any]:
+    """The calendar of ``$MOVECAR_CALENDAR`` or ``[calendar]`` (movecar_adapters.calendar_files):
+    the library's table with the year files added, the files, and the install folder."""
+    from movecar_adapters.calendar_files import (
+        DEFAULT_DIR,
+        ENV_CALENDAR,
+        CalendarFileError,
+        load_calendar,
+        year_files,
+    )
+
+    table = table or {}
+    folder: Path | None
+    if env.get(ENV_CALENDAR):
+        entries = [Path(p) for p in env[ENV_CALENDAR].split(os.pathsep) if p.strip()]
+        folder = next((p for p in entries if p.is_dir()), None)
+        source = ENV_CALENDAR
+    else:
+        named = table.get("years", [])
+        if not all(isinstance(n, str) and n.strip() for n in named):
+            raise ConfigError(f"{where}: calendar.years must be a list of file names")
+        entries = [_relative(Path(n), config) for n in named]
+        base = config.parent if config is not None else Path()
+        folder = _relative(Path(table["dir"]), config) if "dir" in table else base / DEFAULT_DIR
+        if folder.is_dir():
+            entries.append(folder)
+        source = f"{where}: [calendar]"
+    try:
+        files = year_files(entries)
+        calendar = load_calendar(files)
+    except (CalendarFileError, InvalidCalendarNotice) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return {"calendar": calendar, "calendar_files": tuple(files), "calendar_dir": folder}
 
 
 def _relative(given: Path, config: Path | None) -> Path:

@@ -36,6 +36,7 @@ from movecar_adapters.config import (
     mask_url,
 )
 from movecar_core.app import Dispatch, MoveCar
+from movecar_core.calendar import WorkingDayCalendar
 from movecar_core.calls import CallLimits
 from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.machine import CasePolicy
@@ -57,6 +58,7 @@ from movecar_core.ports import (
     Telephony,
     VehicleRegistry,
 )
+from movecar_core.requesters import BLOCK_LIST_ONLY, RequesterPolicy
 from movecar_core.term import ContractTerm
 
 log = logging.getLogger("movecar")
@@ -94,6 +96,8 @@ def connect(
     effects: EffectPolicy | None = None,
     term: ContractTerm | None = None,
     call_limits: CallLimits | None = None,
+    requesters: RequesterPolicy | None = None,
+    calendar: WorkingDayCalendar | None = None,
     upgrade: bool | None = None,
     config: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -117,7 +121,11 @@ def connect(
     ``movecar db upgrade``). ``term``: the contract term with the renewals granted so far
     (default: the first service year of ``contract``). ``call_limits``: the caps on calls
     in flight per seat and in total (annex 2 十三(四); default
-    :class:`~movecar_core.calls.CallLimits`).
+    :class:`~movecar_core.calls.CallLimits`). ``requesters``: the requester limits the
+    store enforces when a case is opened (default ``[requesters]`` of ``movecar.toml``,
+    else :data:`~movecar_core.requesters.BLOCK_LIST_ONLY`: the block list, no limits).
+    ``calendar``: the working days of every deadline (default: the library's table with
+    the year files of ``[calendar]`` or ``$MOVECAR_CALENDAR``).
 
     Raises :class:`~movecar_adapters.config.ConfigError` for bad settings, and the SQL
     adapter's typed errors when the database cannot be opened or is not migrated.
@@ -134,12 +142,15 @@ def connect(
     target = url if url is not None else settings.url
     if not isinstance(target, str) or not target.strip():
         raise ConfigError(f"url={target!r:.60}: give a database URL or 'memory://'")
+    limited = requesters if requesters is not None else settings.requesters or BLOCK_LIST_ONLY
     if target == MEMORY_URL:
-        store: CaseStore = InMemoryCaseStore(effects=rules, clock=the_clock, contract=contract)
+        store: CaseStore = InMemoryCaseStore(
+            effects=rules, clock=the_clock, contract=contract, requesters=limited
+        )
     else:
         store = _sql_store(
             target, keys, settings, clock=the_clock, contract=contract, effects=rules,
-            upgrade=upgrade,
+            upgrade=upgrade, requesters=limited,
         )  # fmt: skip
         missing = [
             name
@@ -180,6 +191,7 @@ def connect(
         dispatch=chosen,
         term=term,
         call_limits=limits,
+        calendar=calendar if calendar is not None else settings.calendar,
     )
     return engine
 
@@ -239,6 +251,7 @@ def _sql_store(
     contract: Contract,
     effects: EffectPolicy,
     upgrade: bool | None,
+    requesters: RequesterPolicy,
 ) -> CaseStore:
     try:
         from movecar_adapters.crypto import KeyConfigError, KeyRing
@@ -259,7 +272,9 @@ def _sql_store(
     migrate = upgrade if upgrade is not None else settings.upgrade
     engine = open_engine(url, migrate=migrate, keys=keys)  # 0003 rebinds with them
     try:
-        return SqlStore(engine, keys, clock=clock, contract=contract, effects=effects)
+        return SqlStore(
+            engine, keys, clock=clock, contract=contract, effects=effects, requesters=requesters
+        )
     except BaseException:
         engine.dispose()
         raise

@@ -45,8 +45,8 @@ def report_hash(
     With a ``tree`` (the evidence ledger's head when the report was written, which covers
     every record of the month) the hash covers it too; a report from a store without a
     ledger hashes as reports always did. So do ``refusals`` (the requests refused in the
-    month, :mod:`movecar_core.requesters`): a report written before stores counted them
-    has none, and hashes as it did when it was sealed.
+    month, :mod:`movecar_core.requesters`), when there were any: a month without a refusal,
+    and every report written before the stores counted them, hashes as reports always did.
     """
     body: dict[str, object] = {"inbound": inbound, "billable": billable, "digest": digest}
     if tree is not None:
@@ -73,9 +73,14 @@ class MonthlyReport:
     hash: str
     #: The evidence ledger's tree head when it was written (None: a store without one).
     tree: TreeHead | None = None
-    #: Requests refused in the month by the requester limits (None: written before the
-    #: stores counted them, schema 0007; such a report still verifies as it was sealed).
+    #: Requests refused in the month by the requester limits, sealed in the hash (None:
+    #: none was refused, or the report was written before the stores counted refusals).
     refusals: RefusalCounts | None = None
+
+    @property
+    def refused(self) -> RefusalCounts:
+        """The month's refused requests by reason (zeros when none were refused)."""
+        return self.refusals if self.refusals is not None else RefusalCounts()
 
 
 def next_report(
@@ -87,7 +92,7 @@ def next_report(
 ) -> MonthlyReport:
     """The report of ``month`` after ``previous`` (None: the first), from the ``(case id,
     hash of its CaseOpened)`` of every case opened in the month, and the requests refused
-    in it (``refusals``, sealed into the report's hash).
+    in it (``refusals``, sealed into the report's hash when there are any).
 
     三 "乙方每月 ... 提供上月 ... 报表": one report a month, none skipped, so a deleted
     report leaves a gap an audit can name. Raises :class:`MonthAlreadyReported` for a
@@ -105,6 +110,8 @@ def next_report(
     digest = report_digest(items)
     count = len(items)
     before = GENESIS if previous is None else previous.hash
+    if refusals is not None and not refusals.total:
+        refusals = None  # a month without refusals hashes as every report did before
     return MonthlyReport(
         month,
         count,

@@ -53,6 +53,7 @@ from movecar_core.errors import InvalidInput, MoveCarError
 from movecar_core.integrity import GENESIS, report_digest
 from movecar_core.ledger import Checkpoint, LeafKind, TreeHead
 from movecar_core.reports import report_hash
+from movecar_core.requesters import RefusalCounts
 from movecar_core.settlement import ServiceMonth
 
 __all__ = ["AuditResult", "Finding", "verify"]
@@ -274,13 +275,14 @@ def _check_reports(store: SqlStore, expect: Mapping[str, str]) -> tuple[list[Fin
                 refusals=refusals,
             ):
                 out.append(Finding("report", rep.month, "stored report does not match its hash"))
-            if refusals is not None and refusals != refusals_in(conn, month):
+            held = refusals_in(conn, month)  # none for a month before schema 0007
+            if (refusals or RefusalCounts()) != held:
                 out.append(
                     Finding(
                         "report",
                         rep.month,
-                        f"refused requests {refusals.as_dict()}, the store now holds "
-                        f"{refusals_in(conn, month).as_dict()}",
+                        f"refused requests {(refusals or RefusalCounts()).as_dict()}, the "
+                        f"store now holds {held.as_dict()}",
                     )
                 )
             if digest != rep.digest:

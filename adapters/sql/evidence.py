@@ -209,9 +209,7 @@ class EvidenceRecorder(LedgerRecorder):
                     "created_at": at,
                     "tree_size": None if tree is None else tree.size,
                     "tree_root": None if tree is None else tree.root,
-                    "refused_blocked": refusals.blocked,
-                    "refused_daily_limit": refusals.daily_limit,
-                    "refused_monthly_limit": refusals.monthly_limit,
+                    **_refusal_columns(report.refusals),
                 },
             )
             self._add_leaves(conn, [report_leaf(str(month), at, report.hash)])
@@ -316,12 +314,21 @@ def _report(row: Any) -> MonthlyReport:
     )
 
 
+def _refusal_columns(refusals: RefusalCounts | None) -> dict[str, int | None]:
+    return {
+        "refused_blocked": None if refusals is None else refusals.blocked,
+        "refused_daily_limit": None if refusals is None else refusals.daily_limit,
+        "refused_monthly_limit": None if refusals is None else refusals.monthly_limit,
+    }
+
+
 def stored_refusals(row: Any) -> RefusalCounts | None:
-    """The refusals a stored report counted (None: written before schema 0007)."""
-    if row.refused_blocked is None:
+    """The refusals a stored report sealed (None: none refused, or written before 0007)."""
+    columns = (row.refused_blocked, row.refused_daily_limit, row.refused_monthly_limit)
+    if all(value is None for value in columns):
         return None
-    return RefusalCounts(
-        int(row.refused_blocked),
+    return RefusalCounts(  # any one set: all count (a half-set row fails its hash)
+        int(row.refused_blocked or 0),
         int(row.refused_daily_limit or 0),
         int(row.refused_monthly_limit or 0),
     )
