@@ -27,22 +27,22 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from movecar_adapters.config import ConfigError
 from movecar_core.calendar import (
     MAX_NOTICE_BYTES,
     InvalidCalendarNotice,
     WorkingDayCalendar,
     YearNotice,
 )
-from movecar_core.errors import MoveCarError
 
 ENV_CALENDAR = "MOVECAR_CALENDAR"
 #: The folder of installed year files, beside movecar.toml, unless ``[calendar] dir`` says.
 DEFAULT_DIR = "calendar"
 
 
-class CalendarFileError(MoveCarError):
-    """A year file or folder that cannot be read or written (missing, unreadable, not
-    UTF-8, no folder to install into): an environment problem, exit 3."""
+class CalendarFileError(ConfigError):
+    """A year file or folder that cannot be read or written (missing, unreadable, no
+    folder to install into): a configuration problem, exit 3."""
 
 
 def installed_name(year: int) -> str:

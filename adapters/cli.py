@@ -59,6 +59,8 @@ _PLUGINS = (
     "movecar_adapters.cli_sweep",
     "movecar_adapters.cli_recordings",
     "movecar_adapters.cli_sip",
+    "movecar_adapters.cli_requesters",
+    "movecar_adapters.cli_calendar",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
 

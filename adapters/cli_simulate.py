@@ -211,7 +211,7 @@ def progress_bar(stream: TextIO, *, finishing: str = "finishing") -> ProgressBar
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from movecar_adapters import sim_report
-    from movecar_adapters.config import MEMORY_URL, mask_url
+    from movecar_adapters.config import MEMORY_URL, load_settings, mask_url
     from movecar_adapters.simulate import dumps, result_json, run, store_url
 
     scenario = load_scenario(args.scenario)
@@ -225,6 +225,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.faults:
         changes["faults"] = attrs.evolve(scenario.faults, enabled=True)
     scenario = attrs.evolve(scenario, **changes)
+    # The deployment's working-day years ([calendar], $MOVECAR_CALENDAR): a period reaching
+    # past the library's table runs once its year's notice is configured.
+    calendar = load_settings(args.config).calendar
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -238,7 +241,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         sys.stderr, finishing="finishing" if url == MEMORY_URL else "auditing the store"
     )
     try:
-        result = run(scenario, args.seed, url, progress=bar)
+        result = run(scenario, args.seed, url, calendar=calendar, progress=bar)
     except SimulationFailed as exc:
         raise CliError(
             f"{exc}; reproduce: {_command_line(args, scenario)}", Exit.FINDINGS

@@ -21,6 +21,7 @@ from movecar_adapters.config import MEMORY_URL
 from movecar_adapters.connect import connect
 from movecar_adapters.sql.errors import StorageInputError
 from movecar_core.app import MoveCar
+from movecar_core.calendar import WorkingDayCalendar
 from movecar_core.contract import Contract
 from movecar_core.errors import OutsideContractTerm
 from movecar_core.penalties import month_payable
@@ -52,10 +53,12 @@ def run(
     url: str,
     *,
     contract: Contract | None = None,
+    calendar: WorkingDayCalendar | None = None,
     progress: Callable[[int, int], None] | None = None,
     check_every: int = 1,
 ) -> SimulationResult:
-    """Simulate ``scenario`` with ``seed`` on the store at ``url`` (see the module)."""
+    """Simulate ``scenario`` with ``seed`` on the store at ``url`` (see the module);
+    ``calendar`` is the working-day calendar of its deadlines (default: the library's)."""
     engines: list[MoveCar] = []
     keys = None
     if url != MEMORY_URL:
@@ -72,7 +75,13 @@ def run(
 
     try:
         result = simulate(
-            scenario, seed, factory, contract=contract, progress=progress, check_every=check_every
+            scenario,
+            seed,
+            factory,
+            contract=contract,
+            calendar=calendar,
+            progress=progress,
+            check_every=check_every,
         )
         if engines and url != MEMORY_URL:
             result = _audited(engines[0], result)

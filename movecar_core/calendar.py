@@ -80,7 +80,8 @@ def _require_date(field: str, day: object) -> dt.date:
     return day
 
 
-def _year_ranges(years: Iterable[int]) -> str:
+def year_ranges(years: Iterable[int]) -> str:
+    """``2004-2026, 2028``: covered years as ranges, for messages."""
     ordered = sorted(years)
     if not ordered:
         return "no year"
@@ -128,7 +129,7 @@ class WorkingDayCalendar:
     def _check(self, field: str, day: object) -> dt.date:
         checked = _require_date(field, day)
         if checked.year not in self.covered_years:
-            raise CalendarYearNotCovered(checked.year, _year_ranges(self.covered_years))
+            raise CalendarYearNotCovered(checked.year, year_ranges(self.covered_years))
         return checked
 
     def is_working_day(self, day: dt.date) -> bool:

@@ -314,9 +314,9 @@ class CalendarYearNotCovered(MoveCarError, LookupError):
         self.covered = covered
         super().__init__(
             f"year={year} is not in the working-day calendar (covered: {covered}); never "
-            f"guessing: supply the State Council notice 国务院办公厅关于{year}年部分节假日安排的"
-            f"通知 with WorkingDayCalendar.with_year({year}, holidays=[...], workdays=[...]), "
-            f"or upgrade chinesecalendar and re-run scripts/gen_cn_holidays.py"
+            f"guessing: write the State Council notice 国务院办公厅关于{year}年部分节假日安排的"
+            f"通知 as a year file and install it with `movecar calendar add cal-{year}.toml` "
+            f"(docs/calendar.md), or give it to WorkingDayCalendar.with_year({year}, ...)"
         )
 
     def __str__(self) -> str:  # LookupError would not quote, but keep the message as-is

@@ -38,7 +38,7 @@ from typing import Any
 import attrs
 
 from movecar_core.app import MoveCar
-from movecar_core.calendar import SHANGHAI, WorkingDayCalendar
+from movecar_core.calendar import SHANGHAI, WorkingDayCalendar, year_ranges
 from movecar_core.calls import (
     CallEvent,
     CallProgress,
@@ -445,7 +445,7 @@ class Simulation:
             )
         for year in range(s.start.year, last.year + 1):
             if not self.calendar.covers(year):
-                raise CalendarYearNotCovered(year, "the calendar's years")
+                raise CalendarYearNotCovered(year, year_ranges(self.calendar.covered_years))
 
     def _term(self) -> ContractTerm:
         """The term with every renewal the period needs (the scenario assumes Party A's
