@@ -558,6 +558,11 @@ class MoveCar:
                 f"month={month}: not over until {end.isoformat()} (now {now.isoformat()})"
             )
         year = self.term.year_of(month.first_day())
+        # The deadlines first: a year the calendar lacks (CalendarYearNotCovered) refuses
+        # the month before its report is written.
+        deadlines = monthly_deadlines(
+            month, SettlementRules(contract=self.contract, calendar=self.calendar)
+        )
         carried = self.term.carried_in if year.index == 0 else 0
         year_start = dt.datetime.combine(year.start, dt.time(), tzinfo=SHANGHAI)
         report = store.report(month)
@@ -597,9 +602,7 @@ class MoveCar:
             ytd_after=line.ytd_after,
             unit_price=line.unit_price,
             provisional_fee=line.provisional_fee,
-            deadlines=monthly_deadlines(
-                month, SettlementRules(contract=self.contract, calendar=self.calendar)
-            ),
+            deadlines=deadlines,
             report=report,
             recorded_at=now,
             annual_fee=annual,
