@@ -1,20 +1,25 @@
 """Requester sub-commands of the ``movecar`` console script: the block list.
 
-* ``movecar requester block PHONE --reason TEXT --actor ID [--json]``  put a number found
-  abusing the service on the block list: every ``open_case`` from it is refused
-  (:class:`~movecar_core.requesters.RequesterBlocked`)
-* ``movecar requester unblock PHONE --reason TEXT --actor ID [--json]``  take it off
-* ``movecar requester list [--history] [--json]``  the block list (numbers masked), or
-  with ``--history`` every change to it: who, when, why
-* ``movecar requester show PHONE [--day YYYY-MM-DD] [--json]``  what the number used: its
-  requests of the day and of the month, and whether it is blocked
+Every command names who acts, ``--actor ID --role ROLE``, checked against the permission
+table (docs/roles.md: a ``supervisor`` blocks and unblocks; a ``supervisor`` or the
+``command_centre`` reads the list); a refusal is logged as ``denied:<action>``.
+
+* ``movecar requester block PHONE --reason TEXT --actor ID --role ROLE [--json]``  put a
+  number found abusing the service on the block list: every ``open_case`` from it is
+  refused (:class:`~movecar_core.requesters.RequesterBlocked`)
+* ``movecar requester unblock PHONE --reason TEXT --actor ID --role ROLE [--json]``
+* ``movecar requester list [--history] --actor ID --role ROLE [--json]``  the block list
+  (numbers masked), or with ``--history`` every change to it: who, when, why
+* ``movecar requester show PHONE [--day YYYY-MM-DD] --actor ID --role ROLE [--json]``
+  what the number used: its requests of the day and of the month, and whether it is blocked
 
 Each change is written with an access-log entry (七(三), with its ledger leaf), in one
 transaction. The number is printed masked, never in full (``138****5678``). The database
 and keys are found as for every command; the limits themselves are ``[requesters]`` of
 ``movecar.toml`` (docs/requesters.md). Exit codes (:mod:`movecar_adapters.cli_common`): 2 for
 a number that is not one, a number blocked already (or not blocked), a reason that is
-empty or longer than 200 characters; 3 for the database or the keys.
+empty or longer than 200 characters, a role the table refuses; 3 for the database or the
+keys.
 """
 
 from __future__ import annotations
@@ -28,17 +33,19 @@ from movecar_adapters.cli_common import CliError, Exit, database_of, say
 from movecar_adapters.connect import connect
 from movecar_core.app import MoveCar
 from movecar_core.calendar import SHANGHAI
-from movecar_core.requesters import BlockChange, BlockedRequester, RequesterStore
+from movecar_core.desk import Desk
+from movecar_core.requesters import BlockChange, BlockedRequester, RequesterPolicy, RequesterStore
+from movecar_core.roles import Actor, Role
 
 
-def _store(args: argparse.Namespace) -> tuple[MoveCar, RequesterStore]:
+def _store(args: argparse.Namespace) -> tuple[MoveCar, Desk]:
+    actor = Actor(args.actor, args.role)  # checked before the database is opened
     url = database_of(args, f"movecar requester {args.requester_command}")
     mc = connect(url, config=args.config, upgrade=False)
-    store = mc.store
-    if not isinstance(store, RequesterStore):  # pragma: no cover - both stores are
+    if not isinstance(mc.store, RequesterStore):  # pragma: no cover - both stores are
         mc.close()
         raise CliError("the store keeps no block list", Exit.ENVIRONMENT)
-    return mc, store
+    return mc, Desk(mc, actor)
 
 
 def _when(at: dt.datetime) -> str:
@@ -71,7 +78,7 @@ def _print(args: argparse.Namespace, data: Any, line: str) -> None:
 def cmd_block(args: argparse.Namespace) -> int:
     mc, store = _store(args)
     with mc:
-        entry = store.block_requester(args.phone, reason=args.reason, actor=args.actor)
+        entry = store.block_requester(args.phone, reason=args.reason)
     _print(args, _entry(entry), f"blocked {entry.masked}: {entry.reason} (by {entry.actor})")
     return Exit.OK
 
@@ -79,7 +86,7 @@ def cmd_block(args: argparse.Namespace) -> int:
 def cmd_unblock(args: argparse.Namespace) -> int:
     mc, store = _store(args)
     with mc:
-        entry = store.unblock_requester(args.phone, reason=args.reason, actor=args.actor)
+        entry = store.unblock_requester(args.phone, reason=args.reason)
     _print(
         args,
         {**_entry(entry), "unblocked_by": args.actor.strip(), "unblock_reason": args.reason},
@@ -115,12 +122,17 @@ def _day(text: str) -> dt.date:
     return parsed
 
 
+def _policy(mc: MoveCar) -> RequesterPolicy | None:
+    store = mc.store
+    return store.requesters if isinstance(store, RequesterStore) else None
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     mc, store = _store(args)
     with mc:
         day = args.day or mc.clock.now().astimezone(SHANGHAI).date()
         usage = store.requester_usage(args.phone, day)
-        policy = store.requesters
+        policy = _policy(mc)
     data = {
         "requester": usage.masked,
         "day": usage.day.isoformat(),
@@ -156,15 +168,21 @@ def register(subparsers: Any) -> None:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("phone", metavar="PHONE", help="the requester's number (any spelling)")
         cmd.add_argument("--reason", required=True, help="why (kept in the access log)")
-        cmd.add_argument("--actor", required=True, metavar="ID", help="who (access log)")
-        cmd.add_argument("--json", action="store_true", help="print JSON")
+        _who(cmd)
         cmd.set_defaults(func=func)
     lst = sub.add_parser("list", help="the block list, numbers masked")
     lst.add_argument("--history", action="store_true", help="every change: who, when, why")
-    lst.add_argument("--json", action="store_true", help="print JSON")
+    _who(lst)
     lst.set_defaults(func=cmd_list)
     show = sub.add_parser("show", help="a number's requests of a day and month")
     show.add_argument("phone", metavar="PHONE", help="the requester's number")
     show.add_argument("--day", type=_day, metavar="YYYY-MM-DD", help="default: today")
-    show.add_argument("--json", action="store_true", help="print JSON")
+    _who(show)
     show.set_defaults(func=cmd_show)
+
+
+def _who(cmd: argparse.ArgumentParser) -> None:
+    roles = [r.value for r in Role]
+    cmd.add_argument("--actor", required=True, metavar="ID", help="who acts (access log)")
+    cmd.add_argument("--role", required=True, choices=roles, help="the actor's role")
+    cmd.add_argument("--json", action="store_true", help="print JSON")

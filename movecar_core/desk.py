@@ -22,6 +22,7 @@ every person.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from movecar_core.case import (
 from movecar_core.errors import InvalidCommand, redact
 from movecar_core.phones import mask_phone
 from movecar_core.recordings import AccessLog
+from movecar_core.requesters import BlockChange, BlockedRequester, RequesterStore, RequesterUsage
 from movecar_core.roles import Action, Actor, InvalidActor, PermissionDenied, allowed
 from movecar_core.views import CaseView, RequesterView
 
@@ -213,6 +215,37 @@ class Desk:
         if mode is None:
             return self.engine.settle_month(month)
         return self.engine.settle_month(month, mode=mode)
+
+    # --- the requester block list (movecar_core.requesters) --------------------------------
+
+    def _requesters(self) -> RequesterStore:
+        store = self.engine.store
+        if not isinstance(store, RequesterStore):
+            raise InvalidCommand("engine.store", type(store).__name__, "keeps no block list")
+        return store
+
+    def block_requester(self, phone: str, *, reason: str) -> BlockedRequester:
+        """Block a number found abusing the service, as this actor (logged by the store)."""
+        self._allow(Action.BLOCK_REQUESTER)
+        return self._requesters().block_requester(phone, reason=reason, actor=self.actor.actor_id)
+
+    def unblock_requester(self, phone: str, *, reason: str) -> BlockedRequester:
+        self._allow(Action.BLOCK_REQUESTER)
+        return self._requesters().unblock_requester(phone, reason=reason, actor=self.actor.actor_id)
+
+    def blocked_requesters(self) -> list[BlockedRequester]:
+        """The block list, numbers masked."""
+        self._allow(Action.READ_BLOCK_LIST)
+        return self._requesters().blocked_requesters()
+
+    def block_history(self) -> list[BlockChange]:
+        self._allow(Action.READ_BLOCK_LIST)
+        return self._requesters().block_history()
+
+    def requester_usage(self, phone: str, day: dt.date) -> RequesterUsage:
+        """A number's requests of ``day`` and its month, and whether it is blocked."""
+        self._allow(Action.READ_BLOCK_LIST)
+        return self._requesters().requester_usage(phone, day)
 
     def _read(self, case_id: str, what: str, detail: str) -> None:
         self.access_log.log_access(self.actor.actor_id, what, case_id, detail)

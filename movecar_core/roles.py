@@ -76,6 +76,10 @@ class Action(enum.StrEnum):
     READ_REPORT = "report.read"
     #: 三 report and settle a month (the operator's act).
     SETTLE_MONTH = "month.settle"
+    #: Put a requester's number on the block list, or take it off (movecar_core.requesters).
+    BLOCK_REQUESTER = "requester.block"
+    #: The block list, its history and a number's requests of a day (numbers masked).
+    READ_BLOCK_LIST = "requester.list"
 
 
 class InvalidActor(InvalidInput):
@@ -165,6 +169,11 @@ _TABLE: dict[Action, frozenset[Role]] = {
     Action.READ_OWNER_CONTACT: frozenset({Role.AGENT}),
     Action.READ_REPORT: frozenset({Role.SUPERVISOR, Role.COMMAND_CENTRE}),
     Action.SETTLE_MONTH: frozenset({Role.SUPERVISOR}),
+    # Refusing a citizen the service is the call centre's decision about abuse it found,
+    # taken by a supervisor, never a seat on its own; Party A sees the list (二(四) 参照
+    # 公安 110 接警模式: 110 keeps such lists), the auditor checks the log's leaves only.
+    Action.BLOCK_REQUESTER: frozenset({Role.SUPERVISOR}),
+    Action.READ_BLOCK_LIST: frozenset({Role.SUPERVISOR, Role.COMMAND_CENTRE}),
 }
 
 #: Read-only view of the table.

@@ -43,6 +43,8 @@ DOING: dict[Action, Callable[[Desk, str], Any]] = {
     Action.READ_OWNER_CONTACT: lambda d, c: d.owner_contact(c),
     Action.READ_REPORT: lambda d, _: d.report(ServiceMonth(2024, 4)),
     Action.SETTLE_MONTH: lambda d, _: d.settle_month(ServiceMonth(2024, 4)),
+    Action.BLOCK_REQUESTER: lambda d, _: d.block_requester("13700009999", reason="恶意挪车"),
+    Action.READ_BLOCK_LIST: lambda d, _: d.blocked_requesters(),
 }
 
 #: The state each action needs: how far the case goes first (by the engine itself).
@@ -79,7 +81,9 @@ def test_every_guarded_action_has_a_row_and_a_desk_method() -> None:
     recording = {Action.EXTRACT_RECORDING, Action.READ_RECORDING_METADATA}
     assert desk_actions | recording == set(Action) == set(PERMISSIONS)
     public = {n for n in dir(Desk) if not n.startswith("_")} - {"engine", "actor", "access_log"}
-    assert len(public) == len(DOING) + 1  # requester_view shares READ_CASE
+    # requester_view shares READ_CASE; unblock_requester BLOCK_REQUESTER; block_history
+    # and requester_usage READ_BLOCK_LIST
+    assert len(public) == len(DOING) + 4
 
 
 @pytest.mark.parametrize(("action", "role"), list(itertools.product(DOING, Role)), ids=str)

@@ -172,3 +172,22 @@ def test_connect_enforces_the_block_list_always_and_the_configured_limits(
         limited.open_case(plate="苏D12345", location="x", requester_phone="13800001111")
     given = connect("memory://", clock=clock, environ={}, requesters=RequesterPolicy(per_day=2))
     assert given.store.requesters == RequesterPolicy(per_day=2)  # type: ignore[attr-defined]
+
+
+def test_a_supervisors_desk_blocks_under_its_own_name_and_a_seat_may_not() -> None:
+    from movecar_core.desk import Desk
+    from movecar_core.roles import Actor, PermissionDenied
+
+    clock = ManualClock()
+    mc = memory_engine(RequesterPolicy(), clock)
+    supervisor = Desk(mc, Actor("sup-wang", "supervisor"))
+    supervisor.block_requester("13800001111", reason="恶意挪车")
+    with pytest.raises(RequesterRefused):
+        Desk(mc, Actor("seat-3", "agent")).open_case(
+            plate="苏D12345", location="x", requester_phone="13800001111"
+        )
+    with pytest.raises(PermissionDenied):
+        Desk(mc, Actor("seat-3", "agent")).unblock_requester("13800001111", reason="x")
+    [change] = Desk(mc, Actor("110-desk", "command_centre")).block_history()
+    assert (change.actor, change.masked) == ("sup-wang", "138****1111")
+    assert supervisor.requester_usage("13800001111", clock.now().date()).blocked
