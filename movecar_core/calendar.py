@@ -365,6 +365,8 @@ class YearNotice:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise InvalidCalendarNotice(f"{source}: not valid TOML ({exc})") from None
+        except RecursionError:  # arrays or tables nested thousands deep
+            raise InvalidCalendarNotice(f"{source}: nested too deep to be a year file") from None
         return cls.from_mapping(data, source=source)
 
     @classmethod

@@ -112,6 +112,8 @@ def _holiday(
         (BASE + '[[holiday]]\nname = "a"\n', "from .* is missing"),
         (BASE + '[[holiday]]\nname = ""\nfrom = 2027-01-01\n', "name must be"),
         (BASE + '[[holiday]]\nname = "a\\nb"\nfrom = 2027-01-01\n', "name must be"),
+        ("a = " + "[" * 20_000 + "]" * 20_000, "nested too deep"),
+        ("year = 2027\nnotice = '" + "x" * 70_000 + "'", "larger than"),
     ],
 )
 def test_a_wrong_year_file_is_refused_naming_what(body: str, why: str) -> None:
