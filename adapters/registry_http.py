@@ -488,9 +488,9 @@ class HttpVehicleRegistry:
         return b"".join(chunks)
 
     def _contact(self, plate: str, data: Any) -> OwnerContact | _Refused | None:
-        found: object
+        hook: Callable[[str, Any], object] = self.mapping  # a host's: its result is checked
         try:
-            found = self.mapping(plate, data)  # a host's hook: its result is checked below
+            found = hook(plate, data)
         except RegistryUnavailable as exc:
             return _Refused(exc)
         except (LookupError, TypeError, ValueError, AttributeError) as exc:
