@@ -286,3 +286,23 @@ def running(owners: dict[str, str], tls: ssl.SSLContext | None = None) -> Iterat
         yield server
     finally:
         server.stop()
+
+
+def trickle(every_s: float, chunks: int = 50) -> Behaviour:
+    """A valid answer sent one byte at a time, ``every_s`` apart (a slowloris platform)."""
+
+    def behave(h: Handler) -> None:
+        data = json.dumps({"owner_phone": KNOWN_PHONE}).encode().ljust(chunks)
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        try:
+            for i in range(len(data)):
+                h.wfile.write(data[i : i + 1])
+                h.wfile.flush()
+                time.sleep(every_s)
+        except OSError:
+            pass
+
+    return behave

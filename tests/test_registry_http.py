@@ -8,7 +8,9 @@ from __future__ import annotations
 import email.utils
 import json
 import ssl
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from registry_support import (
     running,
     slow,
     status,
+    trickle,
 )
 
 from movecar_adapters.config import ConfigError
@@ -321,6 +324,27 @@ def test_a_huge_body_is_refused_without_reading_it(
     platform.default = behaviour
     with pytest.raises(RegistryAnswerInvalid, match="larger than 65536 bytes"):
         make(retries=0).lookup(KNOWN_PLATE)
+
+
+def test_an_answer_trickling_in_is_cut_off_at_the_timeout(
+    platform: PlatformServer,
+) -> None:
+    """Each byte comes before the read timeout; the whole body does not come in time."""
+    platform.default = trickle(0.05)
+    registry = HttpVehicleRegistry(platform.url, timeout_s=0.3, retries=0)
+    started = time.monotonic()
+    with pytest.raises(RegistryUnavailable, match=r"took longer than 0\.3 s"):
+        registry.lookup(KNOWN_PLATE)
+    assert time.monotonic() - started < 1.5
+    registry.close()
+
+
+def test_seats_look_up_at_the_same_time(make: Make, platform: PlatformServer) -> None:
+    registry = make(retries=0)
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda _: registry.lookup(KNOWN_PLATE), range(40)))
+    assert found == [OwnerContact(KNOWN_PHONE, "jsjj-test")] * 40
+    assert len(platform.requests) == 40
 
 
 def test_a_connection_refused_is_unavailable(make: Make, fake_time: FakeTime) -> None:
