@@ -220,11 +220,11 @@ def _engine(url: str) -> sa.Engine:
     try:
         engine = make_engine(url)
     except (ValueError, sa.exc.ArgumentError, ImportError) as exc:
-        raise ConfigError(f"mirror database {mask_url(url)}: {str(exc)[:200]}") from None
+        raise ConfigError(f"mirror database {mask_url(url)[:120]!r}: {str(exc)[:200]}") from None
     path = engine.url.database if engine.dialect.name == "sqlite" else None
     if path and not Path(path).is_file():
         engine.dispose()
-        raise ConfigError(f"mirror database {mask_url(url)}: no such file")
+        raise ConfigError(f"mirror database {mask_url(url)[:120]!r}: no such file")
     return engine
 
 
