@@ -61,6 +61,7 @@ _PLUGINS = (
     "movecar_adapters.cli_sip",
     "movecar_adapters.cli_requesters",
     "movecar_adapters.cli_calendar",
+    "movecar_adapters.cli_registry",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
 

@@ -40,6 +40,22 @@ The file, all of it optional::
     [recordings]
     dir = "/var/lib/movecar/recordings"   # or $MOVECAR_RECORDINGS; needed with SIP (二(四))
 
+    [registry]                 # the owner data source (default: the in-memory registry)
+    kind = "http"              # "memory", "http" (the platform) or "sql" (a local mirror)
+    url = "https://jsjj.internal/api"  # or $MOVECAR_REGISTRY_URL; its scheme implies kind
+    timeout_s = 2.0
+    retries = 2
+    path = "/vehicles/{plate}"
+    source = "jsjj"
+    max_retry_after_s = 5
+    breaker_failures = 5
+    breaker_cooldown_s = 30
+    client_cert = "/etc/movecar/registry.pem"  # mutual TLS
+    client_key = "/etc/movecar/registry.key"
+    ca_bundle = "/etc/movecar/platform-ca.pem"
+    # kind = "sql": url is the mirror's database (default: the store's), and
+    # table = "mc_vehicle_mirror", encrypted = true
+
     [requesters]               # limits per requester number (default: the block list only)
     per_day = 3                # requests opened a day (0: no daily limit); default 3
     per_month = 5              # requests opened a month (0: no monthly limit); default 5
@@ -77,6 +93,7 @@ ENV_CONFIG = "MOVECAR_CONFIG"
 ENV_DISPATCH = "MOVECAR_DISPATCH"
 ENV_SIP_TRUNK = "MOVECAR_SIP_TRUNK"
 ENV_RECORDINGS = "MOVECAR_RECORDINGS"
+ENV_REGISTRY_URL = "MOVECAR_REGISTRY_URL"
 CONFIG_FILE = "movecar.toml"
 #: The embedded default: a SQLite file in the working directory, no server.
 DEFAULT_URL = "sqlite:///movecar.db"
@@ -107,12 +124,57 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "recordings": {"dir": str},
     "requesters": {"per_day": int, "per_month": int},
     "calendar": {"years": list, "dir": str},
+    "registry": {
+        "kind": str,
+        "url": str,
+        "timeout_s": (int, float),
+        "retries": int,
+        "path": str,
+        "source": str,
+        "max_retry_after_s": (int, float),
+        "breaker_failures": int,
+        "breaker_cooldown_s": (int, float),
+        "client_cert": str,
+        "client_key": str,
+        "ca_bundle": str,
+        "table": str,
+        "encrypted": bool,
+    },
 }
+
+#: Which ``[registry]`` settings each kind reads (the rest of the table is refused for it).
+_REGISTRY_KEYS = {
+    "http": frozenset(
+        {
+            "kind", "url", "timeout_s", "retries", "path", "source", "max_retry_after_s",
+            "breaker_failures", "breaker_cooldown_s", "client_cert", "client_key", "ca_bundle",
+        }
+    ),
+    "sql": frozenset({"kind", "url", "source", "table", "encrypted"}),
+    "memory": frozenset({"kind"}),
+}  # fmt: skip
+_REGISTRY_FILES = ("client_cert", "client_key", "ca_bundle")
 
 
 class ConfigError(MoveCarError):
     """A configuration file, variable or setting that is missing, unreadable or malformed
     (an environment problem: the CLI exits with 3)."""
+
+
+@attrs.frozen
+class RegistrySettings:
+    """The owner data source of ``[registry]`` (or ``$MOVECAR_REGISTRY_URL``).
+
+    ``kind``: ``http`` (:class:`~movecar_adapters.registry_http.HttpVehicleRegistry`) or
+    ``sql`` (:class:`~movecar_adapters.registry_sql.SqlVehicleRegistry`). ``url``: the
+    platform's base URL, or the mirror's database (None: the store's). ``options``: the
+    adapter's keyword arguments from the file (files relative to the file's folder);
+    their values are checked when the adapter is built (:func:`~movecar_adapters.connect`).
+    """
+
+    kind: str
+    url: str | None
+    options: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -144,6 +206,8 @@ class Settings:
     calendar_files: tuple[Path, ...] = ()
     #: Where ``movecar calendar add`` installs a year file (None: nowhere configured).
     calendar_dir: Path | None = None
+    #: The owner data source, when ``[registry]`` or ``$MOVECAR_REGISTRY_URL`` names one.
+    registry: RegistrySettings | None = None
 
 
 def mask_url(url: str) -> str:
@@ -278,6 +342,7 @@ def load_settings(
         recordings_dir=None if not folder else _relative(Path(folder), path),
         requesters=_requesters(data, where),
         **_calendar(data.get("calendar"), env, path, where),
+        registry=_registry(data.get("registry", {}), env, path, where),
     )
 
 
@@ -381,3 +446,45 @@ def _sip(
         return SipConfig(trunk, **options)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: [telephony]: {str(exc)[:200]}") from None
+
+
+def _registry(
+    table: Mapping[str, Any], env: Mapping[str, str], config: Path | None, where: str
+) -> RegistrySettings | None:
+    """The owner data source's settings, or None for the in-memory registry.
+
+    ``$MOVECAR_REGISTRY_URL`` overrides ``registry.url``; without ``registry.kind`` the
+    URL's scheme says the kind: ``http(s)://`` the platform, any other a mirror database.
+    """
+    url = env.get(ENV_REGISTRY_URL) or table.get("url") or None
+    kind = table.get("kind")
+    if kind is None:
+        if url is None:
+            if table:
+                raise ConfigError(f"{where}: [registry] settings given without kind or url")
+            return None
+        kind = "http" if url.lower().startswith(("http://", "https://")) else "sql"
+    if kind not in _REGISTRY_KEYS:
+        raise ConfigError(f"{where}: registry.kind={kind!r:.40}: must be 'memory', 'http' or 'sql'")
+    extra = sorted(set(table) - _REGISTRY_KEYS[kind])
+    if extra:
+        raise ConfigError(
+            f"{where}: registry.{extra[0]} is not a setting of registry.kind={kind!r}"
+        )
+    if kind == "memory":
+        if env.get(ENV_REGISTRY_URL):
+            raise ConfigError(f"{where}: {ENV_REGISTRY_URL} is set but registry.kind='memory'")
+        return None
+    is_http = url is not None and url.lower().startswith(("http://", "https://"))
+    if kind == "http" and not is_http:
+        raise ConfigError(
+            f"{where}: registry.kind='http' needs an http(s):// url (registry.url or "
+            f"{ENV_REGISTRY_URL})"
+        )
+    if kind == "sql" and is_http:
+        raise ConfigError(f"{where}: registry.kind='sql' needs a database URL, not http(s)")
+    options = {k: v for k, v in table.items() if k not in ("kind", "url")}
+    for name in _REGISTRY_FILES:
+        if name in options:
+            options[name] = _relative(Path(options[name]), config)
+    return RegistrySettings(kind=kind, url=url, options=options)

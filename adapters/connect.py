@@ -31,6 +31,7 @@ from movecar_adapters.clock import SystemClock
 from movecar_adapters.config import (
     MEMORY_URL,
     ConfigError,
+    RegistrySettings,
     Settings,
     load_settings,
     mask_url,
@@ -114,7 +115,9 @@ def connect(
 
     ``clock`` defaults to the wall clock (:class:`~movecar_adapters.clock.SystemClock`).
     Ports not given are the in-memory adapters (a warning is logged when a database is
-    used with an in-memory phone switch or registry: nothing rings, nobody is looked up).
+    used with an in-memory phone switch or registry: nothing rings, nobody is looked up),
+    except those configured: the SIP switch of ``[telephony]`` and the owner data source
+    of ``[registry]`` (the platform over HTTP or a mirror table, ``docs/registry.md``).
     ``dispatch`` (default ``inline``, or ``engine.dispatch``): who delivers effects;
     with ``"outbox"`` a ``movecar worker`` process does. ``upgrade``: run the schema
     migrations first (default: for SQLite files only; servers migrate with
@@ -156,7 +159,7 @@ def connect(
             name
             for name, port in (
                 ("telephony", telephony if settings.sip is None else "sip"),
-                ("registry", registry),
+                ("registry", registry if settings.registry is None else "configured"),
             )
             if port is None
         ]
@@ -170,14 +173,19 @@ def connect(
                 " and ".join(missing),
             )
     limits = call_limits if call_limits is not None else settings.call_limits
-    if telephony is None and settings.sip is not None:
-        try:
+    built: list[Any] = [store]
+    try:
+        if registry is None and settings.registry is not None:
+            registry = _registry(settings.registry, store, keys, settings)
+            built.append(registry)
+        if telephony is None and settings.sip is not None:
             telephony = _sip_switch(settings, store, keys, the_clock, limits)
-        except BaseException:
-            close = getattr(store, "close", None)
+    except BaseException:
+        for part in reversed(built):  # nothing this call opened stays open
+            close = getattr(part, "close", None)
             if callable(close):
                 close()
-            raise
+        raise
     engine = MoveCar(
         store=store,
         registry=registry if registry is not None else InMemoryVehicleRegistry(),
@@ -194,6 +202,54 @@ def connect(
         calendar=calendar if calendar is not None else settings.calendar,
     )
     return engine
+
+
+def _registry(
+    chosen: RegistrySettings, store: CaseStore, keys: Any, settings: Settings
+) -> VehicleRegistry:
+    """The owner data source of ``[registry]`` (二(二)): the platform over HTTP, or a
+    mirror table in ``registry.url``'s database or else the store's own."""
+    options = dict(chosen.options)
+    if chosen.kind == "http":
+        try:
+            from movecar_adapters.registry_http import HttpVehicleRegistry
+        except ModuleNotFoundError as exc:  # the [registry] extra is not installed
+            raise ConfigError(
+                f"registry.kind='http' needs httpx: pip install 'movecar[registry]' ({exc.name})"
+            ) from None
+        assert chosen.url is not None  # load_settings checked it
+        return HttpVehicleRegistry(chosen.url, **options)
+    try:
+        from movecar_adapters.crypto import KeyRing
+        from movecar_adapters.registry_sql import SqlVehicleRegistry
+        from movecar_adapters.sql.store import SqlStore
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"registry.kind='sql' needs the SQL adapter: pip install 'movecar[sql]' ({exc.name})"
+        ) from None
+    ring: KeyRing | None = None
+    if isinstance(store, SqlStore):
+        ring = store.keys
+    elif isinstance(keys, KeyRing):
+        ring = keys
+    elif settings.keys_spec is not None:
+        ring = KeyRing.from_config(settings.keys_spec, source=settings.keys_source or "keys")
+    where: Any
+    if chosen.url is not None:
+        where = chosen.url
+    elif isinstance(store, SqlStore):
+        where = store.engine  # the mirror beside the store: one pool of connections
+    else:
+        raise ConfigError(
+            "registry.kind='sql' with the in-memory store: set registry.url to the mirror's "
+            "database"
+        )
+    if options.get("encrypted", True) and ring is None:
+        raise ConfigError(
+            "registry.kind='sql': the mirror's phones are sealed; set MOVECAR_KEYS or "
+            "keys.file (or registry.encrypted = false for a table of plain phones)"
+        )
+    return SqlVehicleRegistry(where, keys=ring, **options)
 
 
 def _sip_switch(
