@@ -70,8 +70,8 @@ MAX_CAUSE = 500
 MAX_SUMMARY = 2000
 MAX_ACTOR = 100
 MAX_CHANNEL = 40
-#: Incident ids, as the log hands them out: ``outage-0001``, ``security-0002`` (the number
-#: is the record's position; never more than 9 digits, so no id can read as a phone number).
+#: Incident ids, as the log hands them out: ``outage-0001``, ``security-0001`` (numbered per
+#: kind; never more than 9 digits, so no id can read as a phone number).
 INCIDENT_ID = re.compile(r"(?:outage|security)-[0-9]{4,9}\Z")
 
 
@@ -714,9 +714,12 @@ def notice_finding(
     )
 
 
-def _findings(
-    log: IncidentLog, as_of: dt.datetime, contract: Contract
+def late_notices(
+    log: IncidentLog, as_of: dt.datetime, contract: Contract | None = None
 ) -> Iterator[tuple[RequiredNotice, Finding]]:
+    """Each required notice of the log that is late or missing as of ``as_of``, with its
+    finding (:func:`notice_finding`), in the log's order."""
+    terms = contract or log.contract
     for need in log.required_notices():
         found = notice_finding(
             need.kind,
@@ -724,7 +727,7 @@ def _findings(
             need.occurred_at,
             None if need.sent is None else need.sent.sent_at,
             as_of=as_of,
-            contract=contract,
+            contract=terms,
         )
         if found is not None:
             yield need, found
@@ -734,7 +737,7 @@ def notice_findings(
     log: IncidentLog, as_of: dt.datetime, contract: Contract | None = None
 ) -> list[Finding]:
     """Every late or missing notice of the log, as of ``as_of``, in the log's order."""
-    return [f for _, f in _findings(log, as_of, contract or log.contract)]
+    return [f for _, f in late_notices(log, as_of, contract)]
 
 
 def interrupted_days(
@@ -779,9 +782,7 @@ def month_of_incidents(log: IncidentLog, month: ServiceMonth, as_of: dt.datetime
         lo, hi = max(a, start), min(b, end)
         if hi > lo:
             seconds += (hi - lo).total_seconds()
-    findings = tuple(
-        f for need, f in _findings(log, as_of, log.contract) if start <= need.occurred_at < end
-    )
+    findings = tuple(f for need, f in late_notices(log, as_of) if start <= need.occurred_at < end)
     return IncidentMonth(
         month,
         interrupted_days(log.outages(), as_of=as_of, month=month),
@@ -1015,7 +1016,7 @@ class Incidents:
 
         def make(log: IncidentLog, now: dt.datetime) -> IncidentRecord:
             return OutageStarted(
-                f"outage-{log.size + 1:04d}", self._when(at, now), cause, now, actor
+                f"outage-{len(log.outages()) + 1:04d}", self._when(at, now), cause, now, actor
             )
 
         found = self._decide(make)
@@ -1066,7 +1067,12 @@ class Incidents:
 
         def make(log: IncidentLog, now: dt.datetime) -> IncidentRecord:
             return SecurityIncidentReported(
-                f"security-{log.size + 1:04d}", chosen, summary, self._when(at, now), now, actor
+                f"security-{len(log.security_incidents()) + 1:04d}",
+                chosen,
+                summary,
+                self._when(at, now),
+                now,
+                actor,
             )
 
         found = self._decide(make)
@@ -1117,15 +1123,22 @@ class Incidents:
         """
         with self._lock:
             runs = self._record_unrecorded()
-            log = self.log()
-            now = self.clock.now()
-            for need in log.pending():
-                if need.key in self._unrecorded:
-                    continue
-                if self._retry_at.get(need.key, now) > now:
-                    continue
-                runs.append(self._send(log, need))
-            return runs
+            tried: set[str] = set()
+            while True:  # again after a round that sent a fault notice: its recovery's turn
+                log = self.log()
+                now = self.clock.now()
+                todo = [
+                    need
+                    for need in log.pending()
+                    if need.key not in tried
+                    and need.key not in self._unrecorded
+                    and self._retry_at.get(need.key, now) <= now
+                ]
+                if not todo:
+                    return runs
+                for need in todo:
+                    tried.add(need.key)
+                    runs.append(self._send(log, need))
 
     def _send(self, log: IncidentLog, need: RequiredNotice) -> NoticeRun:
         subject, message = render_notice(log.get(need.incident_id), need.kind)
@@ -1218,6 +1231,7 @@ __all__ = [
     "fold",
     "interrupted_days",
     "is_late",
+    "late_notices",
     "month_of_incidents",
     "notice_allowance",
     "notice_finding",
