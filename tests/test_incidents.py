@@ -710,3 +710,16 @@ IncidentLifecycle.TestCase.settings = settings(
     max_examples=60, stateful_step_count=30, deadline=None
 )
 TestIncidentLifecycle = IncidentLifecycle.TestCase
+
+
+def test_the_example_of_the_docs_runs_and_prints_what_it_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "incidents.md"
+    (block,) = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    exec(compile(block, "docs/incidents.md", "exec"), {})
+    printed = capsys.readouterr().out.strip()
+    assert printed == block.strip().splitlines()[-1].removeprefix("# ")
