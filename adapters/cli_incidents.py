@@ -153,7 +153,7 @@ def incident_json(log: IncidentLog, incident: Incident, as_of: dt.datetime) -> d
     }
 
 
-def _delivery(runs: list[NoticeRun], incidents: Incidents) -> None:
+def _delivery(runs: list[NoticeRun]) -> None:
     """What became of the notices the command made due: one line each on stderr when it
     is not sent (the worker sends it), nothing when it was."""
     for run in runs:
@@ -162,12 +162,6 @@ def _delivery(runs: list[NoticeRun], incidents: Incidents) -> None:
         why = run.error or run.outcome
         print(
             scrub(f"note: {run.kind.value} notice of {run.incident_id} still due: {why}"),
-            file=sys.stderr,
-        )
-    if incidents.centre is None and not runs:
-        print(
-            "note: no 110 desk is configured ([smtp] to_110 or [notices] log): "
-            "the notices stay pending for `movecar worker`",
             file=sys.stderr,
         )
 
@@ -189,7 +183,7 @@ def _after(incidents: Incidents, incident: Incident, args: argparse.Namespace, w
             )
             lines.append(f"  {need.kind.value} notice: {state}")
         say(None, "\n".join(lines))
-    _delivery(runs, incidents)
+    _delivery(runs)
     return Exit.OK
 
 
