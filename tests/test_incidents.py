@@ -707,7 +707,7 @@ class IncidentLifecycle(RuleBasedStateMachine):
 
 
 IncidentLifecycle.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=30, deadline=None
+    max_examples=150, stateful_step_count=40, deadline=None
 )
 TestIncidentLifecycle = IncidentLifecycle.TestCase
 
