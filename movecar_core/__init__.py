@@ -75,7 +75,16 @@ from movecar_core.errors import (
     UnknownCase,
 )
 from movecar_core.machine import CasePolicy, CorruptHistory, fold
-from movecar_core.outbox import Claimed, Effect, EffectPolicy, OutboxStore, Plan, plan
+from movecar_core.mail import Attachment, InMemoryReportMailer, ReportMailer
+from movecar_core.outbox import (
+    Claimed,
+    Effect,
+    EffectPolicy,
+    EffectScheduler,
+    OutboxStore,
+    Plan,
+    plan,
+)
 from movecar_core.penalties import (
     CapBase,
     MonthPayable,
@@ -150,6 +159,7 @@ from movecar_core.staffing import (
 )
 from movecar_core.term import Assessment, ContractTerm, ServiceYear
 from movecar_core.views import CaseView, RequesterView
+from movecar_core.volume import DailyVolume, ReportDelivery, VolumeReport
 
 __version__ = "0.1.0"
 
@@ -164,6 +174,7 @@ __all__ = [
     "Action",
     "Actor",
     "Assessment",
+    "Attachment",
     "BillableCallPolicy",
     "CalendarYearNotCovered",
     "CallAttemptsExhausted",
@@ -199,12 +210,14 @@ __all__ = [
     "Contract",
     "ContractTerm",
     "CorruptHistory",
+    "DailyVolume",
     "DeadlineShift",
     "Dispatch",
     "DisputeRaised",
     "Effect",
     "EffectPolicy",
     "EffectRun",
+    "EffectScheduler",
     "EscalatedTo110",
     "EscalationReason",
     "EscalationRequested",
@@ -215,6 +228,7 @@ __all__ = [
     "IllegalSettlementTransition",
     "IllegalTransition",
     "InMemoryRecordingStore",
+    "InMemoryReportMailer",
     "InvalidActor",
     "InvalidClockTime",
     "InvalidCommand",
@@ -262,6 +276,8 @@ __all__ = [
     "RecordingStore",
     "RegistryUnavailable",
     "RenewalRefused",
+    "ReportDelivery",
+    "ReportMailer",
     "ReportStore",
     "RequesterNotifier",
     "RequesterView",
@@ -286,6 +302,7 @@ __all__ = [
     "UnknownEventType",
     "UnresolvedReason",
     "VehicleRegistry",
+    "VolumeReport",
     "WorkingDayCalendar",
     "WrittenNotice",
     "YearSettlement",
