@@ -20,6 +20,7 @@ store's policy. Settings not given as arguments come from the environment and
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -222,12 +223,10 @@ def _mail(
 
             command_centre = LogCommandCentre(settings.notices_log, clock=clock)
     if reports is None and mailer is not None and smtp is not None and smtp.report_to:
-        try:
-            import openpyxl  # noqa: F401 - the workbook is attached to every report
-        except ModuleNotFoundError:
+        if importlib.util.find_spec("openpyxl") is None:  # the workbook goes with every report
             raise ConfigError(
                 "[smtp] report_to mails the report as a workbook: pip install 'movecar[reports]'"
-            ) from None
+            )
         from movecar_adapters.report_files import report_attachments
 
         reports = ReportDelivery(mailer, smtp.report_to, render=report_attachments)

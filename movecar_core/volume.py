@@ -283,14 +283,20 @@ def _check_send_at(instance: object, attribute: attrs.Attribute[dt.time], value:
         raise InvalidInput(f"send_at={value!r}: a time of day without a zone (Asia/Shanghai)")
 
 
-def _check_mailer(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+def _check_mailer(
+    instance: object, attribute: attrs.Attribute[ReportMailer], value: object
+) -> None:
     if not isinstance(value, ReportMailer):
         raise InvalidInput(f"mailer={type(value).__name__}: not a ReportMailer")
 
 
-def _check_mode(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+def _check_mode(instance: object, attribute: attrs.Attribute[TierMode], value: object) -> None:
     if not isinstance(value, TierMode):
         raise InvalidInput(f"mode={value!r}: not a TierMode")
+
+
+def _report_to(value: object) -> tuple[str, ...]:
+    return check_addresses(value, "report_to")
 
 
 @attrs.frozen
@@ -303,7 +309,7 @@ class ReportDelivery:
     """
 
     mailer: ReportMailer = attrs.field(validator=_check_mailer)
-    to: tuple[str, ...] = attrs.field(converter=lambda v: check_addresses(v, "report_to"))
+    to: tuple[str, ...] = attrs.field(converter=_report_to)
     render: Render = csv_attachments
     mode: TierMode = attrs.field(default=TierMode.VOLUME, validator=_check_mode)
     send_at: dt.time = attrs.field(default=DEFAULT_SEND_AT, validator=_check_send_at)
