@@ -368,12 +368,28 @@ def report_effect(
     )
 
 
+def _report_deadline(month: ServiceMonth, rules: SettlementRules) -> dt.datetime:
+    """When ``month``'s report is late (the 5th as written for a year the calendar lacks)."""
+    try:
+        due = monthly_deadlines(month, rules).report_due
+    except CalendarYearNotCovered:
+        due = month.next().day(rules.contract.report_due_day)
+    return end_of_day(due)
+
+
 def months_to_report(
-    now: dt.datetime, last_reported: ServiceMonth | None, term: ContractTerm
+    now: dt.datetime,
+    last_reported: ServiceMonth | None,
+    term: ContractTerm,
+    rules: SettlementRules | None = None,
 ) -> list[ServiceMonth]:
     """The months whose report should be in the outbox at ``now``: every month after the
     last one reported (``last_reported``) up to the current one (whose report is due next
     month: scheduled ahead, it is visible in the outbox all month), inside the granted term.
+
+    The last month reported is included while its deadline is ahead: it may have been
+    settled by hand (``movecar settle``) before its day, and is still mailed on schedule
+    (once: its key is in the outbox if the worker mailed it already).
 
     With no report yet, the month before the current one is the first (the contract's
     first month if later): a deployment that starts mid-contract reports from the month
@@ -383,11 +399,12 @@ def months_to_report(
     current = ServiceMonth.of(local_date(now))
     first_of_term = ServiceMonth.of(term.years[0].start)
     last_of_term = ServiceMonth.of(term.end_date)
-    start = (
-        last_reported.next()
-        if last_reported is not None
-        else max(first_of_term, current.previous())
-    )
+    if last_reported is None:
+        start = max(first_of_term, current.previous())
+    elif now < _report_deadline(last_reported, rules or SettlementRules(term.contract)):
+        start = last_reported
+    else:
+        start = last_reported.next()
     months = []
     month = max(start, first_of_term)
     while month <= min(current, last_of_term):
@@ -410,7 +427,7 @@ def schedule_reports(
     kept = store.reports()
     last = kept[-1].month if kept else None
     added = []
-    for month in months_to_report(now, last, term):
+    for month in months_to_report(now, last, term, rules):
         effect = report_effect(month, rules, send_at)
         if outbox.schedule(effect):
             added.append(effect)
