@@ -41,6 +41,7 @@ from movecar_core.case import (
 from movecar_core.clock import InvalidClockTime, ManualClock
 from movecar_core.codec import MalformedEvent, MalformedRecord, UnknownEventType
 from movecar_core.contract import WUJIN_114_2024, Contract, Greeting, Tier, WrittenNotice
+from movecar_core.desk import Desk
 from movecar_core.errors import (
     CalendarYearNotCovered,
     CallAttemptsExhausted,
@@ -212,6 +213,7 @@ __all__ = [
     "CorruptHistory",
     "DailyVolume",
     "DeadlineShift",
+    "Desk",
     "Dispatch",
     "DisputeRaised",
     "Effect",

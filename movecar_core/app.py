@@ -108,6 +108,7 @@ from movecar_core.ports import (
     VehicleRegistry,
 )
 from movecar_core.pricing import TierMode, settle_year
+from movecar_core.recordings import AccessLog, InMemoryAccessLog
 from movecar_core.reports import MonthSettlement, ReportStore
 from movecar_core.settlement import ServiceMonth, SettlementRules, monthly_deadlines
 from movecar_core.term import ContractTerm
@@ -252,6 +253,11 @@ class MoveCar:
         self.contract = contract
         self.policy = policy or CasePolicy()
         self.max_retries = max_retries
+        #: 七(三) who read or changed what: the store's own log when it keeps one (the SQL
+        #: store does, as ledger leaves), else one in memory. Desks write to it.
+        self.access_log: AccessLog = (
+            store if isinstance(store, AccessLog) else InMemoryAccessLog(clock)
+        )
         #: Call events drained from the switch and not yet applied (a store failure
         #: keeps them for the next pump).
         self._call_events: collections.deque[CallEvent] = collections.deque()

@@ -54,6 +54,28 @@ class Action(enum.StrEnum):
     EXTRACT_RECORDING = "recording.extract"
     #: A recording's metadata: case, call, SHA-256, size, duration, dates.
     READ_RECORDING_METADATA = "recording.metadata"
+    #: 呼入: a requester's report becomes a case.
+    OPEN_CASE = "case.open"
+    #: 二(二), 四: the owner looked up in the traffic police's data, inside an open case.
+    LOCATE_OWNER = "case.locate_owner"
+    #: 二(六) 外呼: a call to the owner from 0519110.
+    CALL_OWNER = "case.call_owner"
+    RECORD_CALL_OUTCOME = "case.record_call_outcome"
+    CONFIRM_MOVED = "case.confirm_moved"
+    DISPUTE = "case.dispute"
+    CANCEL = "case.cancel"
+    #: 二(五) 转接 110.
+    ESCALATE = "case.escalate"
+    #: A case's state, numbers masked.
+    READ_CASE = "case.read"
+    #: The case record (案件记录): every event, numbers masked.
+    READ_HISTORY = "case.history"
+    #: The owner's full number: the seat handling the open case only (四, 七).
+    READ_OWNER_CONTACT = "case.owner_contact"
+    #: 三 the monthly volume report (话务量报表) and statistics.
+    READ_REPORT = "report.read"
+    #: 三 report and settle a month (the operator's act).
+    SETTLE_MONTH = "month.settle"
 
 
 class InvalidActor(InvalidInput):
@@ -67,14 +89,14 @@ class PermissionDenied(MoveCarError):
     that was asked for (七(三): a refusal must not leak what it protects).
     """
 
-    def __init__(self, actor: Actor, action: Action) -> None:
+    def __init__(self, actor: Actor, action: Action, why: str | None = None) -> None:
         self.actor_id = actor.actor_id
         self.role = actor.role
         self.action = action
         allowed = ", ".join(sorted(PERMISSIONS.get(action, ()))) or "no role"
+        because = f": {why}" if why else f": allowed to {allowed}"
         super().__init__(
-            f"actor {excerpt(actor.actor_id, 80)} (role {actor.role}) may not {action}: "
-            f"allowed to {allowed}"
+            f"actor {excerpt(actor.actor_id, 80)} (role {actor.role}) may not {action}{because}"
         )
 
 
@@ -113,6 +135,8 @@ class Actor:
     role: Role = attrs.field(converter=_role)
 
 
+_SEATS = frozenset({Role.AGENT, Role.SUPERVISOR})
+
 #: The permission table: each action and the roles allowed it. Issue 13 adds its rows
 #: here (one table for the whole library, so a review reads every grant in one place).
 _TABLE: dict[Action, frozenset[Role]] = {
@@ -120,6 +144,27 @@ _TABLE: dict[Action, frozenset[Role]] = {
     Action.EXTRACT_RECORDING: frozenset({Role.COMMAND_CENTRE, Role.SUPERVISOR}),
     # Metadata holds no personal data; the auditor checks hashes against it.
     Action.READ_RECORDING_METADATA: frozenset(Role),
+    # A case is the seats' work (乙方); a supervisor may act for a seat. Party A and the
+    # auditor never change a case: 110 receives escalations, it does not handle 114's.
+    Action.OPEN_CASE: _SEATS,
+    # 四: vehicle data only for moving the car, by the seat doing it; not even a supervisor.
+    Action.LOCATE_OWNER: frozenset({Role.AGENT}),
+    # Annex 2 十三(四): every call is placed by a person at a seat.
+    Action.CALL_OWNER: frozenset({Role.AGENT}),
+    Action.RECORD_CALL_OUTCOME: _SEATS,
+    Action.CONFIRM_MOVED: _SEATS,
+    Action.DISPUTE: _SEATS,
+    Action.CANCEL: _SEATS,
+    Action.ESCALATE: _SEATS,
+    # 二(四)/三: Party A has the case records (案件记录) and statistics; the auditor checks
+    # the evidence, not its content.
+    Action.READ_CASE: frozenset({Role.AGENT, Role.SUPERVISOR, Role.COMMAND_CENTRE}),
+    Action.READ_HISTORY: frozenset({Role.SUPERVISOR, Role.COMMAND_CENTRE}),
+    # 四, 七: the owner's number to the seat handling the open case, no one else (the desk
+    # also checks the seat and the state).
+    Action.READ_OWNER_CONTACT: frozenset({Role.AGENT}),
+    Action.READ_REPORT: frozenset({Role.SUPERVISOR, Role.COMMAND_CENTRE}),
+    Action.SETTLE_MONTH: frozenset({Role.SUPERVISOR}),
 }
 
 #: Read-only view of the table.
