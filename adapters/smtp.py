@@ -311,11 +311,8 @@ class SmtpMailer:
         attachments: Sequence[Attachment] = (),
     ) -> EmailMessage:
         """The mail as it goes out: UTF-8 text, attachments as named parts."""
-        checked = check_mail(key, list(to), subject, body, list(attachments))
-        try:
-            body.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInput(f"body={excerpt(body)}: not encodable as UTF-8") from None
+        recipients = to if isinstance(to, str) else list(to)
+        checked = check_mail(key, recipients, subject, body, list(attachments))
         mail = EmailMessage(policy=email.policy.SMTP)
         mail["From"] = self.config.sender
         mail["To"] = ", ".join(checked.to)

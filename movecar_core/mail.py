@@ -162,6 +162,10 @@ def check_mail(
     changes what is accepted); the mail as a value."""
     if not isinstance(body, str) or len(body) > 100_000:
         raise InvalidInput(f"body={excerpt(body)}: text of at most 100,000 characters")
+    try:
+        body.encode("utf-8")  # a lone surrogate is not text: no mail can carry it
+    except UnicodeEncodeError:
+        raise InvalidInput(f"body={excerpt(body)}: not encodable as UTF-8") from None
     if not isinstance(attachments, (list, tuple)) or not all(
         isinstance(a, Attachment) for a in attachments
     ):
