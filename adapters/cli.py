@@ -60,6 +60,7 @@ _PLUGINS = (
     "movecar_adapters.cli_recordings",
     "movecar_adapters.cli_sip",
     "movecar_adapters.cli_registry",
+    "movecar_adapters.cli_report",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
 

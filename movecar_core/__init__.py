@@ -76,7 +76,16 @@ from movecar_core.errors import (
     UnknownCase,
 )
 from movecar_core.machine import CasePolicy, CorruptHistory, fold
-from movecar_core.outbox import Claimed, Effect, EffectPolicy, OutboxStore, Plan, plan
+from movecar_core.mail import Attachment, InMemoryReportMailer, ReportMailer
+from movecar_core.outbox import (
+    Claimed,
+    Effect,
+    EffectPolicy,
+    EffectScheduler,
+    OutboxStore,
+    Plan,
+    plan,
+)
 from movecar_core.penalties import (
     CapBase,
     MonthPayable,
@@ -151,6 +160,7 @@ from movecar_core.staffing import (
 )
 from movecar_core.term import Assessment, ContractTerm, ServiceYear
 from movecar_core.views import CaseView, RequesterView
+from movecar_core.volume import DailyVolume, ReportDelivery, VolumeReport
 
 __version__ = "0.1.0"
 
@@ -165,6 +175,7 @@ __all__ = [
     "Action",
     "Actor",
     "Assessment",
+    "Attachment",
     "BillableCallPolicy",
     "CalendarYearNotCovered",
     "CallAttemptsExhausted",
@@ -200,6 +211,7 @@ __all__ = [
     "Contract",
     "ContractTerm",
     "CorruptHistory",
+    "DailyVolume",
     "DeadlineShift",
     "Desk",
     "Dispatch",
@@ -207,6 +219,7 @@ __all__ = [
     "Effect",
     "EffectPolicy",
     "EffectRun",
+    "EffectScheduler",
     "EscalatedTo110",
     "EscalationReason",
     "EscalationRequested",
@@ -217,6 +230,7 @@ __all__ = [
     "IllegalSettlementTransition",
     "IllegalTransition",
     "InMemoryRecordingStore",
+    "InMemoryReportMailer",
     "InvalidActor",
     "InvalidClockTime",
     "InvalidCommand",
@@ -264,6 +278,8 @@ __all__ = [
     "RecordingStore",
     "RegistryUnavailable",
     "RenewalRefused",
+    "ReportDelivery",
+    "ReportMailer",
     "ReportStore",
     "RequesterNotifier",
     "RequesterView",
@@ -288,6 +304,7 @@ __all__ = [
     "UnknownEventType",
     "UnresolvedReason",
     "VehicleRegistry",
+    "VolumeReport",
     "WorkingDayCalendar",
     "WrittenNotice",
     "YearSettlement",
