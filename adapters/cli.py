@@ -59,6 +59,8 @@ _PLUGINS = (
     "movecar_adapters.cli_sweep",
     "movecar_adapters.cli_recordings",
     "movecar_adapters.cli_sip",
+    "movecar_adapters.cli_registry",
+    "movecar_adapters.cli_report",
     "movecar_adapters.cli_incidents",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})

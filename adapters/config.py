@@ -39,6 +39,34 @@ The file, all of it optional::
     [recordings]
     dir = "/var/lib/movecar/recordings"   # or $MOVECAR_RECORDINGS; needed with SIP (二(四))
 
+    [registry]                 # the owner data source (default: the in-memory registry)
+    kind = "http"              # "memory", "http" (the platform) or "sql" (a local mirror)
+    url = "https://jsjj.internal/api"  # or $MOVECAR_REGISTRY_URL; its scheme implies kind
+    timeout_s = 2.0
+    retries = 2
+    path = "/vehicles/{plate}"
+    source = "jsjj"
+    max_retry_after_s = 5
+    breaker_failures = 5
+    breaker_cooldown_s = 30
+    client_cert = "/etc/movecar/registry.pem"  # mutual TLS
+    client_key = "/etc/movecar/registry.key"
+    ca_bundle = "/etc/movecar/platform-ca.pem"
+    # kind = "sql": url is the mirror's database (default: the store's), and
+    # table = "mc_vehicle_mirror", encrypted = true
+    [smtp]                     # mail: notices to the 110 desk, the monthly report (三)
+    url = "smtp://mail.internal:587?starttls=1"  # or $MOVECAR_SMTP_URL (may hold a password)
+    user = "movecar"           # the password in password_file, never in this file
+    password_file = "/etc/movecar/smtp-password"
+    from = "114-movecar@example.cn"
+    to_110 = ["110-desk@example.gov.cn"]        # 二(五) notices (escalations, outages)
+    report_to = ["zhihui@example.gov.cn"]       # 三: the monthly report, mailed by the worker
+    timeout_s = 10
+    ca_file = "/etc/movecar/mail-ca.pem"        # a private CA (default: the system's)
+
+    [notices]
+    log = "/var/log/movecar/110-notices.log"    # notices as lines, when no [smtp] to_110
+
 Keys are never read from the file itself, only from a file it names (kept with the
 permissions of a secret). Unknown sections and keys are refused, so a typo is an error,
 not a silently ignored setting.
@@ -49,9 +77,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -60,12 +89,19 @@ from movecar_core.app import Dispatch
 from movecar_core.calls import CallLimits
 from movecar_core.errors import MoveCarError
 
+if TYPE_CHECKING:  # the SMTP adapter imports this module: no cycle at run time
+    from movecar_adapters.smtp import SmtpConfig
+
 ENV_URL = "MOVECAR_DB_URL"
 ENV_KEYS = "MOVECAR_KEYS"
 ENV_CONFIG = "MOVECAR_CONFIG"
 ENV_DISPATCH = "MOVECAR_DISPATCH"
 ENV_SIP_TRUNK = "MOVECAR_SIP_TRUNK"
 ENV_RECORDINGS = "MOVECAR_RECORDINGS"
+ENV_REGISTRY_URL = "MOVECAR_REGISTRY_URL"
+ENV_SMTP_URL = "MOVECAR_SMTP_URL"
+#: The sender of movecar's mail when ``[smtp] from`` is not set.
+DEFAULT_SENDER = "movecar@localhost"
 CONFIG_FILE = "movecar.toml"
 #: The embedded default: a SQLite file in the working directory, no server.
 DEFAULT_URL = "sqlite:///movecar.db"
@@ -94,12 +130,68 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "greeting_cache": str,
     },
     "recordings": {"dir": str},
+    "registry": {
+        "kind": str,
+        "url": str,
+        "timeout_s": (int, float),
+        "retries": int,
+        "path": str,
+        "source": str,
+        "max_retry_after_s": (int, float),
+        "breaker_failures": int,
+        "breaker_cooldown_s": (int, float),
+        "client_cert": str,
+        "client_key": str,
+        "ca_bundle": str,
+        "table": str,
+        "encrypted": bool,
+    },
+    "smtp": {
+        "url": str,
+        "user": str,
+        "password_file": str,
+        "from": str,
+        "to_110": (str, list),
+        "report_to": (str, list),
+        "timeout_s": (int, float),
+        "ca_file": str,
+    },
+    "notices": {"log": str},
 }
+
+#: Which ``[registry]`` settings each kind reads (the rest of the table is refused for it).
+_REGISTRY_KEYS = {
+    "http": frozenset(
+        {
+            "kind", "url", "timeout_s", "retries", "path", "source", "max_retry_after_s",
+            "breaker_failures", "breaker_cooldown_s", "client_cert", "client_key", "ca_bundle",
+        }
+    ),
+    "sql": frozenset({"kind", "url", "source", "table", "encrypted"}),
+    "memory": frozenset({"kind"}),
+}  # fmt: skip
+_REGISTRY_FILES = ("client_cert", "client_key", "ca_bundle")
 
 
 class ConfigError(MoveCarError):
     """A configuration file, variable or setting that is missing, unreadable or malformed
     (an environment problem: the CLI exits with 3)."""
+
+
+@attrs.frozen
+class RegistrySettings:
+    """The owner data source of ``[registry]`` (or ``$MOVECAR_REGISTRY_URL``).
+
+    ``kind``: ``http`` (:class:`~movecar_adapters.registry_http.HttpVehicleRegistry`) or
+    ``sql`` (:class:`~movecar_adapters.registry_sql.SqlVehicleRegistry`). ``url``: the
+    platform's base URL, or the mirror's database (None: the store's). ``options``: the
+    adapter's keyword arguments from the file (files relative to the file's folder);
+    their values are checked when the adapter is built (:func:`~movecar_adapters.connect`).
+    """
+
+    kind: str
+    url: str | None
+    options: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -122,6 +214,12 @@ class Settings:
     sip: SipConfig | None = None
     #: Where recordings are kept (二(四)), when configured.
     recordings_dir: Path | None = None
+    #: The owner data source, when ``[registry]`` or ``$MOVECAR_REGISTRY_URL`` names one.
+    registry: RegistrySettings | None = None
+    #: The SMTP server and addresses (``$MOVECAR_SMTP_URL``, ``[smtp]``), when configured.
+    smtp: SmtpConfig | None = None
+    #: The file the 110 desk's notices are written to as lines (``[notices] log``).
+    notices_log: Path | None = None
 
 
 def mask_url(url: str) -> str:
@@ -236,6 +334,7 @@ def load_settings(
     follow = engine.get("follow_up_after_s")
     telephony, recordings = data.get("telephony", {}), data.get("recordings", {})
     folder = env.get(ENV_RECORDINGS) or recordings.get("dir")
+    notices = data.get("notices", {})
     return Settings(
         url=url,
         upgrade=database.get("upgrade"),
@@ -254,6 +353,9 @@ def load_settings(
         call_limits=_call_limits(engine, where),
         sip=_sip(telephony, env, path, where),
         recordings_dir=None if not folder else _relative(Path(folder), path),
+        registry=_registry(data.get("registry", {}), env, path, where),
+        smtp=_smtp(data.get("smtp", {}), env, path, where),
+        notices_log=_relative(Path(notices["log"]), path) if notices.get("log") else None,
     )
 
 
@@ -305,3 +407,103 @@ def _sip(
         return SipConfig(trunk, **options)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: [telephony]: {str(exc)[:200]}") from None
+
+
+def _registry(
+    table: Mapping[str, Any], env: Mapping[str, str], config: Path | None, where: str
+) -> RegistrySettings | None:
+    """The owner data source's settings, or None for the in-memory registry.
+
+    ``$MOVECAR_REGISTRY_URL`` overrides ``registry.url``; without ``registry.kind`` the
+    URL's scheme says the kind: ``http(s)://`` the platform, any other a mirror database.
+    """
+    url = env.get(ENV_REGISTRY_URL) or table.get("url") or None
+    kind = table.get("kind")
+    if kind is None:
+        if url is None:
+            if table:
+                raise ConfigError(f"{where}: [registry] settings given without kind or url")
+            return None
+        kind = "http" if url.lower().startswith(("http://", "https://")) else "sql"
+    if kind not in _REGISTRY_KEYS:
+        raise ConfigError(f"{where}: registry.kind={kind!r:.40}: must be 'memory', 'http' or 'sql'")
+    extra = sorted(set(table) - _REGISTRY_KEYS[kind])
+    if extra:
+        raise ConfigError(
+            f"{where}: registry.{extra[0]} is not a setting of registry.kind={kind!r}"
+        )
+    if kind == "memory":
+        if env.get(ENV_REGISTRY_URL):
+            raise ConfigError(f"{where}: {ENV_REGISTRY_URL} is set but registry.kind='memory'")
+        return None
+    is_http = url is not None and url.lower().startswith(("http://", "https://"))
+    if kind == "http" and not is_http:
+        raise ConfigError(
+            f"{where}: registry.kind='http' needs an http(s):// url (registry.url or "
+            f"{ENV_REGISTRY_URL})"
+        )
+    if kind == "sql" and is_http:
+        raise ConfigError(f"{where}: registry.kind='sql' needs a database URL, not http(s)")
+    options = {k: v for k, v in table.items() if k not in ("kind", "url")}
+    for name in _REGISTRY_FILES:
+        if name in options:
+            options[name] = _relative(Path(options[name]), config)
+    return RegistrySettings(kind=kind, url=url, options=options)
+
+
+def _smtp(
+    table: Mapping[str, Any], env: Mapping[str, str], config: Path | None, where: str
+) -> SmtpConfig | None:
+    """The SMTP server of ``$MOVECAR_SMTP_URL`` or ``[smtp] url`` with the file's addresses;
+    None when neither names one.
+
+    A password goes in ``$MOVECAR_SMTP_URL`` or in the file ``password_file`` names, never
+    in ``movecar.toml`` itself (as keys: the file is shared, a secret is not).
+    """
+    from movecar_adapters.smtp import SmtpConfig
+
+    from_env = env.get(ENV_SMTP_URL) or None
+    url = from_env or table.get("url")
+    if not url:
+        if table:
+            raise ConfigError(f"{where}: [smtp] settings given, but no url (or {ENV_SMTP_URL})")
+        return None
+    if from_env is None and "@" in url.partition("://")[2].partition("/")[0]:
+        raise ConfigError(
+            f"{where}: smtp.url={mask_url(url)[:200]!r}: give the user as smtp.user and the "
+            f"password in smtp.password_file (or {ENV_SMTP_URL}), not in this file"
+        )
+    password = None
+    if "password_file" in table:
+        secret = _relative(Path(table["password_file"]), config)
+        try:
+            password = secret.read_text(encoding="utf-8").strip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}: smtp.password_file {secret}: cannot read it ({exc.strerror})"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: smtp.password_file {secret}: not UTF-8 text") from None
+    if "user" in table:
+        if from_env is not None and "@" in url.partition("://")[2].partition("/")[0]:
+            raise ConfigError(f"{where}: smtp.user and a user in {ENV_SMTP_URL}: give one")
+        scheme, _, rest = url.partition("://")
+        user = urllib.parse.quote(table["user"], safe="")
+        url = f"{scheme}://{user}@{rest}"
+    elif password is not None and "@" not in url.partition("://")[2].partition("/")[0]:
+        raise ConfigError(f"{where}: smtp.password_file without smtp.user")
+
+    def addresses(name: str) -> list[str]:
+        value = table.get(name, [])
+        return [value] if isinstance(value, str) else list(value)
+
+    return SmtpConfig.from_url(
+        url,
+        sender=table.get("from", DEFAULT_SENDER),
+        to_110=addresses("to_110"),
+        report_to=addresses("report_to"),
+        timeout_s=table.get("timeout_s"),
+        ca_file=_relative(Path(table["ca_file"]), config) if "ca_file" in table else None,
+        password=password,
+        where=f"{where}: smtp url" if from_env is None else ENV_SMTP_URL,
+    )

@@ -20,6 +20,7 @@ store's policy. Settings not given as arguments come from the environment and
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from movecar_adapters.clock import SystemClock
 from movecar_adapters.config import (
     MEMORY_URL,
     ConfigError,
+    RegistrySettings,
     Settings,
     load_settings,
     mask_url,
@@ -58,6 +60,7 @@ from movecar_core.ports import (
     VehicleRegistry,
 )
 from movecar_core.term import ContractTerm
+from movecar_core.volume import ReportDelivery
 
 log = logging.getLogger("movecar")
 
@@ -94,6 +97,7 @@ def connect(
     effects: EffectPolicy | None = None,
     term: ContractTerm | None = None,
     call_limits: CallLimits | None = None,
+    reports: ReportDelivery | None = None,
     upgrade: bool | None = None,
     config: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -110,7 +114,9 @@ def connect(
 
     ``clock`` defaults to the wall clock (:class:`~movecar_adapters.clock.SystemClock`).
     Ports not given are the in-memory adapters (a warning is logged when a database is
-    used with an in-memory phone switch or registry: nothing rings, nobody is looked up).
+    used with an in-memory phone switch or registry: nothing rings, nobody is looked up),
+    except those configured: the SIP switch of ``[telephony]`` and the owner data source
+    of ``[registry]`` (the platform over HTTP or a mirror table, ``docs/registry.md``).
     ``dispatch`` (default ``inline``, or ``engine.dispatch``): who delivers effects;
     with ``"outbox"`` a ``movecar worker`` process does. ``upgrade``: run the schema
     migrations first (default: for SQLite files only; servers migrate with
@@ -118,6 +124,12 @@ def connect(
     (default: the first service year of ``contract``). ``call_limits``: the caps on calls
     in flight per seat and in total (annex 2 十三(四); default
     :class:`~movecar_core.calls.CallLimits`).
+
+    Mail (``$MOVECAR_SMTP_URL`` or ``[smtp]``): with ``to_110`` the 110 desk's notices go
+    through :class:`~movecar_adapters.smtp.SmtpMailer` (else, with ``[notices] log``, to
+    that file as lines); with ``report_to`` the monthly volume report (三) is scheduled and
+    mailed with its CSV and XLSX (``reports``: a
+    :class:`~movecar_core.volume.ReportDelivery` of your own instead).
 
     Raises :class:`~movecar_adapters.config.ConfigError` for bad settings, and the SQL
     adapter's typed errors when the database cannot be opened or is not migrated.
@@ -145,7 +157,7 @@ def connect(
             name
             for name, port in (
                 ("telephony", telephony if settings.sip is None else "sip"),
-                ("registry", registry),
+                ("registry", registry if settings.registry is None else "configured"),
             )
             if port is None
         ]
@@ -159,14 +171,21 @@ def connect(
                 " and ".join(missing),
             )
     limits = call_limits if call_limits is not None else settings.call_limits
-    if telephony is None and settings.sip is not None:
-        try:
+    built: list[Any] = [store]
+    try:
+        if registry is None and settings.registry is not None:
+            registry = _registry(settings.registry, store, keys, settings)
+            built.append(registry)
+        if telephony is None and settings.sip is not None:
             telephony = _sip_switch(settings, store, keys, the_clock, limits)
-        except BaseException:
-            close = getattr(store, "close", None)
+            built.append(telephony)
+        command_centre, reports = _mail(settings, the_clock, command_centre, reports)
+    except BaseException:
+        for part in reversed(built):  # nothing this call opened stays open
+            close = getattr(part, "close", None)
             if callable(close):
                 close()
-            raise
+        raise
     engine = MoveCar(
         store=store,
         registry=registry if registry is not None else InMemoryVehicleRegistry(),
@@ -180,8 +199,89 @@ def connect(
         dispatch=chosen,
         term=term,
         call_limits=limits,
+        reports=reports,
     )
     return engine
+
+
+def _registry(
+    chosen: RegistrySettings, store: CaseStore, keys: Any, settings: Settings
+) -> VehicleRegistry:
+    """The owner data source of ``[registry]`` (二(二)): the platform over HTTP, or a
+    mirror table in ``registry.url``'s database or else the store's own."""
+    options = dict(chosen.options)
+    if chosen.kind == "http":
+        try:
+            from movecar_adapters.registry_http import HttpVehicleRegistry
+        except ModuleNotFoundError as exc:  # the [registry] extra is not installed
+            raise ConfigError(
+                f"registry.kind='http' needs httpx: pip install 'movecar[registry]' ({exc.name})"
+            ) from None
+        assert chosen.url is not None  # load_settings checked it
+        return HttpVehicleRegistry(chosen.url, **options)
+    try:
+        from movecar_adapters.crypto import KeyRing
+        from movecar_adapters.registry_sql import SqlVehicleRegistry
+        from movecar_adapters.sql.store import SqlStore
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"registry.kind='sql' needs the SQL adapter: pip install 'movecar[sql]' ({exc.name})"
+        ) from None
+    ring: KeyRing | None = None
+    if isinstance(store, SqlStore):
+        ring = store.keys
+    elif isinstance(keys, KeyRing):
+        ring = keys
+    elif settings.keys_spec is not None:
+        ring = KeyRing.from_config(settings.keys_spec, source=settings.keys_source or "keys")
+    where: Any
+    if chosen.url is not None:
+        where = chosen.url
+    elif isinstance(store, SqlStore):
+        where = store.engine  # the mirror beside the store: one pool of connections
+    else:
+        raise ConfigError(
+            "registry.kind='sql' with the in-memory store: set registry.url to the mirror's "
+            "database"
+        )
+    if options.get("encrypted", True) and ring is None:
+        raise ConfigError(
+            "registry.kind='sql': the mirror's phones are sealed; set MOVECAR_KEYS or "
+            "keys.file (or registry.encrypted = false for a table of plain phones)"
+        )
+    return SqlVehicleRegistry(where, keys=ring, **options)
+
+
+def _mail(
+    settings: Settings,
+    clock: Clock,
+    command_centre: CommandCentre | None,
+    reports: ReportDelivery | None,
+) -> tuple[CommandCentre | None, ReportDelivery | None]:
+    """The 110 desk and the monthly report's delivery from ``[smtp]``/``[notices]``, for
+    the ports the caller did not give."""
+    smtp = settings.smtp
+    mailer = None
+    if smtp is not None:
+        from movecar_adapters.smtp import SmtpMailer
+
+        mailer = SmtpMailer(smtp, clock=clock)
+    if command_centre is None:
+        if mailer is not None and smtp is not None and smtp.to_110:
+            command_centre = mailer
+        elif settings.notices_log is not None:
+            from movecar_adapters.notices import LogCommandCentre
+
+            command_centre = LogCommandCentre(settings.notices_log, clock=clock)
+    if reports is None and mailer is not None and smtp is not None and smtp.report_to:
+        if importlib.util.find_spec("openpyxl") is None:  # the workbook goes with every report
+            raise ConfigError(
+                "[smtp] report_to mails the report as a workbook: pip install 'movecar[reports]'"
+            )
+        from movecar_adapters.report_files import report_attachments
+
+        reports = ReportDelivery(mailer, smtp.report_to, render=report_attachments)
+    return command_centre, reports
 
 
 def _sip_switch(

@@ -39,7 +39,9 @@ def describe(run: EffectRun) -> str:
     outcome; port errors are library errors, whose messages are redacted)."""
     state = "ok" if run.ok else "FAILED"
     detail = run.outcome if run.ok else f"{run.outcome}: {run.error}"
-    return f"{run.kind} case {run.case_id[:8]} {state}: {detail}"
+    # An effect of no case (the monthly report) is named by its key, which says the month.
+    subject = f"case {run.case_id[:8]}" if run.case_id else run.key
+    return f"{run.kind} {subject} {state}: {detail}"
 
 
 def describe_notice(run: NoticeRun) -> str:

@@ -92,7 +92,16 @@ from movecar_core.incidents import (
     UnknownIncident,
 )
 from movecar_core.machine import CasePolicy, CorruptHistory, fold
-from movecar_core.outbox import Claimed, Effect, EffectPolicy, OutboxStore, Plan, plan
+from movecar_core.mail import Attachment, InMemoryReportMailer, ReportMailer
+from movecar_core.outbox import (
+    Claimed,
+    Effect,
+    EffectPolicy,
+    EffectScheduler,
+    OutboxStore,
+    Plan,
+    plan,
+)
 from movecar_core.penalties import (
     CapBase,
     MonthPayable,
@@ -168,6 +177,7 @@ from movecar_core.staffing import (
 )
 from movecar_core.term import Assessment, ContractTerm, ServiceYear
 from movecar_core.views import CaseView, RequesterView
+from movecar_core.volume import DailyVolume, ReportDelivery, VolumeReport
 
 __version__ = "0.1.0"
 
@@ -182,6 +192,7 @@ __all__ = [
     "Action",
     "Actor",
     "Assessment",
+    "Attachment",
     "BillableCallPolicy",
     "CalendarYearNotCovered",
     "CallAttemptsExhausted",
@@ -218,6 +229,7 @@ __all__ = [
     "ContractTerm",
     "CorruptHistory",
     "CorruptIncidentLog",
+    "DailyVolume",
     "DeadlineShift",
     "Desk",
     "Dispatch",
@@ -225,6 +237,7 @@ __all__ = [
     "Effect",
     "EffectPolicy",
     "EffectRun",
+    "EffectScheduler",
     "EscalatedTo110",
     "EscalationReason",
     "EscalationRequested",
@@ -237,6 +250,7 @@ __all__ = [
     "IllegalTransition",
     "InMemoryIncidentStore",
     "InMemoryRecordingStore",
+    "InMemoryReportMailer",
     "IncidentConflict",
     "IncidentError",
     "IncidentRefused",
@@ -292,6 +306,8 @@ __all__ = [
     "RecordingStore",
     "RegistryUnavailable",
     "RenewalRefused",
+    "ReportDelivery",
+    "ReportMailer",
     "ReportStore",
     "RequesterNotifier",
     "RequesterView",
@@ -319,6 +335,7 @@ __all__ = [
     "UnknownIncident",
     "UnresolvedReason",
     "VehicleRegistry",
+    "VolumeReport",
     "WorkingDayCalendar",
     "WrittenNotice",
     "YearSettlement",

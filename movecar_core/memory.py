@@ -138,6 +138,7 @@ class InMemoryCaseStore:
         self._next_id = 0
         self._reports: list[MonthlyReport] = []
         self._settlements: dict[ServiceMonth, RecordedSettlement] = {}
+        self._scheduled: set[str] = set()  # keys ever scheduled (EffectScheduler), done too
         self._lock = threading.Lock()
 
     def load(self, case_id: str) -> Sequence[Event]:
@@ -314,6 +315,23 @@ class InMemoryCaseStore:
             else:
                 rows = [self._pending[k] for k in self._by_case.get(case_id, ())]
         return iter([r.effect for r in sorted(rows, key=lambda r: (r.effect.due_at, r.id))])
+
+    # --- effects of no case (EffectScheduler: the monthly report) -----------------------
+
+    def schedule(self, effect: Effect) -> bool:
+        """Keep ``effect`` pending (:class:`~movecar_core.outbox.EffectScheduler`); its key
+        is remembered after it is done, so it is scheduled at most once."""
+        if not isinstance(effect, Effect) or not isinstance(effect.key, str) or not effect.key:
+            raise InvalidInput(f"schedule: {type(effect).__name__} is not an Effect with a key")
+        with self._lock:
+            if effect.key in self._scheduled or effect.key in self._pending:
+                return False
+            self._scheduled.add(effect.key)
+            self._next_id += 1
+            self._pending[effect.key] = _OutboxRow(self._next_id, effect)
+            self._by_case.setdefault(effect.case_id, []).append(effect.key)
+            heapq.heappush(self._due, (effect.due_at, self._next_id, effect.key))
+            return True
 
     @staticmethod
     def _claimable(row: _OutboxRow, at: dt.datetime) -> bool:

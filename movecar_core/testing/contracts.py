@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 import threading
 import time
 import uuid
@@ -46,7 +47,12 @@ from movecar_core.case import (
     OwnerCallPlaced,
     OwnerLookedUp,
 )
-from movecar_core.errors import ConcurrencyConflict, InvalidInput, RegistryUnavailable
+from movecar_core.errors import (
+    ConcurrencyConflict,
+    InvalidInput,
+    InvalidPlate,
+    RegistryUnavailable,
+)
 from movecar_core.machine import fold
 from movecar_core.outbox import (
     CALL_OUTCOME_DUE,
@@ -57,10 +63,13 @@ from movecar_core.outbox import (
     inline_token,
     plan,
 )
+from movecar_core.phones import parse_phone
 from movecar_core.ports import CaseStore, Clock, OutboundCallRequest, Telephony, VehicleRegistry
 from movecar_core.testing.strategies import case_histories, forbidden_texts, texts
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+#: A full mainland mobile number: never in an error message.
+_PHONE_DIGITS = re.compile(r"1[3-9][0-9]{9}")
 T0 = dt.datetime(2025, 3, 1, 8, 30, tzinfo=SHANGHAI)
 
 
@@ -253,8 +262,37 @@ class VehicleRegistryContract:
     ) -> None:
         assert callable(make_unavailable)
         make_unavailable()
-        with pytest.raises(RegistryUnavailable):
+        with pytest.raises(RegistryUnavailable) as info:
             registry.lookup("苏D12345")
+        assert not _PHONE_DIGITS.search(str(info.value)), "no phone number in the message"
+
+    def test_the_contact_is_canonical_and_its_source_fits_the_record(
+        self, registry: VehicleRegistry
+    ) -> None:
+        """The engine stores and dials the phone as given (canonical, movecar_core.phones),
+        and keeps the source in the look-up's event (one line, at most 100 characters)."""
+        contact = registry.lookup("苏D12345")
+        assert contact is not None
+        assert parse_phone(contact.phone).canonical == contact.phone
+        assert 0 < len(contact.source) <= 100 and contact.source.isprintable()
+
+    def test_a_lookup_is_repeatable(self, registry: VehicleRegistry) -> None:
+        assert registry.lookup("苏D12345") == registry.lookup("苏D12345")
+        assert registry.lookup("苏E99999") is None
+
+    @pytest.mark.parametrize(
+        "bad", ["", "苏", "../../vehicles", "苏D12345?x=1", "苏D1234567890", "x" * 10_000]
+    )
+    def test_a_malformed_plate_is_none_or_invalid_plate(
+        self, registry: VehicleRegistry, bad: str
+    ) -> None:
+        """Never a contact, never another error: an adapter may refuse it
+        (:class:`~movecar_core.errors.InvalidPlate`, nothing asked) or find nothing."""
+        try:
+            found = registry.lookup(bad)
+        except InvalidPlate:
+            return
+        assert found is None
 
 
 def _call_request(agent_id: str = "seat-1", attempt: int = 1) -> OutboundCallRequest:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mail_support import closed_port, mail_server
 from sqlsupport import KEY_1
 
 from movecar_adapters.cli import main
@@ -32,7 +33,8 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def url(fresh_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def url(fresh_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    monkeypatch.chdir(tmp_path)  # no movecar.toml of the developer's
     for name in list(os.environ):
         if name.startswith("MOVECAR_"):
             monkeypatch.delenv(name)
@@ -189,3 +191,51 @@ def test_a_tampered_log_is_refused_with_exit_3_and_found_by_the_audit(url: str) 
     assert code == 3 and "record 1 is missing" in err and "audit verify" in err
     code, out, _ = run("audit", "verify")
     assert code == 1 and "incident" in out
+
+
+def test_the_notices_go_through_a_real_mail_server_at_once(url: str, tmp_path: Path) -> None:
+    """With ``[smtp] to_110`` configured, ``outage start`` mails the fault notice to the
+    desk through a real SMTP server on 127.0.0.1 (aiosmtpd): Chinese text naming the
+    incident and its times, the notice's key in the mail, no phone number; with the
+    server gone the record is still written and the notice waits."""
+    config = tmp_path / "movecar.toml"
+    with mail_server() as server:
+        config.write_text(
+            f'[smtp]\nurl = "{server.url()}"\nfrom = "114@example.cn"\n'
+            'to_110 = ["110-desk@example.gov.cn"]\n',
+            encoding="utf-8",
+        )
+        code, out, err = run("--config", str(config), "outage", "start", "--cause", "机房断电")
+        assert (code, err) == (0, "")
+        assert "fault notice: sent" in out
+        [mail] = server.received
+    assert mail.rcpt_tos == ("110-desk@example.gov.cn",)
+    assert mail.message["X-Movecar-Key"] == "incident:outage-0001:fault"
+    assert "outage-0001" in str(mail.message["Subject"])
+    body = mail.message.get_body(preferencelist=("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "机房断电" in text and "北京时间" in text and "0519" not in text
+
+    config.write_text(
+        f'[smtp]\nurl = "smtp://127.0.0.1:{closed_port()}"\nfrom = "114@example.cn"\n'
+        'to_110 = ["110-desk@example.gov.cn"]\n',
+        encoding="utf-8",
+    )
+    code, out, err = run("--config", str(config), "outage", "end", "--json")
+    assert code == 0 and "recovery notice of outage-0001 still due" in err
+    assert [n["sent_at"] is None for n in json.loads(out)["notices"]] == [False, True]
+
+
+def test_the_notices_go_to_the_configured_log(url: str, tmp_path: Path) -> None:
+    log = tmp_path / "110-notices.log"
+    config = tmp_path / "movecar.toml"
+    config.write_text(f'[notices]\nlog = "{log}"\n', encoding="utf-8")
+    code, _, err = run(
+        "--config", str(config), "incident", "report", "--kind", "loss", "--summary", "备份丢失"
+    )
+    assert (code, err) == (0, "")
+    (line,) = log.read_text(encoding="utf-8").splitlines()
+    assert "key=incident:security-0001:security_report" in line and "备份丢失" in line
+    code, out, _ = run("--config", str(config), "incident", "list")
+    assert code == 0 and "reported" in out and "NOT REPORTED" not in out
