@@ -76,6 +76,10 @@ class Action(enum.StrEnum):
     READ_REPORT = "report.read"
     #: 三 report and settle a month (the operator's act).
     SETTLE_MONTH = "month.settle"
+    #: 二(五), annex 2 十六: an outage's start or end, a security incident, a notice given.
+    RECORD_INCIDENT = "incident.record"
+    #: The incident log: outages, findings, a month's days without the 24-hour service.
+    READ_INCIDENTS = "incident.read"
 
 
 class InvalidActor(InvalidInput):
@@ -165,6 +169,10 @@ _TABLE: dict[Action, frozenset[Role]] = {
     Action.READ_OWNER_CONTACT: frozenset({Role.AGENT}),
     Action.READ_REPORT: frozenset({Role.SUPERVISOR, Role.COMMAND_CENTRE}),
     Action.SETTLE_MONTH: frozenset({Role.SUPERVISOR}),
+    # The operator (乙方) records its outages and incidents; Party A reads them (it is
+    # notified of each), and the auditor checks them: they are evidence of compliance.
+    Action.RECORD_INCIDENT: frozenset({Role.SUPERVISOR}),
+    Action.READ_INCIDENTS: frozenset({Role.SUPERVISOR, Role.COMMAND_CENTRE, Role.AUDITOR}),
 }
 
 #: Read-only view of the table.
