@@ -62,6 +62,8 @@ _PLUGINS = (
     "movecar_adapters.cli_requesters",
     "movecar_adapters.cli_calendar",
     "movecar_adapters.cli_registry",
+    "movecar_adapters.cli_report",
+    "movecar_adapters.cli_incidents",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
 
@@ -303,6 +305,7 @@ _ENVIRONMENT = frozenset(
         "UnboundCiphertext",
         "RecordingCorrupt",
         "RecordingMisplaced",
+        "CorruptIncidentLog",
     }
 )
 

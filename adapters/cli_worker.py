@@ -28,6 +28,7 @@ from movecar_adapters.config import mask_url
 from movecar_adapters.connect import connect
 from movecar_adapters.worker import run
 from movecar_core.app import MoveCar
+from movecar_core.incidents import Incidents
 from movecar_core.memory import InMemoryCommandCentre, InMemoryTelephony
 
 
@@ -48,6 +49,17 @@ def _factory(spec: str) -> MoveCar:
     if not isinstance(engine, MoveCar):
         raise CliError(f"--factory {spec[:60]!r}: returned {type(engine).__name__}, not MoveCar")
     return engine
+
+
+def _incidents(engine: MoveCar) -> Incidents | None:
+    """二(五), annex 2 十六: the incident log's notices, when the engine keeps a database
+    (the log must outlive the process) and the SQL adapter is installed."""
+    try:
+        from movecar_adapters.cli_incidents import incidents_of
+        from movecar_adapters.sql.store import SqlStore
+    except ModuleNotFoundError:  # pragma: no cover - without the [sql] extra
+        return None
+    return incidents_of(engine) if isinstance(engine.store, SqlStore) else None
 
 
 def _line(text: str) -> None:
@@ -85,6 +97,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             f"dispatch {engine.dispatch.value}"
             + (f"; in-memory {' and '.join(stand_ins)} (use --factory)" if stand_ins else "")
         )
+        incidents = _incidents(engine)
         with engine:
             stats = run(
                 engine,
@@ -94,6 +107,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 once=args.once,
                 stop=stop,
                 report=_line,
+                incidents=incidents,
             )
         _line(f"worker {args.name}: stopped; {stats.ran} effects ran, {stats.failed} failed")
     finally:

@@ -55,6 +55,18 @@ The file, all of it optional::
     ca_bundle = "/etc/movecar/platform-ca.pem"
     # kind = "sql": url is the mirror's database (default: the store's), and
     # table = "mc_vehicle_mirror", encrypted = true
+    [smtp]                     # mail: notices to the 110 desk, the monthly report (三)
+    url = "smtp://mail.internal:587?starttls=1"  # or $MOVECAR_SMTP_URL (may hold a password)
+    user = "movecar"           # the password in password_file, never in this file
+    password_file = "/etc/movecar/smtp-password"
+    from = "114-movecar@example.cn"
+    to_110 = ["110-desk@example.gov.cn"]        # 二(五) notices (escalations, outages)
+    report_to = ["zhihui@example.gov.cn"]       # 三: the monthly report, mailed by the worker
+    timeout_s = 10
+    ca_file = "/etc/movecar/mail-ca.pem"        # a private CA (default: the system's)
+
+    [notices]
+    log = "/var/log/movecar/110-notices.log"    # notices as lines, when no [smtp] to_110
 
     [requesters]               # limits per requester number (default: the block list only)
     per_day = 3                # requests opened a day (0: no daily limit); default 3
@@ -74,9 +86,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -87,6 +100,9 @@ from movecar_core.calls import CallLimits
 from movecar_core.errors import MoveCarError
 from movecar_core.requesters import RequesterPolicy
 
+if TYPE_CHECKING:  # the SMTP adapter imports this module: no cycle at run time
+    from movecar_adapters.smtp import SmtpConfig
+
 ENV_URL = "MOVECAR_DB_URL"
 ENV_KEYS = "MOVECAR_KEYS"
 ENV_CONFIG = "MOVECAR_CONFIG"
@@ -94,6 +110,9 @@ ENV_DISPATCH = "MOVECAR_DISPATCH"
 ENV_SIP_TRUNK = "MOVECAR_SIP_TRUNK"
 ENV_RECORDINGS = "MOVECAR_RECORDINGS"
 ENV_REGISTRY_URL = "MOVECAR_REGISTRY_URL"
+ENV_SMTP_URL = "MOVECAR_SMTP_URL"
+#: The sender of movecar's mail when ``[smtp] from`` is not set.
+DEFAULT_SENDER = "movecar@localhost"
 CONFIG_FILE = "movecar.toml"
 #: The embedded default: a SQLite file in the working directory, no server.
 DEFAULT_URL = "sqlite:///movecar.db"
@@ -140,6 +159,17 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "table": str,
         "encrypted": bool,
     },
+    "smtp": {
+        "url": str,
+        "user": str,
+        "password_file": str,
+        "from": str,
+        "to_110": (str, list),
+        "report_to": (str, list),
+        "timeout_s": (int, float),
+        "ca_file": str,
+    },
+    "notices": {"log": str},
 }
 
 #: Which ``[registry]`` settings each kind reads (the rest of the table is refused for it).
@@ -208,6 +238,10 @@ class Settings:
     calendar_dir: Path | None = None
     #: The owner data source, when ``[registry]`` or ``$MOVECAR_REGISTRY_URL`` names one.
     registry: RegistrySettings | None = None
+    #: The SMTP server and addresses (``$MOVECAR_SMTP_URL``, ``[smtp]``), when configured.
+    smtp: SmtpConfig | None = None
+    #: The file the 110 desk's notices are written to as lines (``[notices] log``).
+    notices_log: Path | None = None
 
 
 def mask_url(url: str) -> str:
@@ -322,6 +356,7 @@ def load_settings(
     follow = engine.get("follow_up_after_s")
     telephony, recordings = data.get("telephony", {}), data.get("recordings", {})
     folder = env.get(ENV_RECORDINGS) or recordings.get("dir")
+    notices = data.get("notices", {})
     return Settings(
         url=url,
         upgrade=database.get("upgrade"),
@@ -343,6 +378,8 @@ def load_settings(
         requesters=_requesters(data, where),
         **_calendar(data.get("calendar"), env, path, where),
         registry=_registry(data.get("registry", {}), env, path, where),
+        smtp=_smtp(data.get("smtp", {}), env, path, where),
+        notices_log=_relative(Path(notices["log"]), path) if notices.get("log") else None,
     )
 
 
@@ -488,3 +525,61 @@ def _registry(
         if name in options:
             options[name] = _relative(Path(options[name]), config)
     return RegistrySettings(kind=kind, url=url, options=options)
+
+
+def _smtp(
+    table: Mapping[str, Any], env: Mapping[str, str], config: Path | None, where: str
+) -> SmtpConfig | None:
+    """The SMTP server of ``$MOVECAR_SMTP_URL`` or ``[smtp] url`` with the file's addresses;
+    None when neither names one.
+
+    A password goes in ``$MOVECAR_SMTP_URL`` or in the file ``password_file`` names, never
+    in ``movecar.toml`` itself (as keys: the file is shared, a secret is not).
+    """
+    from movecar_adapters.smtp import SmtpConfig
+
+    from_env = env.get(ENV_SMTP_URL) or None
+    url = from_env or table.get("url")
+    if not url:
+        if table:
+            raise ConfigError(f"{where}: [smtp] settings given, but no url (or {ENV_SMTP_URL})")
+        return None
+    if from_env is None and "@" in url.partition("://")[2].partition("/")[0]:
+        raise ConfigError(
+            f"{where}: smtp.url={mask_url(url)[:200]!r}: give the user as smtp.user and the "
+            f"password in smtp.password_file (or {ENV_SMTP_URL}), not in this file"
+        )
+    password = None
+    if "password_file" in table:
+        secret = _relative(Path(table["password_file"]), config)
+        try:
+            password = secret.read_text(encoding="utf-8").strip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}: smtp.password_file {secret}: cannot read it ({exc.strerror})"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: smtp.password_file {secret}: not UTF-8 text") from None
+    if "user" in table:
+        if from_env is not None and "@" in url.partition("://")[2].partition("/")[0]:
+            raise ConfigError(f"{where}: smtp.user and a user in {ENV_SMTP_URL}: give one")
+        scheme, _, rest = url.partition("://")
+        user = urllib.parse.quote(table["user"], safe="")
+        url = f"{scheme}://{user}@{rest}"
+    elif password is not None and "@" not in url.partition("://")[2].partition("/")[0]:
+        raise ConfigError(f"{where}: smtp.password_file without smtp.user")
+
+    def addresses(name: str) -> list[str]:
+        value = table.get(name, [])
+        return [value] if isinstance(value, str) else list(value)
+
+    return SmtpConfig.from_url(
+        url,
+        sender=table.get("from", DEFAULT_SENDER),
+        to_110=addresses("to_110"),
+        report_to=addresses("report_to"),
+        timeout_s=table.get("timeout_s"),
+        ca_file=_relative(Path(table["ca_file"]), config) if "ca_file" in table else None,
+        password=password,
+        where=f"{where}: smtp url" if from_env is None else ENV_SMTP_URL,
+    )

@@ -20,6 +20,7 @@ store's policy. Settings not given as arguments come from the environment and
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -61,6 +62,7 @@ from movecar_core.ports import (
 )
 from movecar_core.requesters import BLOCK_LIST_ONLY, RequesterPolicy
 from movecar_core.term import ContractTerm
+from movecar_core.volume import ReportDelivery
 
 log = logging.getLogger("movecar")
 
@@ -99,6 +101,7 @@ def connect(
     call_limits: CallLimits | None = None,
     requesters: RequesterPolicy | None = None,
     calendar: WorkingDayCalendar | None = None,
+    reports: ReportDelivery | None = None,
     upgrade: bool | None = None,
     config: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -129,6 +132,12 @@ def connect(
     else :data:`~movecar_core.requesters.BLOCK_LIST_ONLY`: the block list, no limits).
     ``calendar``: the working days of every deadline (default: the library's table with
     the year files of ``[calendar]`` or ``$MOVECAR_CALENDAR``).
+
+    Mail (``$MOVECAR_SMTP_URL`` or ``[smtp]``): with ``to_110`` the 110 desk's notices go
+    through :class:`~movecar_adapters.smtp.SmtpMailer` (else, with ``[notices] log``, to
+    that file as lines); with ``report_to`` the monthly volume report (三) is scheduled and
+    mailed with its CSV and XLSX (``reports``: a
+    :class:`~movecar_core.volume.ReportDelivery` of your own instead).
 
     Raises :class:`~movecar_adapters.config.ConfigError` for bad settings, and the SQL
     adapter's typed errors when the database cannot be opened or is not migrated.
@@ -180,6 +189,8 @@ def connect(
             built.append(registry)
         if telephony is None and settings.sip is not None:
             telephony = _sip_switch(settings, store, keys, the_clock, limits)
+            built.append(telephony)
+        command_centre, reports = _mail(settings, the_clock, command_centre, reports)
     except BaseException:
         for part in reversed(built):  # nothing this call opened stays open
             close = getattr(part, "close", None)
@@ -200,6 +211,7 @@ def connect(
         term=term,
         call_limits=limits,
         calendar=calendar if calendar is not None else settings.calendar,
+        reports=reports,
     )
     return engine
 
@@ -250,6 +262,38 @@ def _registry(
             "keys.file (or registry.encrypted = false for a table of plain phones)"
         )
     return SqlVehicleRegistry(where, keys=ring, **options)
+
+
+def _mail(
+    settings: Settings,
+    clock: Clock,
+    command_centre: CommandCentre | None,
+    reports: ReportDelivery | None,
+) -> tuple[CommandCentre | None, ReportDelivery | None]:
+    """The 110 desk and the monthly report's delivery from ``[smtp]``/``[notices]``, for
+    the ports the caller did not give."""
+    smtp = settings.smtp
+    mailer = None
+    if smtp is not None:
+        from movecar_adapters.smtp import SmtpMailer
+
+        mailer = SmtpMailer(smtp, clock=clock)
+    if command_centre is None:
+        if mailer is not None and smtp is not None and smtp.to_110:
+            command_centre = mailer
+        elif settings.notices_log is not None:
+            from movecar_adapters.notices import LogCommandCentre
+
+            command_centre = LogCommandCentre(settings.notices_log, clock=clock)
+    if reports is None and mailer is not None and smtp is not None and smtp.report_to:
+        if importlib.util.find_spec("openpyxl") is None:  # the workbook goes with every report
+            raise ConfigError(
+                "[smtp] report_to mails the report as a workbook: pip install 'movecar[reports]'"
+            )
+        from movecar_adapters.report_files import report_attachments
+
+        reports = ReportDelivery(mailer, smtp.report_to, render=report_attachments)
+    return command_centre, reports
 
 
 def _sip_switch(

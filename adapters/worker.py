@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from movecar_core.app import EffectRun, MoveCar
+from movecar_core.incidents import Incidents, NoticeRun
 
 log = logging.getLogger("movecar.worker")
 
@@ -38,7 +39,18 @@ def describe(run: EffectRun) -> str:
     outcome; port errors are library errors, whose messages are redacted)."""
     state = "ok" if run.ok else "FAILED"
     detail = run.outcome if run.ok else f"{run.outcome}: {run.error}"
-    return f"{run.kind} case {run.case_id[:8]} {state}: {detail}"
+    # An effect of no case (the monthly report) is named by its key, which says the month.
+    subject = f"case {run.case_id[:8]}" if run.case_id else run.key
+    return f"{run.kind} {subject} {state}: {detail}"
+
+
+def describe_notice(run: NoticeRun) -> str:
+    """One log line for an incident notice (二(五), annex 2 十六): the incident, the
+    notice, the outcome; whether it went out after its deadline."""
+    state = "ok" if run.ok else "FAILED"
+    detail = run.outcome if run.ok else f"{run.outcome}: {run.error}"
+    late = " (after its deadline)" if run.late else ""
+    return f"{run.kind.value} notice {run.incident_id} {state}: {detail}{late}"
 
 
 @attrs.define
@@ -58,6 +70,7 @@ def run(
     once: bool = False,
     stop: threading.Event | None = None,
     report: Callable[[str], None] | None = None,
+    incidents: Incidents | None = None,
 ) -> WorkerStats:
     """Deliver due effects until ``stop`` is set (or, with ``once``, until none is due).
 
@@ -65,6 +78,10 @@ def run(
     empty rounds each waits ``poll_seconds`` (or until ``stop``). An effect whose port
     fails stays pending under its lease and is retried after it; each effect gives one
     line to ``report`` (default: the ``movecar.worker`` logger at INFO).
+
+    ``incidents``: the first thread also sends the outage and security-incident notices
+    that are due (:meth:`~movecar_core.incidents.Incidents.run_due`) every round; one
+    thread, so one process sends each notice once (the key covers the rest).
     """
     if type(concurrency) is not int or not 1 <= concurrency <= 64:
         raise ValueError(f"concurrency={concurrency!r}: must be 1 to 64")
@@ -85,6 +102,7 @@ def run(
             try:
                 if index == 0 and sequencer is not None:
                     sequencer.sequence()
+                notices = incidents.run_due() if index == 0 and incidents is not None else []
                 runs = engine.run_due(worker=worker, batch=10)
             except Exception as exc:  # the database is down, say: wait and try again
                 say(f"{worker} round failed ({type(exc).__name__}): {exc}")
@@ -94,14 +112,17 @@ def run(
                     return
                 halt.wait(poll_seconds)
                 continue
+            for notice in notices:
+                say(f"{worker} {describe_notice(notice)}")
             for item in runs:
                 say(f"{worker} {describe(item)}")
+            done: list[EffectRun | NoticeRun] = [*notices, *runs]
             with lock:
-                stats.ran += sum(r.ok for r in runs)
-                stats.failed += sum(not r.ok for r in runs)
-            if once and not runs:
+                stats.ran += sum(r.ok for r in done)
+                stats.failed += sum(not r.ok for r in done)
+            if once and not done:
                 return
-            if not runs or all(not r.ok for r in runs):
+            if not done or all(not r.ok for r in done):
                 halt.wait(poll_seconds)
 
     threads = [

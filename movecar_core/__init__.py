@@ -75,14 +75,40 @@ from movecar_core.errors import (
     UnknownCall,
     UnknownCase,
 )
+from movecar_core.findings import Finding
+from movecar_core.incidents import (
+    CorruptIncidentLog,
+    IncidentConflict,
+    IncidentError,
+    IncidentRefused,
+    Incidents,
+    IncidentStore,
+    InMemoryIncidentStore,
+    InvalidIncident,
+    NoticeKind,
+    Outage,
+    SecurityIncident,
+    SecurityKind,
+    UnknownIncident,
+)
 from movecar_core.machine import CasePolicy, CorruptHistory, fold
-from movecar_core.outbox import Claimed, Effect, EffectPolicy, OutboxStore, Plan, plan
+from movecar_core.mail import Attachment, InMemoryReportMailer, ReportMailer
+from movecar_core.outbox import (
+    Claimed,
+    Effect,
+    EffectPolicy,
+    EffectScheduler,
+    OutboxStore,
+    Plan,
+    plan,
+)
 from movecar_core.penalties import (
     CapBase,
     MonthPayable,
     breach_liability,
     late_payment_penalty,
     month_payable,
+    service_gap_dates,
     service_gap_penalty,
 )
 from movecar_core.phones import Phone, PhoneKind, parse_phone
@@ -151,6 +177,7 @@ from movecar_core.staffing import (
 )
 from movecar_core.term import Assessment, ContractTerm, ServiceYear
 from movecar_core.views import CaseView, RequesterView
+from movecar_core.volume import DailyVolume, ReportDelivery, VolumeReport
 
 __version__ = "0.1.0"
 
@@ -165,6 +192,7 @@ __all__ = [
     "Action",
     "Actor",
     "Assessment",
+    "Attachment",
     "BillableCallPolicy",
     "CalendarYearNotCovered",
     "CallAttemptsExhausted",
@@ -200,6 +228,8 @@ __all__ = [
     "Contract",
     "ContractTerm",
     "CorruptHistory",
+    "CorruptIncidentLog",
+    "DailyVolume",
     "DeadlineShift",
     "Desk",
     "Dispatch",
@@ -207,20 +237,30 @@ __all__ = [
     "Effect",
     "EffectPolicy",
     "EffectRun",
+    "EffectScheduler",
     "EscalatedTo110",
     "EscalationReason",
     "EscalationRequested",
     "Event",
+    "Finding",
     "FoldedCaseStore",
     "FollowUpReminder",
     "Greeting",
     "IllegalSettlementTransition",
     "IllegalTransition",
+    "InMemoryIncidentStore",
     "InMemoryRecordingStore",
+    "InMemoryReportMailer",
+    "IncidentConflict",
+    "IncidentError",
+    "IncidentRefused",
+    "IncidentStore",
+    "Incidents",
     "InvalidActor",
     "InvalidClockTime",
     "InvalidCommand",
     "InvalidContract",
+    "InvalidIncident",
     "InvalidInput",
     "InvalidPhone",
     "InvalidPlate",
@@ -237,6 +277,8 @@ __all__ = [
     "MoveCarError",
     "MoveConfirmed",
     "NoCallInFlight",
+    "NoticeKind",
+    "Outage",
     "OutboundCall",
     "OutboundCallRequest",
     "OutboxStore",
@@ -264,11 +306,15 @@ __all__ = [
     "RecordingStore",
     "RegistryUnavailable",
     "RenewalRefused",
+    "ReportDelivery",
+    "ReportMailer",
     "ReportStore",
     "RequesterNotifier",
     "RequesterView",
     "Role",
     "SeatReminders",
+    "SecurityIncident",
+    "SecurityKind",
     "ServiceMonth",
     "ServiceYear",
     "SettlementError",
@@ -286,8 +332,10 @@ __all__ = [
     "UnknownCall",
     "UnknownCase",
     "UnknownEventType",
+    "UnknownIncident",
     "UnresolvedReason",
     "VehicleRegistry",
+    "VolumeReport",
     "WorkingDayCalendar",
     "WrittenNotice",
     "YearSettlement",
@@ -312,6 +360,7 @@ __all__ = [
     "purge_time",
     "retention_due",
     "seats_needed",
+    "service_gap_dates",
     "service_gap_penalty",
     "service_level",
     "settle_year",

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from movecar_core import memory
-from movecar_core.calendar import SHANGHAI, WorkingDayCalendar
+from movecar_core.calendar import SHANGHAI, WorkingDayCalendar, local_date
 from movecar_core.calls import (
     CallEvent,
     CallEventRefused,
@@ -79,6 +79,7 @@ from movecar_core.machine import CasePolicy, advanced, check, fold
 from movecar_core.outbox import (
     CALL_OUTCOME_DUE,
     FOLLOW_UP_CALL,
+    MONTHLY_REPORT,
     NOTIFY_110,
     NOTIFY_REQUESTER,
     PLACE_CALL,
@@ -86,6 +87,7 @@ from movecar_core.outbox import (
     Claimed,
     Effect,
     EffectPolicy,
+    EffectScheduler,
     OutboxStore,
     Plan,
     inline_token,
@@ -113,6 +115,13 @@ from movecar_core.settlement import ServiceMonth, SettlementRules, monthly_deadl
 from movecar_core.term import ContractTerm
 from movecar_core.text import check_text, one_line, text_problem
 from movecar_core.views import CaseView, RequesterView, requester_message
+from movecar_core.volume import (
+    ReportDelivery,
+    VolumeReport,
+    build_report,
+    report_key,
+    schedule_reports,
+)
 
 
 class Dispatch(enum.Enum):
@@ -225,6 +234,7 @@ class MoveCar:
         term: ContractTerm | None = None,
         call_limits: CallLimits | None = None,
         calendar: WorkingDayCalendar | None = None,
+        reports: ReportDelivery | None = None,
     ) -> None:
         if not isinstance(dispatch, Dispatch):
             raise InvalidCommand("dispatch", dispatch, "not a Dispatch")
@@ -266,6 +276,13 @@ class MoveCar:
         self.calendar = calendar if calendar is not None else WorkingDayCalendar.default()
         #: The service years granted so far (一(三)); renewals are Party A's decision.
         self.term: ContractTerm = term if term is not None else ContractTerm.start(contract)
+        if reports is not None and not isinstance(reports, ReportDelivery):
+            raise InvalidCommand("reports", type(reports).__name__, "not a ReportDelivery")
+        #: 三: the monthly volume report by mail, scheduled by :meth:`run_due` (None: the
+        #: engine schedules none; :meth:`volume_report` still builds one on demand).
+        self.reports = reports
+        #: The month whose reports this engine put in the outbox last (once a month).
+        self._reports_scheduled: ServiceMonth | None = None
         #: The store, when it keeps each case's record beside its events (the in-memory
         #: store does): a command then reads the record instead of folding the history.
         self._folded: FoldedCaseStore | None = store if isinstance(store, FoldedCaseStore) else None
@@ -292,8 +309,9 @@ class MoveCar:
 
     def close(self) -> None:
         """Release what the ports hold (database connections...); the engine is done."""
+        mailer = None if self.reports is None else self.reports.mailer
         for port in (self.store, self.registry, self.telephony, self.notifier,
-                     self.command_centre, self.reminders):  # fmt: skip
+                     self.command_centre, self.reminders, mailer):  # fmt: skip
             close = getattr(port, "close", None)
             if callable(close):
                 close()
@@ -629,6 +647,47 @@ class MoveCar:
         # The store may hand the time back in UTC: the same instant, in the engine's zone.
         return attrs.evolve(settlement, recorded_at=kept.recorded_at.astimezone(now.tzinfo))
 
+    def volume_report(
+        self, month: ServiceMonth, *, mode: TierMode = TierMode.VOLUME
+    ) -> VolumeReport:
+        """The month's 话务量报表 (三, 二(七)): :meth:`settle_month` (reported and recorded,
+        or what was recorded), then each day's inbound, connected and billable calls from
+        the store, checked against the recorded report
+        (:func:`~movecar_core.volume.build_report`)."""
+        settled = self.settle_month(month, mode=mode)
+        store = self._require_reports()
+        return build_report(settled, store, contract=self.contract, at=self._now())
+
+    def _schedule_reports(self, now: dt.datetime) -> None:
+        """With ``reports``: the monthly reports due from now on are in the outbox (once a
+        month per engine; the store keeps each key once, whoever schedules it)."""
+        if self.reports is None:
+            return
+        month = ServiceMonth.of(local_date(now))
+        if self._reports_scheduled == month:
+            return
+        if not isinstance(self.store, EffectScheduler):
+            raise PortError(
+                f"MoveCar(reports=...) needs a store that schedules effects (EffectScheduler); "
+                f"{type(self.store).__name__} does not"
+            )
+        rules = SettlementRules(contract=self.contract)
+        schedule_reports(
+            self.store, self._require_reports(), now=now, term=self.term, rules=rules,
+            send_at=self.reports.send_at,
+        )  # fmt: skip
+        self._reports_scheduled = month
+
+    def _send_monthly_report(self, effect: Effect) -> str:
+        """A ``monthly_report`` effect: the month's report, mailed under the effect's key."""
+        if self.reports is None:
+            raise PortError("a monthly_report effect needs MoveCar(reports=ReportDelivery(...))")
+        month = ServiceMonth.parse(str(effect.payload.get("month")))
+        if effect.key != report_key(month):
+            raise InvalidCommand("effect.key", effect.key, f"is not the key of {month}'s report")
+        report = self.volume_report(month, mode=self.reports.mode)
+        return self.reports.deliver(effect.key, report, now=self._now())
+
     def _require_reports(self) -> ReportStore:
         if not isinstance(self.store, ReportStore):
             raise PortError(
@@ -651,6 +710,7 @@ class MoveCar:
         """
         outbox = self._require_outbox("run_due")
         now = self._now()
+        self._schedule_reports(now)
         ran: list[EffectRun] = self.pump_call_events()
         while claimed := outbox.claim(worker, limit=batch, now=now):
             ran.extend(self._run_claimed(outbox, claimed))
@@ -756,7 +816,11 @@ class MoveCar:
           the owner); skipped when the engine has no ``notifier``.
         * ``follow_up_call``: a reminder through the ``reminders`` port; calls stay
           human-placed (annex 2 十三(四)), so the engine dials nothing by itself.
+        * ``monthly_report``: the month's volume report (三), settled if it was not, mailed
+          through ``reports`` under the effect's key (of no case).
         """
+        if effect.kind == MONTHLY_REPORT:
+            return self._send_monthly_report(effect)
         return self._carry_out(effect, self._record(effect.case_id), attempt)
 
     def _carry_out(self, effect: Effect, record: CaseRecord, attempt: int = 1) -> str:

@@ -45,6 +45,13 @@ from movecar_core.views import CaseView, RequesterView
 
 if TYPE_CHECKING:
     from movecar_core.app import MoveCar, OutboundCall
+    from movecar_core.incidents import (
+        IncidentMonth,
+        Incidents,
+        Outage,
+        SecurityIncident,
+        SecurityKind,
+    )
     from movecar_core.pricing import TierMode
     from movecar_core.reports import MonthlyReport, MonthSettlement
     from movecar_core.settlement import ServiceMonth
@@ -80,12 +87,21 @@ def handling_agent(history: tuple[Event, ...]) -> str | None:
 class Desk:
     """:class:`~movecar_core.app.MoveCar` for one actor (see the module)."""
 
-    def __init__(self, engine: MoveCar, actor: Actor, *, access_log: AccessLog | None = None):
+    def __init__(
+        self,
+        engine: MoveCar,
+        actor: Actor,
+        *,
+        access_log: AccessLog | None = None,
+        incidents: Incidents | None = None,
+    ):
         if not isinstance(actor, Actor):
             raise InvalidActor(f"actor={type(actor).__name__}: must be an Actor(actor_id, role)")
         self.engine = engine
         self.actor = actor
         self.access_log: AccessLog = access_log if access_log is not None else engine.access_log
+        #: The deployment's incident log (二(五)), for the incident commands and queries.
+        self.incidents = incidents
 
     def __repr__(self) -> str:
         return f"Desk(actor={self.actor.actor_id!r}, role={self.actor.role.value})"
@@ -246,6 +262,33 @@ class Desk:
         """A number's requests of ``day`` and its month, and whether it is blocked."""
         self._allow(Action.READ_BLOCK_LIST)
         return self._requesters().requester_usage(phone, day)
+
+    # --- outages and security incidents (二(五), annex 2 十六) ----------------------------
+
+    def _incidents(self, action: Action) -> Incidents:
+        self._allow(action)
+        if self.incidents is None:
+            raise InvalidCommand("incidents", None, "this desk has no incident log")
+        return self.incidents
+
+    def start_outage(self, cause: str, *, at: dt.datetime | None = None) -> Outage:
+        return self._incidents(Action.RECORD_INCIDENT).start_outage(
+            cause, at=at, actor=self.actor.actor_id
+        )
+
+    def end_outage(self, *, at: dt.datetime | None = None) -> Outage:
+        return self._incidents(Action.RECORD_INCIDENT).end_outage(at=at, actor=self.actor.actor_id)
+
+    def report_security_incident(
+        self, kind: SecurityKind | str, summary: str, *, at: dt.datetime | None = None
+    ) -> SecurityIncident:
+        return self._incidents(Action.RECORD_INCIDENT).report_security_incident(
+            kind, summary, at=at, actor=self.actor.actor_id
+        )
+
+    def incident_month(self, month: ServiceMonth) -> IncidentMonth:
+        """The month's days without the 24-hour service, outage minutes, late notices."""
+        return self._incidents(Action.READ_INCIDENTS).month(month)
 
     def _read(self, case_id: str, what: str, detail: str) -> None:
         self.access_log.log_access(self.actor.actor_id, what, case_id, detail)

@@ -5,9 +5,10 @@ withhold a month's fee "如发现有弄虚作假的". A per-case hash chain prov
 someone who can rewrite the database and recompute every hash. The ledger closes that:
 every evidentiary record (a case event, an owner look-up, an access-log entry, a legal
 hold or its release, a monthly report, a settlement, a recording's metadata, a retention
-purge) is a *leaf*; the leaves form one Merkle tree in the style of RFC 6962 (Certificate
-Transparency); and the operator signs the tree head (size, root) from time to time with a
-key kept off the database host. Party A keeps the public key and every signed checkpoint.
+purge, a record of the incident log) is a *leaf*; the leaves form one Merkle tree in the
+style of RFC 6962 (Certificate Transparency); and the operator signs the tree head (size,
+root) from time to time with a key kept off the database host. Party A keeps the public key
+and every signed checkpoint.
 Any change to a record covered by a checkpoint then changes a leaf, hence the root, and no
 one without the signing key can sign the new root.
 
@@ -88,6 +89,7 @@ class LeafKind(enum.StrEnum):
     SETTLEMENT = "settlement"
     RECORDING = "recording"
     PURGE = "purge"
+    INCIDENT = "incident"
 
 
 #: Kinds whose records a lawful retention purge (二(四)) deletes with the case: their
@@ -307,6 +309,14 @@ def purge_leaf(
     """二(四): a retention purge of a case, with the anchor that keeps it verifiable."""
     anchor = (closed_at, anchor_version, anchor_hash, events_removed)
     return leaf(LeafKind.PURGE, case_id, at, *anchor, case_id=case_id)
+
+
+def incident_leaf(
+    seq: int, recorded_at: dt.datetime, *, incident_id: str, type_name: str, payload: str
+) -> Leaf:
+    """二(五), annex 2 十六: record ``seq`` of the incident log (an outage's start or end, a
+    security incident, a notice given), its canonical JSON ``payload`` as stored."""
+    return leaf(LeafKind.INCIDENT, str(seq), recorded_at, incident_id, type_name, payload)
 
 
 # --- the tree (RFC 6962 §2.1) -----------------------------------------------------------

@@ -140,6 +140,7 @@ class InMemoryCaseStore(RequesterBookStore):
         self._next_id = 0
         self._reports: list[MonthlyReport] = []
         self._settlements: dict[ServiceMonth, RecordedSettlement] = {}
+        self._scheduled: set[str] = set()  # keys ever scheduled (EffectScheduler), done too
         self._lock = threading.Lock()
         # The requester limits and block list (None: neither), checked under _lock with
         # the append that opens a case (movecar_core.requesters).
@@ -322,6 +323,23 @@ class InMemoryCaseStore(RequesterBookStore):
             else:
                 rows = [self._pending[k] for k in self._by_case.get(case_id, ())]
         return iter([r.effect for r in sorted(rows, key=lambda r: (r.effect.due_at, r.id))])
+
+    # --- effects of no case (EffectScheduler: the monthly report) -----------------------
+
+    def schedule(self, effect: Effect) -> bool:
+        """Keep ``effect`` pending (:class:`~movecar_core.outbox.EffectScheduler`); its key
+        is remembered after it is done, so it is scheduled at most once."""
+        if not isinstance(effect, Effect) or not isinstance(effect.key, str) or not effect.key:
+            raise InvalidInput(f"schedule: {type(effect).__name__} is not an Effect with a key")
+        with self._lock:
+            if effect.key in self._scheduled or effect.key in self._pending:
+                return False
+            self._scheduled.add(effect.key)
+            self._next_id += 1
+            self._pending[effect.key] = _OutboxRow(self._next_id, effect)
+            self._by_case.setdefault(effect.case_id, []).append(effect.key)
+            heapq.heappush(self._due, (effect.due_at, self._next_id, effect.key))
+            return True
 
     @staticmethod
     def _claimable(row: _OutboxRow, at: dt.datetime) -> bool:

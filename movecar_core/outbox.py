@@ -38,10 +38,19 @@ NOTIFY_110 = "notify_110"  # send: tell the 110 command centre about an escalati
 CALL_OUTCOME_DUE = "call_outcome_due"  # timer: the outcome of a placed call is overdue
 FOLLOW_UP_CALL = "follow_up_call"  # timer: remind the seat to call the owner again
 NOTIFY_REQUESTER = "notify_requester"  # send: tell the requester the case's new state
+#: scheduled: mail the month's volume report to Party A (三 "每月 5 日前以电子邮件的形式");
+#: of no case (its ``case_id`` is :data:`NO_CASE`), scheduled by the engine, not planned
+#: from events (:mod:`movecar_core.volume`)
+MONTHLY_REPORT = "monthly_report"
 
 TIMERS = frozenset({CALL_OUTCOME_DUE, FOLLOW_UP_CALL})
 SENDS = frozenset({PLACE_CALL, NOTIFY_110, NOTIFY_REQUESTER})
-KINDS = TIMERS | SENDS
+#: Effects the engine schedules itself (:class:`EffectScheduler`), not planned from events.
+SCHEDULED = frozenset({MONTHLY_REPORT})
+KINDS = TIMERS | SENDS | SCHEDULED
+#: The ``case_id`` of an effect that belongs to no case (no case has it: case ids are
+#: 1-64 characters), so a case's purge or its ``pending(case_id)`` never touches it.
+NO_CASE = ""
 
 
 @attrs.frozen
@@ -284,4 +293,21 @@ class OutboxStore(Protocol):
 
     def pending(self, case_id: str | None = None) -> Iterator[Effect]:
         """Effects not yet done (optionally of one case), due first."""
+        ...
+
+
+@runtime_checkable
+class EffectScheduler(Protocol):
+    """An outbox that also takes effects no case's events planned: the monthly report
+    (:data:`MONTHLY_REPORT`), scheduled by the engine ahead of its due time.
+
+    Both stores of the library implement it. Workers claim and complete these effects as
+    any other (:class:`OutboxStore`).
+    """
+
+    def schedule(self, effect: Effect) -> bool:
+        """Keep ``effect`` pending until it is claimed and completed; True when it was
+        added, False when an effect with its key was scheduled before (pending, done or
+        cancelled): each key is scheduled at most once, so scheduling again after a
+        crash, or from two workers at once, adds nothing."""
         ...

@@ -5,7 +5,8 @@
 - 五(二) "甲方无正当理由逾期付款时，应按照逾期交款额的万分之五/天标准累计计算向乙方支付违约金
   （不超过总金额的 30%）。" → :func:`late_payment_penalty`.
 - 五(二) "乙方未按要求 24 小时提供挪车服务，乙方按万分之五/天向甲方支付违约金（不超过总金额的
-  30%）。" → :func:`service_gap_penalty` and :func:`service_gap_days`.
+  30%）。" → :func:`service_gap_penalty`, :func:`service_gap_days` and
+  :func:`service_gap_dates`.
 - 五(三) "如发现有弄虚作假的，甲方有权不向乙方支付当月服务费。" → :func:`month_payable`.
 
 "总金额" (the total the 30 % cap applies to) is ambiguous: :class:`CapBase` makes it a policy,
@@ -158,12 +159,14 @@ def service_gap_penalty(
     )
 
 
-def service_gap_days(outages: Iterable[tuple[dt.datetime, dt.datetime]]) -> int:
-    """The number of Asia/Shanghai calendar days touched by at least one outage.
+def service_gap_dates(outages: Iterable[tuple[dt.datetime, dt.datetime]]) -> frozenset[dt.date]:
+    """The Asia/Shanghai calendar days touched by at least one outage: the one definition
+    of a day without the 24-hour service (五(二)).
 
     A day on which the service was down at any moment is a day the 24-hour service was not
     provided ("未按要求 24 小时提供挪车服务"). Each outage is ``[start, end)`` with aware
-    datetimes; overlapping outages on the same day count that day once.
+    datetimes; overlapping outages on the same day give that day once. The outage
+    incidents (:func:`movecar_core.incidents.interrupted_days`) mark days with this.
     """
     days: set[dt.date] = set()
     for i, (start, end) in enumerate(outages):
@@ -178,7 +181,13 @@ def service_gap_days(outages: Iterable[tuple[dt.datetime, dt.datetime]]) -> int:
         while day <= last:
             days.add(day)
             day += dt.timedelta(days=1)
-    return len(days)
+    return frozenset(days)
+
+
+def service_gap_days(outages: Iterable[tuple[dt.datetime, dt.datetime]]) -> int:
+    """The number of Asia/Shanghai calendar days touched by at least one outage
+    (:func:`service_gap_dates`): the ``days`` of :func:`service_gap_penalty`."""
+    return len(service_gap_dates(outages))
 
 
 def breach_liability(actual_loss: Decimal, *, contract: Contract = WUJIN_114_2024) -> Decimal:

@@ -80,6 +80,10 @@ class Action(enum.StrEnum):
     BLOCK_REQUESTER = "requester.block"
     #: The block list, its history and a number's requests of a day (numbers masked).
     READ_BLOCK_LIST = "requester.list"
+    #: 二(五), annex 2 十六: an outage's start or end, a security incident, a notice given.
+    RECORD_INCIDENT = "incident.record"
+    #: The incident log: outages, findings, a month's days without the 24-hour service.
+    READ_INCIDENTS = "incident.read"
 
 
 class InvalidActor(InvalidInput):
@@ -174,6 +178,10 @@ _TABLE: dict[Action, frozenset[Role]] = {
     # 公安 110 接警模式: 110 keeps such lists), the auditor checks the log's leaves only.
     Action.BLOCK_REQUESTER: frozenset({Role.SUPERVISOR}),
     Action.READ_BLOCK_LIST: frozenset({Role.SUPERVISOR, Role.COMMAND_CENTRE}),
+    # The operator (乙方) records its outages and incidents; Party A reads them (it is
+    # notified of each), and the auditor checks them: they are evidence of compliance.
+    Action.RECORD_INCIDENT: frozenset({Role.SUPERVISOR}),
+    Action.READ_INCIDENTS: frozenset({Role.SUPERVISOR, Role.COMMAND_CENTRE, Role.AUDITOR}),
 }
 
 #: Read-only view of the table.

@@ -41,7 +41,9 @@ def stocked(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(
     argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, str, str]:
-    for name in ("MOVECAR_KEYS", "MOVECAR_DB_URL", "MOVECAR_CONFIG", "MOVECAR_DISPATCH"):
+    for name in (
+        "MOVECAR_KEYS", "MOVECAR_DB_URL", "MOVECAR_CONFIG", "MOVECAR_DISPATCH", "MOVECAR_SMTP_URL",
+    ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -76,6 +78,17 @@ def cases(db: Path, tmp: Path) -> list[tuple[str, list[str], dict[str, str], int
         ("settle: no such file", ["settle", "--month", "2024-05", "--db", f"sqlite:///{tmp}/typo.db"], keys, 3, "no such file"),
         ("settle: month not over", ["settle", "--month", "2099-05", "--db", url], keys, 2, "not over"),
         ("settle: outside term", ["settle", "--month", "2020-05", "--db", url], keys, 2, "outside"),
+        ("report: nothing", ["report"], {}, 2, "--month"),
+        ("report: bad month", ["report", "--month", "2024-13"], {}, 2, "month"),
+        ("report: bad address", ["report", "--month", "2024-04", "--email", "a b@x.cn"], {}, 2, "e-mail"),
+        ("report: header injection", ["report", "--month", "2024-04", "--email", "a@x.cn\r\nBcc: b@y.cn"], {}, 2, "e-mail"),
+        ("report: dead db", ["report", "--month", "2024-04", "--db", DEAD_SERVER], keys, 3, "cannot open"),
+        ("report: no keys", ["report", "--month", "2024-04", "--db", url], {}, 3, "MOVECAR_KEYS"),
+        ("report: month not over", ["report", "--month", "2099-05", "--db", url], keys, 2, "not over"),
+        ("report: no folder", ["report", "--month", "2024-04", "--db", url, "--csv", str(tmp / "no" / "r.csv")], keys, 3, "no folder"),
+        ("report: no mail server", ["report", "--month", "2024-04", "--db", url, "--email", "a@x.cn"], keys, 3, "MOVECAR_SMTP_URL"),
+        ("report: bad mail url", ["report", "--month", "2024-04", "--db", url, "--email", "a@x.cn"], {**keys, "MOVECAR_SMTP_URL": f"smtp://u:{SECRET_PW}@mail.example.cn:25"}, 3, "unencrypted"),
+        ("report: dead mail server", ["report", "--month", "2024-04", "--db", url, "--email", "a@x.cn"], {**keys, "MOVECAR_SMTP_URL": f"smtp://u:{SECRET_PW}@127.0.0.1:1"}, 3, "connection refused"),
         ("audit: no keys", ["audit", "verify", "--db", url], {}, 3, "MOVECAR_KEYS"),
         ("audit: key is not id=KEY", ["audit", "verify", "--db", url], {"MOVECAR_KEYS": KEY}, 3, "entry 1"),
         ("audit: key reversed", ["audit", "verify", "--db", url], {"MOVECAR_KEYS": f"{KEY}=k1"}, 3, "entry 1"),
@@ -95,6 +108,16 @@ def cases(db: Path, tmp: Path) -> list[tuple[str, list[str], dict[str, str], int
         ("worker: memory", ["worker", "--db", "memory://"], {}, 2, "needs a database"),
         ("worker: factory", ["worker", "--factory", "no_such_mod:build"], {}, 3, "cannot import"),
         ("worker: not engine", ["worker", "--factory", "os:getcwd"], {}, 2, "not MoveCar"),
+        ("outage: naive at", ["outage", "start", "--db", url, "--cause", "停电", "--at", "2025-03-14T08:00"], keys, 2, "offset"),
+        ("outage: phone in cause", ["outage", "start", "--db", url, "--cause", "请回电 13912345678"], keys, 2, "phone number"),
+        ("outage: none open", ["outage", "end", "--db", url], keys, 2, "no outage is open"),
+        ("outage: bad month", ["outage", "list", "--db", url, "--month", "2024-13"], keys, 2, "YYYY-MM"),
+        ("outage: memory", ["outage", "list", "--db", "memory://"], keys, 2, "needs a database"),
+        ("outage: no keys", ["outage", "list", "--db", url], {}, 3, "MOVECAR_KEYS"),
+        ("outage: dead db", ["outage", "list", "--db", DEAD_SERVER], keys, 3, "cannot open"),
+        ("incident: kind", ["incident", "report", "--db", url, "--kind", "ufo", "--summary", "x"], keys, 2, "invalid choice"),
+        ("incident: huge", ["incident", "report", "--db", url, "--kind", "leak", "--summary", "泄" * 100_000], keys, 2, "longer than"),
+        ("incident: unknown", ["incident", "notice", "outage-0001", "--db", url, "--kind", "fault"], keys, 2, "no incident"),
         ("demo: dead db", ["demo", "--db", DEAD_SERVER], keys, 3, "cannot open"),
         ("config: missing", ["--config", str(tmp / "none.toml"), "demo", "--sqlite"], {}, 3, "not found"),
         ("config: bad", ["--config", str(bad_toml), "demo", "--sqlite"], {}, 3, "inline"),

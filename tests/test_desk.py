@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from movecar_core import EscalationReason, MoveCar
+from movecar_core import EscalationReason, InvalidCommand, MoveCar
 from movecar_core.clock import ManualClock
 from movecar_core.desk import DENIED, Desk, masked_event
+from movecar_core.incidents import Incidents, InMemoryIncidentStore
 from movecar_core.recordings import InMemoryAccessLog
 from movecar_core.roles import PERMISSIONS, Action, Actor, InvalidActor, PermissionDenied, Role
 from movecar_core.settlement import ServiceMonth
@@ -45,6 +46,8 @@ DOING: dict[Action, Callable[[Desk, str], Any]] = {
     Action.SETTLE_MONTH: lambda d, _: d.settle_month(ServiceMonth(2024, 4)),
     Action.BLOCK_REQUESTER: lambda d, _: d.block_requester("13700009999", reason="恶意挪车"),
     Action.READ_BLOCK_LIST: lambda d, _: d.blocked_requesters(),
+    Action.RECORD_INCIDENT: lambda d, _: d.start_outage("核心交换机故障"),
+    Action.READ_INCIDENTS: lambda d, _: d.incident_month(ServiceMonth(2024, 4)),
 }
 
 #: The state each action needs: how far the case goes first (by the engine itself).
@@ -81,6 +84,7 @@ def test_every_guarded_action_has_a_row_and_a_desk_method() -> None:
     recording = {Action.EXTRACT_RECORDING, Action.READ_RECORDING_METADATA}
     assert desk_actions | recording == set(Action) == set(PERMISSIONS)
     public = {n for n in dir(Desk) if not n.startswith("_")} - {"engine", "actor", "access_log"}
+    public -= {"incidents", "end_outage", "report_security_incident"}  # RECORD_INCIDENT too
     # requester_view shares READ_CASE; unblock_requester BLOCK_REQUESTER; block_history
     # and requester_usage READ_BLOCK_LIST
     assert len(public) == len(DOING) + 4
@@ -93,7 +97,7 @@ def test_every_role_and_every_action(action: Action, role: Role) -> None:
     case_id = ready(mc, action)
     if action is Action.SETTLE_MONTH:
         clock.advance(days=40)  # the month is over
-    desk = Desk(mc, Actor(SEAT, role))
+    desk = Desk(mc, Actor(SEAT, role), incidents=Incidents(InMemoryIncidentStore(), clock=clock))
     before = len(mc.history(case_id))
     if role in PERMISSIONS[action]:
         DOING[action](desk, case_id)  # allowed: it runs
@@ -184,3 +188,18 @@ def test_the_docs_show_the_table() -> None:
         if "." in name
     }
     assert shown == dict(PERMISSIONS)
+
+
+def test_the_incident_commands_name_the_supervisor_and_need_a_log() -> None:
+    clock = ManualClock()
+    mc = MoveCar.in_memory({PLATE: OWNER}, clock)
+    log = Incidents(InMemoryIncidentStore(), clock=clock)
+    desk = Desk(mc, Actor("sup-1", "supervisor"), incidents=log)
+    outage = desk.start_outage("机房断电")
+    clock.advance(minutes=20)
+    desk.end_outage()
+    desk.report_security_incident("leak", "坐席电脑丢失")
+    assert [r.actor for r in log.store.records()] == ["sup-1"] * 3
+    assert log.outages()[0].incident_id == outage.incident_id
+    with pytest.raises(InvalidCommand, match="no incident log"):
+        Desk(mc, Actor("sup-1", "supervisor")).start_outage("断电")

@@ -36,6 +36,7 @@ from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.audit_cases import CaseRules, Finding
 from movecar_adapters.sql.audit_pool import CaseChecks, choose_workers
 from movecar_adapters.sql.evidence import stored_refusals
+from movecar_adapters.sql.incidents import check_incident_log
 from movecar_adapters.sql.ledger_audit import (
     Anchor,
     Digests,
@@ -193,6 +194,7 @@ def _ledger_records(
         return [*out, *more]
 
     _safely(problems, "records", lambda: check_records(store, records))
+    _safely(problems, "incidents", lambda: check_incident_log(store))
     _safely(problems, "checkpoints", cps)
     _safely(problems, "tree", lambda: check_tree(store, anchors, stored))
     return problems

@@ -193,6 +193,42 @@ class EffectRecorder(StoreBase):
             ran += 1
         return ran
 
+    # --- effects of no case (EffectScheduler: the monthly report) -----------------------
+
+    def schedule(self, effect: Effect) -> bool:
+        """Keep ``effect`` pending (:class:`~movecar_core.outbox.EffectScheduler`): True
+        when added, False when its key is in the outbox already (pending, done or
+        cancelled: done rows are kept, so a key is scheduled at most once).
+
+        Two workers scheduling the same key at once meet the unique index on the key: the
+        one that loses finds the row and answers False.
+        """
+        if not isinstance(effect, Effect):
+            raise StorageInputError("effect", effect, "must be an Effect")
+        check_text("effect.key", effect.key, 200)
+        check_text("effect.kind", effect.kind, 40)
+        if not isinstance(effect.key, str) or not effect.key:
+            raise StorageInputError("effect.key", effect.key, "must be a non-empty string")
+        if not isinstance(effect.due_at, dt.datetime) or effect.due_at.tzinfo is None:
+            raise StorageInputError("effect.due_at", effect.due_at, "must be an aware datetime")
+        [row] = effect_rows([effect], self.effects, self.lease)
+        o = t.outbox
+        exists = sa.select(o.c.id).where(o.c.effect_key == effect.key)
+
+        def fn(conn: sa.Connection) -> bool:
+            if conn.execute(exists).first() is not None:
+                return False
+            conn.execute(o.insert(), dict(zip(OUTBOX_COLUMNS, row, strict=True)))
+            return True
+
+        try:
+            return self._write(fn)
+        except sa.exc.IntegrityError:
+            with self._read() as conn:
+                if conn.execute(exists).first() is not None:
+                    return False
+            raise
+
     def pending(self, case_id: str | None = None) -> Iterator[Effect]:
         o = t.outbox
         query = sa.select(o).where(o.c.status == "pending").order_by(o.c.due_at, o.c.id)

@@ -48,6 +48,7 @@ from movecar_core.ledger import (
     access_leaf,
     case_subject,
     event_leaf,
+    incident_leaf,
     legal_hold_leaf,
     owner_lookup_leaf,
     purge_leaf,
@@ -240,6 +241,18 @@ RECORDS: tuple[tuple[LeafKind, sa.Table, str, Callable[[Any], Leaf]], ...] = (
         ),
     ),
     (
+        LeafKind.INCIDENT,
+        t.incident_records,
+        "seq",
+        lambda r: incident_leaf(
+            int(r.seq),
+            r.recorded_at,
+            incident_id=r.incident_id,
+            type_name=r.type_name,
+            payload=r.payload,
+        ),
+    ),
+    (
         LeafKind.PURGE,
         t.purge_log,
         "case_id",
@@ -287,6 +300,7 @@ SUBJECTS: dict[LeafKind, Callable[[Any], str]] = {
     LeafKind.REPORT: lambda r: str(r.month),
     LeafKind.SETTLEMENT: lambda r: str(r.month),
     LeafKind.PURGE: lambda r: str(r.case_id),
+    LeafKind.INCIDENT: lambda r: str(r.seq),
 }
 
 

@@ -366,3 +366,19 @@ requester_refusals = sa.Table(
     sa.Column("refused", sa.Integer, nullable=False),
     **_MYSQL,
 )
+
+#: 二(五), annex 2 十六: the incident log (:mod:`movecar_core.incidents`), append-only, one
+#: row per record in order (``seq`` 1, 2, ... without gaps; a writer inserts the next
+#: ``seq`` it read, so two writers cannot both take one), each with its ledger leaf.
+#: ``payload`` is the record's canonical JSON; the other columns repeat it for queries.
+incident_records = sa.Table(
+    "mc_incident_records",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("incident_id", sa.String(40), nullable=False),
+    sa.Column("type_name", sa.String(40), nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Index("ix_mc_incident_records_incident_id", "incident_id"),
+    **_MYSQL,
+)

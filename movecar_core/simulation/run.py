@@ -59,6 +59,8 @@ from movecar_core.errors import (
     RegistryUnavailable,
     TelephonyError,
 )
+from movecar_core.findings import Finding
+from movecar_core.incidents import NoticeKind, notice_finding
 from movecar_core.machine import CasePolicy, fold
 from movecar_core.penalties import service_gap_days, service_gap_penalty
 from movecar_core.ports import OutboundCallRequest, OwnerContact
@@ -82,17 +84,6 @@ SERVICE_TARGET = 0.8
 class SimulationFailed(MoveCarError):
     """An invariant broke during a run: the message names it, the seed and the options
     (the same command reproduces it exactly)."""
-
-
-@attrs.frozen
-class Finding:
-    """A contract clause breached: when, what happened, and what it costs (yuan; ``None``
-    when the contract prices it only as the general breach of 五(一))."""
-
-    clause: str
-    when: str
-    what: str
-    cost: Decimal | None = None
 
 
 @attrs.define
@@ -933,18 +924,18 @@ class Simulation:
         self._push(t + minutes * _MINUTE, "notice", (span, which, minutes, due))
 
     def _notice(self, t: int, data: tuple[tuple[int, int], str, int, int]) -> None:
-        span, which, minutes, due = data
+        span, which, _minutes, _due = data
         subject = "故障告知" if which == "fault" else "恢复告知"
         self.centre.notify(f"outage:{span[0]}:{which}", subject, f"114 挪车服务{subject}")
-        if minutes > due:
-            self.findings.append(
-                Finding(
-                    "二(五)",
-                    self._at(span[0] if which == "fault" else span[1]).isoformat(),
-                    f"{which} notice to 110 sent {minutes} min after the "
-                    f"{'fault' if which == 'fault' else 'recovery'} (due within {due} min)",
-                )
-            )
+        # The incidents' one rule for the deadline and the finding (its delay included).
+        occurred = self._at(span[0] if which == "fault" else span[1])
+        kind = NoticeKind.FAULT if which == "fault" else NoticeKind.RECOVERY
+        at = self._at(t)
+        found = notice_finding(
+            kind, "simulated outage", occurred, at, as_of=at, contract=self.contract
+        )
+        if found is not None:
+            self.findings.append(found)
 
     def _registry(self, t: int, down: bool) -> None:
         self.registry.down = down

@@ -28,11 +28,13 @@ from movecar_adapters.signing import SigningKey
 from movecar_adapters.sql import SqlStore, downgrade, make_engine, upgrade, verify
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.audit import AuditResult
+from movecar_adapters.sql.incidents import SqlIncidentStore
 from movecar_adapters.worker import run
 from movecar_core.app import MoveCar
 from movecar_core.calendar import SHANGHAI
 from movecar_core.clock import ManualClock
 from movecar_core.errors import CasePurged, InvalidInput
+from movecar_core.incidents import Incidents
 from movecar_core.integrity import GENESIS, canonical_json, chain_hash
 from movecar_core.ledger import (
     BackdatedRecord,
@@ -44,7 +46,7 @@ from movecar_core.ledger import (
     verify_inclusion,
 )
 from movecar_core.machine import fold
-from movecar_core.memory import InMemoryTelephony, InMemoryVehicleRegistry
+from movecar_core.memory import InMemoryCommandCentre, InMemoryTelephony, InMemoryVehicleRegistry
 from movecar_core.settlement import ServiceMonth
 from movecar_core.testing.contracts import sample_history
 
@@ -66,6 +68,13 @@ def evidence(store: SqlStore, clock: ManualClock) -> Checkpoint:
         duration_ms=31_000,
         recorded_at=MAR,
     )
+    # 二(五), annex 2 十六: an outage with its two notices, and a security incident.
+    incidents = Incidents(SqlIncidentStore(store), clock=clock, centre=InMemoryCommandCentre())
+    incidents.start_outage("机房断电", at=clock.now() - dt.timedelta(minutes=20))
+    clock.advance(minutes=15)
+    incidents.end_outage()
+    incidents.report_security_incident("loss", "备份磁带丢失")
+    incidents.run_due()
     clock.set(LATER)
     return store.checkpoint(KEY)
 
@@ -281,10 +290,19 @@ def test_a_downgrade_never_drops_a_reports_tree_head(
     checked: tuple[SqlStore, Checkpoint], keys: KeyRing
 ) -> None:
     store, cp = checked
-    # look-ups written since 0004 would need backdated leaves below it: refused first
-    with pytest.raises(RuntimeError, match="backdated"):
+    # incident records are evidence: refused first (0006)
+    with pytest.raises(RuntimeError, match="incident records are evidence"):
         downgrade(store.engine, "0001_initial", keys=keys)
     assert audit(store, cp).ok
+    with store.engine.begin() as conn:  # as if there had been no incident
+        conn.execute(t.incident_records.delete())
+        conn.execute(t.ledger_leaves.delete().where(t.ledger_leaves.c.kind == "incident"))
+    # (the checkpoint no longer matches the leaves: the refusals below must change nothing)
+    before = audit(store, cp).findings
+    # look-ups written since 0004 would need backdated leaves below it: refused next
+    with pytest.raises(RuntimeError, match="backdated"):
+        downgrade(store.engine, "0001_initial", keys=keys)
+    assert audit(store, cp).findings == before
     with store.engine.begin() as conn:  # as if they had been written before 0004
         conn.execute(t.owner_lookups.update().values(has_leaf=True))
         conn.execute(t.ledger_leaves.delete().where(t.ledger_leaves.c.kind == "owner_lookup"))
@@ -502,7 +520,7 @@ def test_a_phone_moved_and_resealed_with_the_real_keys(
 
 EVIDENCE = (
     t.events, t.owner_lookups, t.access_log, t.legal_holds, t.recordings, t.monthly_reports,
-    t.settlements, t.cases, t.ledger_leaves,
+    t.settlements, t.cases, t.ledger_leaves, t.incident_records,
 )  # fmt: skip
 #: Columns whose change is not tampering with evidence: operational bookkeeping (when a
 #: leaf was sequenced) and surrogate keys no record is known by (a state row's creation

@@ -174,7 +174,7 @@ def test_a_report_without_refusals_survives_a_downgrade_and_verifies(
     sealed = mc.settle_month(APRIL).report
     mc.close()
     assert sealed.refusals is None
-    assert downgrade(engine, "0005_kept_record", keys=keys) == "0005_kept_record"
+    assert downgrade(engine, "0006_incidents", keys=keys) == "0006_incidents"
     if engine.dialect.name not in ("mysql", "mariadb"):  # MariaDB keeps them (DDL commits)
         assert "mc_requester_counts" not in sa.inspect(engine).get_table_names()
     upgrade(engine, keys=keys)
@@ -185,7 +185,7 @@ def test_a_report_without_refusals_survives_a_downgrade_and_verifies(
 def test_a_downgrade_never_drops_sealed_refusals(engine: sa.Engine, keys: KeyRing) -> None:
     store, _ = _april_with_refusals(engine, keys)
     with pytest.raises(RuntimeError, match="refused requests"):
-        downgrade(engine, "0005_kept_record", keys=keys)
+        downgrade(engine, "0006_incidents", keys=keys)
     from movecar_adapters.sql import current_revision
 
     assert current_revision(engine) == head_revision()

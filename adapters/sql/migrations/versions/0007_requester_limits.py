@@ -1,7 +1,7 @@
 """Requester limits: requests counted per number by a blind index, the block list, refusals.
 
 Revision ID: 0007_requester_limits
-Revises: 0005_kept_record
+Revises: 0006_incidents
 Create Date: 2026-12-01
 
 ``mc_requester_counts``: requests opened per requester number and period (a day or a
@@ -19,7 +19,7 @@ it drops the tables and columns. On MariaDB it leaves them: MariaDB commits DDL 
 so a drop here would stay even when a lower revision then refuses the downgrade; the older
 library never reads them, and this upgrade takes them back.
 
-``down_revision`` is 0005: the incidents' 0006 is chained before this one when both land.
+It comes after the incidents' 0006 (both written at once; chained when both landed).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 revision = "0007_requester_limits"
-down_revision = "0005_kept_record"
+down_revision = "0006_incidents"
 branch_labels = None
 depends_on = None
 
