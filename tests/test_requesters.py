@@ -191,3 +191,20 @@ def test_a_supervisors_desk_blocks_under_its_own_name_and_a_seat_may_not() -> No
     [change] = Desk(mc, Actor("110-desk", "command_centre")).block_history()
     assert (change.actor, change.masked) == ("sup-wang", "138****1111")
     assert supervisor.requester_usage("13800001111", clock.now().date()).blocked
+
+
+def test_the_volume_report_shows_the_months_refusals() -> None:
+    from movecar_core.volume import report_csv
+
+    clock = ManualClock(dt.datetime(2024, 4, 30, 20, 0, tzinfo=SHANGHAI))
+    mc = memory_engine(RequesterPolicy(per_day=1, per_month=5), clock)
+    mc.open_case(plate="苏D12345", location="x", requester_phone="13800001111")
+    for _ in range(2):
+        with pytest.raises(RequestLimitReached):
+            mc.open_case(plate="苏D12345", location="x", requester_phone="13800001111")
+    clock.set(dt.datetime(2024, 5, 2, 9, 0, tzinfo=SHANGHAI))
+    report = mc.volume_report(ServiceMonth(2024, 4))
+    figures = {key: value for _, key, value in report.summary()}
+    assert (figures["refused_blocked"], figures["refused_daily_limit"]) == (0, 2)
+    assert figures["refused_monthly_limit"] == 0
+    assert "超过每日申请次数".encode() in report_csv(report)
