@@ -77,6 +77,8 @@ def _read_grid(path: str) -> tuple[dict[str, Any], str | None]:
         values = grid_file_values(tomllib.loads(text))
     except tomllib.TOMLDecodeError as exc:
         raise CliError(f"grid {path!r:.80}: not a TOML grid: {exc}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise CliError(f"grid {path!r:.80}: nested too deep to be a grid") from None
     except InvalidGrid as exc:
         raise CliError(f"grid {path!r:.80}: {exc}") from None
     scenario = values.pop("scenario", None)

@@ -266,6 +266,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"configuration file {path}: cannot read it ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path}: not valid TOML ({exc})") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise ConfigError(f"configuration file {path}: nested too deep to be one") from None
     for section, values in data.items():
         known = _SCHEMA.get(section)
         if known is None:

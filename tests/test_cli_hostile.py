@@ -191,3 +191,21 @@ def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0
     assert err == b""
+
+
+@pytest.mark.parametrize("kind", ["config", "scenario", "grid"])
+def test_toml_nested_thousands_deep_is_a_typed_error(kind: str, tmp_path: Path) -> None:
+    """tomllib recurses per level: a hostile file nested deep must not end in a traceback."""
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    argv = {
+        "config": ["--config", str(deep), "db", "upgrade"],
+        "scenario": ["simulate", str(deep), "--store", "memory"],
+        "grid": ["sweep", str(deep)],
+    }[kind]
+    done = subprocess.run(
+        [sys.executable, "-m", "movecar_adapters.cli", *argv],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode in (2, 3), done.stderr
+    assert "Traceback" not in done.stderr and "too deep" in done.stderr

@@ -177,6 +177,8 @@ class Scenario:
             data = tomllib.loads(text)
         except (tomllib.TOMLDecodeError, TypeError) as exc:
             raise InvalidScenario(f"not a TOML scenario: {exc}") from None
+        except RecursionError:  # arrays or tables nested thousands deep
+            raise InvalidScenario("not a TOML scenario: nested too deep") from None
         return cls.from_mapping(data)
 
     @classmethod
