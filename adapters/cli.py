@@ -79,7 +79,10 @@ def describe(event: Event) -> str:
             )
         case OwnerLookedUp(found=True):
             phone = parse_phone(event.owner_phone or "").masked()
-            return f"owner looked up by {event.agent_id} in {event.source}: found, {phone}"
+            return (
+                f"owner looked up by {event.agent_id} in {event.source} "
+                f"for {event.purpose}: found, {phone}"
+            )
         case OwnerLookedUp():
             return f"owner looked up by {event.agent_id}: not found"
         case OwnerCallPlaced():

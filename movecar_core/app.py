@@ -38,6 +38,7 @@ from movecar_core.calls import (
     rank,
 )
 from movecar_core.case import (
+    LOOKUP_PURPOSE,
     CallOutcome,
     CallOutcomeRecorded,
     CallProgress,
@@ -473,6 +474,7 @@ class MoveCar:
                     found=contact is not None,
                     owner_phone=phone,
                     source="" if contact is None else contact.source,
+                    purpose=LOOKUP_PURPOSE,
                 )
             ]
 

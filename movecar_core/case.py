@@ -129,6 +129,11 @@ class CaseOpened:
     command_fingerprint: str | None = None
 
 
+#: 四 "未经甲方同意，不得将机动车信息用于除挪车服务以外任何用途": the purpose every owner
+#: look-up records.
+LOOKUP_PURPOSE = "move_car"
+
+
 @attrs.frozen(slots=True)
 class OwnerLookedUp:
     """One look-up in the vehicle-owner data source (四: only for this case's purpose)."""
@@ -141,6 +146,10 @@ class OwnerLookedUp:
     owner_phone: str | None
     source: str
     command_fingerprint: str | None = None
+    #: Why the owner was looked up: 四 allows one purpose, moving this case's car. Added
+    #: after the first release; a look-up stored before it reads as that purpose (the
+    #: only one there ever was).
+    purpose: str = LOOKUP_PURPOSE
 
     @property
     def trigger(self) -> str:

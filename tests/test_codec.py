@@ -17,6 +17,7 @@ from movecar_core.codec import (
     MalformedEvent,
     MalformedRecord,
     UnknownEventType,
+    decode,
     decode_record,
     encode,
     encode_record,
@@ -215,3 +216,12 @@ def test_a_malformed_kept_record_is_refused(change: Any) -> None:
     text = change(json.loads(encode_record(record)))
     with pytest.raises(MalformedRecord):
         decode_record("c-1", text)
+
+
+def test_a_look_up_stored_before_its_purpose_reads_as_moving_the_car() -> None:
+    """四: OwnerLookedUp.purpose came after the first release; the payloads stored before
+    it decode with the one purpose there ever was, and new ones carry it."""
+    looked_up = sample_history("c-1")[1]
+    name, payload = encode(looked_up)
+    assert payload.pop("purpose") == "move_car"
+    assert decode("c-1", name, payload) == looked_up
