@@ -23,10 +23,15 @@ import argparse
 import enum
 import re
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from movecar_adapters.config import mask_url
 from movecar_core.errors import redact
+
+if TYPE_CHECKING:
+    from movecar_core.app import MoveCar
+    from movecar_core.desk import Desk
+    from movecar_core.roles import Action, Actor
 
 
 class Exit(enum.IntEnum):
@@ -82,3 +87,35 @@ def count_1_to_64(text: str) -> int:
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"{text[:20]!r}: a whole number from 1 to 64")
     return int(text)
+
+
+def actor_options(parser: argparse.ArgumentParser, *, what: str = "who acts") -> None:
+    """``--actor ID --role ROLE``, both required: every person-facing command names who
+    acts (docs/roles.md); the role is checked against the one permission table."""
+    from movecar_core.roles import Role
+
+    parser.add_argument("--actor", required=True, metavar="ID", help=f"{what} (access log)")
+    parser.add_argument(
+        "--role", required=True, choices=[r.value for r in Role], help="the actor's role"
+    )
+
+
+def actor_of(args: Any) -> Actor:
+    """The ``--actor``/``--role`` of ``args``, checked (:class:`InvalidActor`, exit 2) before
+    any database is opened."""
+    from movecar_core.roles import Actor
+
+    return Actor(args.actor, args.role)
+
+
+def authorize(engine: MoveCar, actor: Actor, *actions: Action) -> Desk:
+    """A desk for ``actor`` on ``engine``, checked for each of ``actions``: a refusal is
+    written to the engine's access log as ``denied:<action>`` (七(三): attempts are records
+    too) and raises :class:`~movecar_core.roles.PermissionDenied` (exit 2), before the
+    command reads or writes anything else."""
+    from movecar_core.desk import Desk
+
+    desk = Desk(engine, actor)
+    for action in actions:
+        desk.check(action)
+    return desk

@@ -1,20 +1,26 @@
 """Outage and incident sub-commands of the ``movecar`` console script (二(五), annex 2 十六).
 
-* ``movecar outage start --cause TEXT [--at ISO] [--actor ID] [--json]``: the service
-  stopped for a technical fault (at ``--at``, default now); the fault's notice to the 110
-  desk is due within 30 minutes and is sent at once when a desk is configured
-* ``movecar outage end [--at ISO] [--actor ID] [--json]``: the open outage is over; the
-  recovery notice is due within 30 minutes, sent at once likewise
-* ``movecar outage list [--month YYYY-MM] [--json]``: every outage with its notices (sent
-  when, late or not, pending), the late or missing notices as findings with their delay,
-  and the days without the 24-hour service (五(二)) per month
-* ``movecar incident report --kind KIND --summary TEXT [--at ISO] [--actor ID] [--json]``:
-  a security incident (``leak``, ``tampering``, ``loss``, ``audit_failure``,
+Every command names who acts, ``--actor ID --role ROLE`` (docs/roles.md): a
+``supervisor`` records (``incident.record``); a ``supervisor``, the ``command_centre`` or an
+``auditor`` reads (``incident.read``). A refusal is logged as ``denied:<action>`` and exits 2,
+nothing recorded.
+
+* ``movecar outage start --cause TEXT [--at ISO] --actor ID --role ROLE [--json]``: the
+  service stopped for a technical fault (at ``--at``, default now); the fault's notice to
+  the 110 desk is due within 30 minutes and is sent at once when a desk is configured
+* ``movecar outage end [--at ISO] --actor ID --role ROLE [--json]``: the open outage is
+  over; the recovery notice is due within 30 minutes, sent at once likewise
+* ``movecar outage list [--month YYYY-MM] --actor ID --role ROLE [--json]``: every outage
+  with its notices (sent when, late or not, pending), the late or missing notices as
+  findings with their delay, and the days without the 24-hour service (五(二)) per month
+* ``movecar incident report --kind KIND --summary TEXT [--at ISO] --actor ID --role ROLE
+  [--json]``: a security incident (``leak``, ``tampering``, ``loss``, ``audit_failure``,
   ``major_accident``); its written report is due within 24 hours
 * ``movecar incident notice ID --kind fault|recovery|security_report [--at ISO]
-  [--channel TEXT] [--actor ID]``: a notice given outside the library (by phone to the 110
-  desk, say) recorded, so it is not sent again
-* ``movecar incident list [--json]``: the security incidents, their reports and findings
+  [--channel TEXT] --actor ID --role ROLE``: a notice given outside the library (by phone
+  to the 110 desk, say) recorded, so it is not sent again
+* ``movecar incident list --actor ID --role ROLE [--json]``: the security incidents, their
+  reports and findings
 
 The notices go to the engine's 110 desk (``connect()``'s ``command_centre``, from the
 configuration); with none configured they stay pending, and ``movecar worker`` sends
@@ -32,7 +38,16 @@ import json
 import sys
 from typing import Any
 
-from movecar_adapters.cli_common import CliError, Exit, database_of, say, scrub
+from movecar_adapters.cli_common import (
+    CliError,
+    Exit,
+    actor_of,
+    actor_options,
+    authorize,
+    database_of,
+    say,
+    scrub,
+)
 from movecar_adapters.connect import connect
 from movecar_adapters.sql.store import SqlStore
 from movecar_core.app import MoveCar
@@ -53,6 +68,7 @@ from movecar_core.incidents import (
 )
 from movecar_core.memory import InMemoryCommandCentre
 from movecar_core.ports import CommandCentre
+from movecar_core.roles import Action
 from movecar_core.settlement import ServiceMonth
 
 
@@ -86,6 +102,14 @@ def incidents_of(engine: MoveCar) -> Incidents:
 def _engine(args: argparse.Namespace) -> MoveCar:
     url = database_of(args, f"movecar {args.command}")
     return connect(url, config=args.config, upgrade=False)
+
+
+def _incidents(args: argparse.Namespace, mc: MoveCar, action: Action) -> Incidents:
+    """The incident service, once ``--actor``/``--role`` may ``action`` (a refusal is
+    logged as ``denied:<action>`` and nothing is recorded)."""
+    incidents = incidents_of(mc)
+    authorize(mc, actor_of(args), action)
+    return incidents
 
 
 def _at(text: str | None) -> dt.datetime | None:
@@ -188,23 +212,26 @@ def _after(incidents: Incidents, incident: Incident, args: argparse.Namespace, w
 
 
 def cmd_outage_start(args: argparse.Namespace) -> int:
+    actor_of(args)  # checked before the database is opened
     with _engine(args) as mc:
-        incidents = incidents_of(mc)
+        incidents = _incidents(args, mc, Action.RECORD_INCIDENT)
         outage = incidents.start_outage(args.cause, at=_at(args.at), actor=args.actor)
         return _after(incidents, outage, args, f"outage started {outage.started_at.isoformat()}:")
 
 
 def cmd_outage_end(args: argparse.Namespace) -> int:
+    actor_of(args)
     with _engine(args) as mc:
-        incidents = incidents_of(mc)
+        incidents = _incidents(args, mc, Action.RECORD_INCIDENT)
         outage = incidents.end_outage(at=_at(args.at), actor=args.actor)
         assert outage.ended_at is not None
         return _after(incidents, outage, args, f"outage ended {outage.ended_at.isoformat()}:")
 
 
 def cmd_incident_report(args: argparse.Namespace) -> int:
+    actor_of(args)
     with _engine(args) as mc:
-        incidents = incidents_of(mc)
+        incidents = _incidents(args, mc, Action.RECORD_INCIDENT)
         found = incidents.report_security_incident(
             args.kind, args.summary, at=_at(args.at), actor=args.actor
         )
@@ -212,8 +239,9 @@ def cmd_incident_report(args: argparse.Namespace) -> int:
 
 
 def cmd_incident_notice(args: argparse.Namespace) -> int:
+    actor_of(args)
     with _engine(args) as mc:
-        incidents = incidents_of(mc)
+        incidents = _incidents(args, mc, Action.RECORD_INCIDENT)
         found = incidents.record_notice(
             args.incident_id, args.kind, at=_at(args.at), channel=args.channel, actor=args.actor
         )
@@ -237,8 +265,9 @@ def _overlaps(outage: Outage, month: ServiceMonth, now: dt.datetime) -> bool:
 
 def cmd_outage_list(args: argparse.Namespace) -> int:
     month = _month(args.month)
+    actor_of(args)
     with _engine(args) as mc:
-        incidents = incidents_of(mc)
+        incidents = _incidents(args, mc, Action.READ_INCIDENTS)
         log = incidents.log()
         now = incidents.clock.now()
     outages = [o for o in log.outages() if month is None or _overlaps(o, month, now)]
@@ -302,8 +331,9 @@ def cmd_outage_list(args: argparse.Namespace) -> int:
 
 
 def cmd_incident_list(args: argparse.Namespace) -> int:
+    actor_of(args)
     with _engine(args) as mc:
-        incidents = incidents_of(mc)
+        incidents = _incidents(args, mc, Action.READ_INCIDENTS)
         log = incidents.log()
         now = incidents.clock.now()
     found: list[SecurityIncident] = list(log.security_incidents())
@@ -349,9 +379,7 @@ def _common(parser: argparse.ArgumentParser, *, at: bool = True, json_: bool = T
         parser.add_argument(
             "--at", metavar="ISO", help="when it happened, with an offset (default: now)"
         )
-        parser.add_argument(
-            "--actor", default="operator", metavar="ID", help="who records it (default operator)"
-        )
+    actor_options(parser, what="who records it" if at else "who reads it")
     if json_:
         parser.add_argument("--json", action="store_true", help="print JSON")
 

@@ -2,11 +2,14 @@
 
 * ``movecar price --volume N [--mode graduated] [--json]``: a service year of N billable
   calls under the tiers (阶梯计价).
-* ``movecar settle --month YYYY-MM [--db URL] [--mode ...] [--carried-in N] [--json]``: the
-  month's fee from the database's events, reported and recorded
-  (:meth:`~movecar_core.app.MoveCar.settle_month`).
+* ``movecar settle --month YYYY-MM --actor ID --role ROLE [--db URL] [--mode ...]
+  [--carried-in N] [--json]``: the month's fee from the database's events, reported and
+  recorded (:meth:`~movecar_core.app.MoveCar.settle_month`), by an actor the permission
+  table lets settle (``month.settle``: a ``supervisor``); a refusal is logged as
+  ``denied:month.settle`` and exits 2, nothing recorded.
 * ``movecar settle FILE.csv|- [--carried-in N] [--mode ...] [--open] [--json]``: what-if
-  sums for a service year from monthly volumes, with the year-end true-up.
+  sums for a service year from monthly volumes, with the year-end true-up. No actor: it
+  reads a file and prices it, and touches no record (nothing to guard or log).
 
 The CSV is strict: each row is exactly ``month,billable_calls`` (a header row with those
 names is optional, a UTF-8 byte-order mark is tolerated), the month ``YYYY-MM``, the count
@@ -26,7 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from movecar_adapters.cli_common import CliError, Exit, say
+from movecar_adapters.cli_common import CliError, Exit, actor_of, authorize, say
 from movecar_core.contract import WUJIN_114_2024
 from movecar_core.errors import MoveCarError
 from movecar_core.pricing import (
@@ -42,6 +45,7 @@ from movecar_core.pricing import (
     unit_price,
 )
 from movecar_core.reports import MonthSettlement
+from movecar_core.roles import Action, Role
 from movecar_core.settlement import ServiceMonth
 
 #: A CSV larger than this is not a year of monthly volumes.
@@ -79,6 +83,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     settle.add_argument("--mode", choices=modes, default=TierMode.VOLUME.value)
     settle.add_argument("--open", action="store_true", help="the year is not over yet: no true-up")
     settle.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    # Not required: the CSV form prices a file and touches no record, so it names no one.
+    settle.add_argument(
+        "--actor", metavar="ID", help="with --month: who settles (access log); not for a CSV"
+    )
+    settle.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        help="with --month: the actor's role (month.settle: supervisor)",
+    )
     settle.set_defaults(func=run_settle)
 
 
@@ -180,6 +193,8 @@ def run_settle(args: argparse.Namespace) -> int:
         raise CliError("give --month YYYY-MM (from the database) or a CSV of monthly volumes")
     if getattr(args, "db", None) is not None:
         raise CliError("--db goes with --month; a CSV is settled without a database")
+    if args.actor is not None or args.role is not None:
+        raise CliError("--actor and --role go with --month; a CSV touches no record")
     return _settle_csv(args)
 
 
@@ -187,11 +202,15 @@ def _settle_month(args: argparse.Namespace) -> int:
     from movecar_adapters.connect import connect
     from movecar_core.term import ContractTerm
 
+    if args.actor is None or args.role is None:
+        raise CliError("--month needs --actor ID --role ROLE: who settles the month")
+    actor = actor_of(args)  # checked before the database is opened
     term = ContractTerm.start(WUJIN_114_2024, carried_in=args.carried_in)
     # upgrade=False: a mistyped SQLite path must not become a new, empty database that
     # then reports a month of zero calls.
     with connect(args.db, term=term, config=args.config, upgrade=False) as mc:
-        result = mc.settle_month(args.month, mode=TierMode(args.mode))
+        desk = authorize(mc, actor, Action.SETTLE_MONTH)
+        result = desk.settle_month(args.month, mode=TierMode(args.mode))
     if args.json:
         _json(month_json(result))
         return Exit.OK

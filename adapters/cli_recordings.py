@@ -25,14 +25,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from movecar_adapters.cli_common import CliError, Exit, database_of, say
+from movecar_adapters.cli_common import CliError, Exit, actor_of, actor_options, database_of, say
 from movecar_adapters.connect import connect
 from movecar_adapters.recordings_fs import FileRecordingStore
 from movecar_adapters.sql.store import SqlStore
 from movecar_core.app import MoveCar
 from movecar_core.calls import parse_call_key
 from movecar_core.errors import InvalidCommand
-from movecar_core.roles import Action, Actor, Role, require
+from movecar_core.roles import Action, require
 
 ENV_RECORDINGS = "MOVECAR_RECORDINGS"
 
@@ -73,7 +73,7 @@ def _case(args: argparse.Namespace) -> str:
 
 
 def cmd_recording_extract(args: argparse.Namespace) -> int:
-    actor = Actor(args.actor, args.role)
+    actor = actor_of(args)
     case_id = _case(args)
     root = recordings_root(args)
     assert root is not None
@@ -108,7 +108,7 @@ def cmd_recording_extract(args: argparse.Namespace) -> int:
 
 def cmd_recording_show(args: argparse.Namespace) -> int:
     # Every role may read metadata (no personal data in it); the check names a bad role.
-    require(Actor(args.actor, args.role), Action.READ_RECORDING_METADATA)
+    require(actor_of(args), Action.READ_RECORDING_METADATA)
     case_id = _case(args)
     root = recordings_root(args)
     assert root is not None
@@ -144,7 +144,6 @@ def register(subparsers: Any) -> None:
     """Add ``recording extract`` and ``recording show`` to the ``movecar`` parser."""
     rec = subparsers.add_parser("recording", help="call recordings (二(四) 录音提取)")
     sub = rec.add_subparsers(dest="recording_command", required=True)
-    roles = [r.value for r in Role]
     for name, func, helptext in (
         ("extract", cmd_recording_extract, "write a call's audio to a new file (logged)"),
         ("show", cmd_recording_show, "print a recording's metadata and SHA-256"),
@@ -154,8 +153,7 @@ def register(subparsers: Any) -> None:
         recordings_option(cmd)
         cmd.add_argument("--call", required=True, metavar="KEY", help="the call key")
         cmd.add_argument("--case", metavar="ID", help="the case (default: from the call key)")
-        cmd.add_argument("--actor", required=True, metavar="ID", help="who asks (access log)")
-        cmd.add_argument("--role", required=True, choices=roles, help="the actor's role")
+        actor_options(cmd, what="who asks")
         if name == "extract":
             cmd.add_argument("--out", required=True, metavar="FILE", help="a new file")
         else:

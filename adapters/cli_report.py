@@ -1,15 +1,21 @@
 """``movecar report``: the monthly volume report (话务量报表, 三 and 二(七)) on demand.
 
-``movecar report --month YYYY-MM [--csv FILE] [--xlsx FILE] [--email ADDRESS]... [--json]``
-settles the month if it was not (as ``movecar settle --month`` does: the report and its
-digest are recorded in the database's evidence), then builds the report from the database
+``movecar report --month YYYY-MM --actor ID --role ROLE [--csv FILE] [--xlsx FILE]
+[--email ADDRESS]... [--json]`` settles the month if it was not (as ``movecar settle
+--month`` does: the report and its digest are recorded in the database's evidence), then
+builds the report from the database
 — each day's 呼入, 接通 and 计费呼叫, the fee, the evidence digest — prints it, writes the
 CSV and the XLSX workbook, and mails both to each ``--email`` address through the
 configured SMTP server (``$MOVECAR_SMTP_URL`` or ``[smtp]``). The worker mails the same
 report by itself on schedule when ``[smtp] report_to`` is set (see ``docs/reports.md``).
 
-Exit codes: 2 for a bad month or address, or a month not over; 3 when the database, a
-file or the mail server fails.
+The actor's role must read reports (``report.read``: a ``supervisor`` or the
+``command_centre``) and, when the month is not yet reported and settled, settle it too
+(``month.settle``: a ``supervisor``); a refusal is logged as ``denied:<action>``, nothing
+recorded, written or mailed.
+
+Exit codes: 2 for a bad month or address, a month not over, or a refused role; 3 when the
+database, a file or the mail server fails.
 """
 
 from __future__ import annotations
@@ -18,14 +24,23 @@ import argparse
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from movecar_adapters.cli_common import CliError, Exit, database_of, say
+from movecar_adapters.cli_common import (
+    CliError,
+    Exit,
+    actor_of,
+    actor_options,
+    authorize,
+    database_of,
+    say,
+)
 from movecar_adapters.cli_money import calls, month_arg
 from movecar_core.contract import WUJIN_114_2024
 from movecar_core.errors import MoveCarError
 from movecar_core.mail import check_address
 from movecar_core.pricing import TierMode
+from movecar_core.roles import Action
 from movecar_core.volume import (
     VolumeReport,
     mail_text,
@@ -33,6 +48,11 @@ from movecar_core.volume import (
     report_json,
     report_key,
 )
+
+if TYPE_CHECKING:
+    from movecar_core.app import MoveCar
+    from movecar_core.desk import Desk
+    from movecar_core.settlement import ServiceMonth
 
 
 def address_arg(text: str) -> str:
@@ -71,6 +91,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     report.add_argument("--carried-in", type=calls, default=0, metavar="N")
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    actor_options(report, what="who asks for the report")
     report.set_defaults(func=run_report)
 
 
@@ -88,6 +109,15 @@ def _target(text: str | None, flag: str) -> Path | None:
             f"{flag} {text[:100]!r}: no folder {str(path.parent)[:100]!r}", Exit.ENVIRONMENT
         )
     return path
+
+
+def _settled(mc: MoveCar, desk: Desk, month: ServiceMonth) -> bool:
+    """Whether ``month``'s report and settlement are both recorded: then
+    :meth:`~movecar_core.app.MoveCar.volume_report` reads them and records nothing."""
+    settlement = getattr(mc.store, "settlement", None)
+    return (
+        desk.report(month) is not None and settlement is not None and settlement(month) is not None
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -110,11 +140,16 @@ def run_report(args: argparse.Namespace) -> int:
             "--email needs a mail server: set MOVECAR_SMTP_URL or [smtp] url in movecar.toml",
             Exit.ENVIRONMENT,
         )
+    actor = actor_of(args)  # checked before the database is opened
     url = database_of(args, "report")
     term = ContractTerm.start(WUJIN_114_2024, carried_in=args.carried_in)
     # upgrade=False: a mistyped SQLite path must not become a new, empty database that
     # then reports a month of zero calls.
     with connect(url, term=term, config=args.config, upgrade=False) as mc:
+        desk = authorize(mc, actor, Action.READ_REPORT)
+        if not _settled(mc, desk, args.month):
+            # volume_report settles the month first: the actor must be one who may.
+            desk.check(Action.SETTLE_MONTH)
         report = mc.volume_report(args.month, mode=TierMode(args.mode))
         clock = mc.clock
     attachments = report_attachments(report) if (xlsx_path or recipients) else []

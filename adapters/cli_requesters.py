@@ -29,17 +29,16 @@ import datetime as dt
 import json
 from typing import Any
 
-from movecar_adapters.cli_common import CliError, Exit, database_of, say
+from movecar_adapters.cli_common import CliError, Exit, actor_of, actor_options, database_of, say
 from movecar_adapters.connect import connect
 from movecar_core.app import MoveCar
 from movecar_core.calendar import SHANGHAI
 from movecar_core.desk import Desk
 from movecar_core.requesters import BlockChange, BlockedRequester, RequesterPolicy, RequesterStore
-from movecar_core.roles import Actor, Role
 
 
 def _store(args: argparse.Namespace) -> tuple[MoveCar, Desk]:
-    actor = Actor(args.actor, args.role)  # checked before the database is opened
+    actor = actor_of(args)  # checked before the database is opened
     url = database_of(args, f"movecar requester {args.requester_command}")
     mc = connect(url, config=args.config, upgrade=False)
     if not isinstance(mc.store, RequesterStore):  # pragma: no cover - both stores are
@@ -182,7 +181,5 @@ def register(subparsers: Any) -> None:
 
 
 def _who(cmd: argparse.ArgumentParser) -> None:
-    roles = [r.value for r in Role]
-    cmd.add_argument("--actor", required=True, metavar="ID", help="who acts (access log)")
-    cmd.add_argument("--role", required=True, choices=roles, help="the actor's role")
+    actor_options(cmd)
     cmd.add_argument("--json", action="store_true", help="print JSON")

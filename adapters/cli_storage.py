@@ -1,9 +1,11 @@
 """Storage sub-commands of the ``movecar`` console script.
 
 * ``movecar db upgrade``                          migrate the schema (Alembic) to head
-* ``movecar audit verify [--checkpoint FILE]... [--public-key PATH.pub]
-  [--expect-report M=D] [--workers N] [--json]``  recompute every hash, the ledger and its signed
-  checkpoints; name what changed
+* ``movecar audit verify --actor ID --role ROLE [--checkpoint FILE]... [--public-key PATH.pub]
+  [--expect-report M=D] [--workers N] [--json]``  recompute every hash, the ledger and its
+  signed checkpoints; name what changed. ``evidence.verify``: an ``auditor``, a
+  ``supervisor`` or the ``command_centre``; a refusal is logged as
+  ``denied:evidence.verify`` and exits 2
 * ``movecar retention purge [--dry-run] [--now T] [--actor A] [--recordings DIR]``  二(四):
   remove what closed at least 3 years ago (never under legal hold), and with
   ``--recordings`` (or ``$MOVECAR_RECORDINGS``) the audio of its recordings (their SHA-256
@@ -33,6 +35,9 @@ from typing import Any
 from movecar_adapters.cli_common import (
     CliError,
     Exit,
+    actor_of,
+    actor_options,
+    authorize,
     count_1_to_64,
     database_of,
     fail_line,
@@ -51,6 +56,7 @@ from movecar_adapters.sql.errors import DatabaseUnavailable
 from movecar_adapters.sql.store import SqlStore
 from movecar_core.app import MoveCar
 from movecar_core.errors import MoveCarError
+from movecar_core.roles import Action
 from movecar_core.settlement import ServiceMonth
 
 
@@ -145,7 +151,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         raise CliError("--checkpoint needs --public-key (the key the checkpoints were signed with)")
     checkpoints = [(Path(path).name, read_checkpoint(path)) for path in given]
     public_key = PublicKey.load(args.public_key) if args.public_key else None
+    actor = actor_of(args)  # checked before the database is opened
     with _engine(args) as mc:
+        authorize(mc, actor, Action.VERIFY_EVIDENCE)
         result = verify(
             _store(mc),
             expect_reports=expect,
@@ -298,6 +306,7 @@ def register(subparsers: Any) -> None:
         help="processes checking cases (1-64; default: one per core, up to 4, from 10,000 cases)",
     )
     ver.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    actor_options(ver, what="who verifies")
     ver.set_defaults(func=cmd_audit_verify)
 
     retention = subparsers.add_parser("retention", help="二(四) 3-year retention")

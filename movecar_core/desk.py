@@ -106,6 +106,15 @@ class Desk:
     def __repr__(self) -> str:
         return f"Desk(actor={self.actor.actor_id!r}, role={self.actor.role.value})"
 
+    def check(self, action: Action, case_id: str | None = None) -> None:
+        """Whether this actor may ``action``: a refusal is logged as ``denied:<action>``
+        and raises :class:`~movecar_core.roles.PermissionDenied`. For a host's own action
+        the desk has no method for (the CLI's ``audit verify``, say): the same check, the
+        same log entry."""
+        if not isinstance(action, Action):
+            raise InvalidCommand("action", action, "must be an Action")
+        self._allow(action, case_id)
+
     def _allow(self, action: Action, case_id: str | None = None) -> None:
         if not allowed(self.actor, action):
             self.access_log.log_access(

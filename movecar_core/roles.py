@@ -84,6 +84,9 @@ class Action(enum.StrEnum):
     RECORD_INCIDENT = "incident.record"
     #: The incident log: outages, findings, a month's days without the 24-hour service.
     READ_INCIDENTS = "incident.read"
+    #: 五(三), 七(三): recompute the evidence (hash chains, report digests, the ledger and
+    #: its checkpoints) and name what was changed: ``movecar audit verify`` (CLI only).
+    VERIFY_EVIDENCE = "evidence.verify"
 
 
 class InvalidActor(InvalidInput):
@@ -182,6 +185,10 @@ _TABLE: dict[Action, frozenset[Role]] = {
     # notified of each), and the auditor checks them: they are evidence of compliance.
     Action.RECORD_INCIDENT: frozenset({Role.SUPERVISOR}),
     Action.READ_INCIDENTS: frozenset({Role.SUPERVISOR, Role.COMMAND_CENTRE, Role.AUDITOR}),
+    # 五(三) "如发现有弄虚作假的，甲方有权不向乙方支付当月服务费": Party A checks the records
+    # behind the reports; 七(三) "防止 ... 篡改、丢失": the operator's supervisor checks them
+    # too; it is the auditor's whole work. Not a seat: verifying reads every case.
+    Action.VERIFY_EVIDENCE: frozenset({Role.AUDITOR, Role.SUPERVISOR, Role.COMMAND_CENTRE}),
 }
 
 #: Read-only view of the table.

@@ -166,7 +166,9 @@ def test_a_ciphertext_moved_into_another_case_never_rings_the_wrong_phone(
 
     monkeypatch.setenv("MOVECAR_KEYS", f"k1={KEY_1}")
     url = store.engine.url.render_as_string(hide_password=False)
-    code, out, err = run_cli("--db", url, "audit", "verify")
+    code, out, err = run_cli(
+        "--db", url, "audit", "verify", "--actor", "audit-1", "--role", "auditor"
+    )
     assert code == 1, (out, err)
     assert f"TAMPERED case {b}:" in out and f"case {a}:" not in out
     # Case A still dials its own owner: only the moved value is refused.
@@ -432,12 +434,18 @@ def test_cli_upgrade_tells_the_operator_to_rotate(
     code, out, err = run_cli("--db", url, "db", "upgrade")
     assert code == 0 and "4 stored phone values are not bound" in err and "keys rotate" in err
     monkeypatch.setenv("MOVECAR_KEYS", f"k1={KEY_1}")
-    assert run_cli("--db", url, "audit", "verify")[0] == 1
+    assert (
+        run_cli("--db", url, "audit", "verify", "--actor", "audit-1", "--role", "auditor")[0] == 1
+    )
     code, out, err = run_cli("--db", url, "keys", "rotate")
     assert code == 0 and "re-encrypted 4 events" in out, err
-    assert run_cli("--db", url, "audit", "verify")[0] == 0
+    assert (
+        run_cli("--db", url, "audit", "verify", "--actor", "audit-1", "--role", "auditor")[0] == 0
+    )
     plant(engine, a, 2, token(engine, a, 1))  # requester into owner, same case
-    code, out, _ = run_cli("--db", url, "audit", "verify")
+    code, out, _ = run_cli(
+        "--db", url, "audit", "verify", "--actor", "audit-1", "--role", "auditor"
+    )
     assert code == 1 and f"TAMPERED case {a}:" in out
     monkeypatch.setenv("MOVECAR_KEYS", f"k2={KEY_2},k1={KEY_1}")  # a new key: re-encrypt
     code, out, err = run_cli("--db", url, "keys", "rotate")

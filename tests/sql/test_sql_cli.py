@@ -46,17 +46,28 @@ def test_audit_verify_names_the_tampered_case(
     store.write_report(ServiceMonth(2025, 3), at=dt.datetime(2025, 4, 1, tzinfo=dt.UTC))
     [report] = store.reports()
     monkeypatch.delenv("MOVECAR_KEYS", raising=False)
-    assert run("audit", "verify", "--db", url)[0] == 3  # no keys configured: cannot verify
+    assert (
+        run("audit", "verify", "--actor", "audit-1", "--role", "auditor", "--db", url)[0] == 3
+    )  # no keys configured: cannot verify
     monkeypatch.setenv("MOVECAR_KEYS", f"k1={KEY_1}")
     code, out, _ = run(
-        "--db", url, "audit", "verify", "--expect-report", f"2025-03={report.digest}"
+        "--db",
+        url,
+        "audit",
+        "verify",
+        "--actor",
+        "audit-1",
+        "--role",
+        "auditor",
+        "--expect-report",
+        f"2025-03={report.digest}",
     )
     assert code == 0 and "2 cases, 10 events, 1 reports: all verify" in out
     with store.engine.begin() as conn:
         conn.execute(
             t.events.delete().where(t.events.c.case_id == "dirty", t.events.c.version == 3)
         )
-    code, out, _ = run("--db", url, "audit", "verify")
+    code, out, _ = run("--db", url, "audit", "verify", "--actor", "audit-1", "--role", "auditor")
     assert code == 1
     assert "TAMPERED case dirty" in out and "clean" not in out
     store.engine.dispose()
@@ -142,7 +153,18 @@ def test_settle_a_month_from_the_database(
         for i in range(2):
             mc.open_case(plate="苏D12345", location=f"湖塘 {i}", requester_phone="13800001111")
     monkeypatch.setenv("MOVECAR_KEYS", f"k1={KEY_1}")
-    code, out, err = run("settle", "--month", "2024-05", "--db", url, "--json")
+    code, out, err = run(
+        "settle",
+        "--actor",
+        "sup-1",
+        "--role",
+        "supervisor",
+        "--month",
+        "2024-05",
+        "--db",
+        url,
+        "--json",
+    )
     assert code == 0, err
     first = json.loads(out)
     assert (first["billable_calls"], first["unit_price"], first["provisional_fee"]) == (
@@ -151,7 +173,20 @@ def test_settle_a_month_from_the_database(
         "3.80",
     )
     assert first["deadlines"]["report_due"] == "2024-06-05"
-    code, out, _ = run("settle", "--month", "2024-05", "--db", url, "--json")
+    code, out, _ = run(
+        "settle",
+        "--actor",
+        "sup-1",
+        "--role",
+        "supervisor",
+        "--month",
+        "2024-05",
+        "--db",
+        url,
+        "--json",
+    )
     assert code == 0 and json.loads(out) == first  # recorded once; a repeat returns it
-    code, out, err = run("settle", "--month", "2024-07", "--db", url)
+    code, out, err = run(
+        "settle", "--actor", "sup-1", "--role", "supervisor", "--month", "2024-07", "--db", url
+    )
     assert code == 2 and "next report due is 2024-06" in err

@@ -70,7 +70,20 @@ def test_a_checkpoint_verifies_and_tampering_is_found(
     body = json.loads(cp.read_text())
     assert set(body) == {"format", "size", "root", "issued_at", "key_id", "signature"}
     assert body["size"] > 0
-    verify = ["audit", "verify", "--db", url, "--checkpoint", str(cp), "--public-key", f"{key}.pub"]
+    verify = [
+        "audit",
+        "verify",
+        "--actor",
+        "audit-1",
+        "--role",
+        "auditor",
+        "--db",
+        url,
+        "--checkpoint",
+        str(cp),
+        "--public-key",
+        f"{key}.pub",
+    ]
     code, out, _ = run(verify, monkeypatch)
     assert code == 0 and "all verify" in out
     db = url.removeprefix("sqlite:///")
@@ -102,7 +115,20 @@ def test_a_checkpoint_file_that_is_not_one(  # noqa: PLR0917 - fixtures and para
     url, key, _ = ledger
     bad = tmp_path / "bad.json"
     make(bad)  # type: ignore[operator]
-    argv = ["audit", "verify", "--db", url, "--checkpoint", str(bad), "--public-key", f"{key}.pub"]
+    argv = [
+        "audit",
+        "verify",
+        "--actor",
+        "audit-1",
+        "--role",
+        "auditor",
+        "--db",
+        url,
+        "--checkpoint",
+        str(bad),
+        "--public-key",
+        f"{key}.pub",
+    ]
     got, out, err = run(argv, monkeypatch)
     assert (got, err.count("\n")) == (code, 1) and word in err, err
     assert not out
@@ -112,11 +138,38 @@ def test_usage_and_key_files(
     ledger: tuple[str, Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     url, key, cp = ledger
-    code, _, err = run(["audit", "verify", "--db", url, "--checkpoint", str(cp)], monkeypatch)
+    code, _, err = run(
+        [
+            "audit",
+            "verify",
+            "--actor",
+            "audit-1",
+            "--role",
+            "auditor",
+            "--db",
+            url,
+            "--checkpoint",
+            str(cp),
+        ],
+        monkeypatch,
+    )
     assert code == 2 and "--public-key" in err
     garbage = tmp_path / "garbage.pub"
     garbage.write_text("not a key")
-    argv = ["audit", "verify", "--db", url, "--checkpoint", str(cp), "--public-key", str(garbage)]
+    argv = [
+        "audit",
+        "verify",
+        "--actor",
+        "audit-1",
+        "--role",
+        "auditor",
+        "--db",
+        url,
+        "--checkpoint",
+        str(cp),
+        "--public-key",
+        str(garbage),
+    ]
     code, _, err = run(argv, monkeypatch)
     assert code == 3 and "not a PEM public key" in err
     os.chmod(key, 0o644)
@@ -136,6 +189,10 @@ def test_another_keys_checkpoint_is_a_finding(
     argv = [
         "audit",
         "verify",
+        "--actor",
+        "110-desk-2",
+        "--role",
+        "command_centre",
         "--db",
         url,
         "--checkpoint",

@@ -52,7 +52,8 @@ def test_report_writes_both_files_and_mails_them(
     with mail_server() as server:
         monkeypatch.setenv("MOVECAR_SMTP_URL", server.url())
         code, out, err = run(
-            "report", "--db", april_db, "--month", "2024-04", "--csv", str(csv_path),
+            "report", "--actor", "sup-1", "--role", "supervisor",
+            "--db", april_db, "--month", "2024-04", "--csv", str(csv_path),
             "--xlsx", str(xlsx_path), "--email", "zhihui@gaj.example.gov.cn", "--json",
         )  # fmt: skip
         assert (code, err) == (0, "")
@@ -74,7 +75,9 @@ def test_report_writes_both_files_and_mails_them(
     assert csv_path.stat().st_mode & 0o077 == 0  # 四: confidential, the owner's only
 
     # Again, as a table: the recorded report is read back, not recorded twice.
-    code, out, _ = run("report", "--db", april_db, "--month", "2024-04")
+    code, out, _ = run(
+        "report", "--actor", "sup-1", "--role", "supervisor", "--db", april_db, "--month", "2024-04"
+    )
     assert code == 0
     assert "billable" in out and "7.60 yuan" in out and data["digest"] in out
     assert "busiest day   2024-04-02 (2 inbound)" in out
@@ -86,7 +89,9 @@ def test_report_writes_both_files_and_mails_them(
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_report_refusals(april_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refused(*argv: str) -> tuple[int, str]:
-        code, out, err = run("report", "--db", april_db, *argv)
+        code, out, err = run(
+            "report", "--actor", "sup-1", "--role", "supervisor", "--db", april_db, *argv
+        )
         assert out == "" and err.count("\n") == 1 and "Traceback" not in err
         return code, err
 
@@ -103,5 +108,15 @@ def test_report_refusals(april_db: str, tmp_path: Path, monkeypatch: pytest.Monk
     code, err = refused("--month", "2024-04", "--email", "a@example.cn")
     assert code == 3 and "connection refused" in err and "hunter2" not in err
     assert not list(tmp_path.glob("*.csv"))
-    code, _, err = run("report", "--db", "memory://", "--month", "2024-04")
+    code, _, err = run(
+        "report",
+        "--actor",
+        "sup-1",
+        "--role",
+        "supervisor",
+        "--db",
+        "memory://",
+        "--month",
+        "2024-04",
+    )
     assert code == 2 and "needs a database" in err
