@@ -70,8 +70,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="settle a month from the database (--month), or a year from a CSV of volumes",
         description=(
             "With --month: the month's fee from the database's events, reported and "
-            "recorded. With a CSV (or - for stdin) of 'month,billable_calls' rows: provisional "
-            "monthly fees and the year-end true-up, for what-if sums."
+            "recorded, by --actor ID --role ROLE (month.settle: a supervisor; a refusal is "
+            "logged). With a CSV (or - for stdin) of 'month,billable_calls' rows: provisional "
+            "monthly fees and the year-end true-up, for what-if sums; no actor, since it "
+            "prices a file and touches no record."
         ),
     )
     settle.add_argument("csv", nargs="?", metavar="CSV", help="month,billable_calls rows, or -")
