@@ -68,7 +68,7 @@ The file, all of it optional::
     [notices]
     log = "/var/log/movecar/110-notices.log"    # notices as lines, when no [smtp] to_110
 
-    [requesters]               # limits per requester number (default: the block list only)
+    [requesters]               # limits per requester number (default: 3 a day, 5 a month)
     per_day = 3                # requests opened a day (0: no daily limit); default 3
     per_month = 5              # requests opened a month (0: no monthly limit); default 5
 
@@ -228,7 +228,7 @@ class Settings:
     #: Where recordings are kept (二(四)), when configured.
     recordings_dir: Path | None = None
     #: The requester limits of ``[requesters]`` (None: not configured; ``connect()`` then
-    #: enforces the block list alone).
+    #: enforces the policy's defaults).
     requesters: RequesterPolicy | None = None
     #: The working-day calendar: the library's table and the year files configured.
     calendar: WorkingDayCalendar = attrs.field(factory=WorkingDayCalendar.default, repr=False)

@@ -60,7 +60,7 @@ from movecar_core.ports import (
     Telephony,
     VehicleRegistry,
 )
-from movecar_core.requesters import BLOCK_LIST_ONLY, RequesterPolicy
+from movecar_core.requesters import RequesterPolicy
 from movecar_core.term import ContractTerm
 from movecar_core.volume import ReportDelivery
 
@@ -129,7 +129,7 @@ def connect(
     in flight per seat and in total (annex 2 十三(四); default
     :class:`~movecar_core.calls.CallLimits`). ``requesters``: the requester limits the
     store enforces when a case is opened (default ``[requesters]`` of ``movecar.toml``,
-    else :data:`~movecar_core.requesters.BLOCK_LIST_ONLY`: the block list, no limits).
+    else :class:`~movecar_core.requesters.RequesterPolicy`'s defaults: 3 a day, 5 a month).
     ``calendar``: the working days of every deadline (default: the library's table with
     the year files of ``[calendar]`` or ``$MOVECAR_CALENDAR``).
 
@@ -154,7 +154,7 @@ def connect(
     target = url if url is not None else settings.url
     if not isinstance(target, str) or not target.strip():
         raise ConfigError(f"url={target!r:.60}: give a database URL or 'memory://'")
-    limited = requesters if requesters is not None else settings.requesters or BLOCK_LIST_ONLY
+    limited = requesters if requesters is not None else settings.requesters or RequesterPolicy()
     if target == MEMORY_URL:
         store: CaseStore = InMemoryCaseStore(
             effects=rules, clock=the_clock, contract=contract, requesters=limited

@@ -150,17 +150,28 @@ def test_requesters_in_movecar_toml(tmp_path: Path) -> None:
             load_settings(write(tmp_path / "d.toml", f"[requesters]\n{bad}\n"), environ={})
 
 
-def test_connect_enforces_the_block_list_always_and_the_configured_limits(
+def test_connect_enforces_the_block_list_and_the_default_or_configured_limits(
     tmp_path: Path,
 ) -> None:
     clock = ManualClock()
     mc = connect("memory://", clock=clock, environ={}, config=write(tmp_path / "n.toml", ""))
-    assert isinstance(mc.store, RequesterStore) and mc.store.requesters == BLOCK_LIST_ONLY
+    assert isinstance(mc.store, RequesterStore) and mc.store.requesters == RequesterPolicy()
     mc.store.block_requester("13900002222", reason="恶意", actor="sup-1")
     with pytest.raises(RequesterRefused):
         mc.open_case(plate="苏D12345", location="x", requester_phone="13900002222")
-    for _ in range(4):  # no limits configured
+    for _ in range(RequesterPolicy().per_day):  # the default policy: 3 a day
         mc.open_case(plate="苏D12345", location="x", requester_phone="13800001111")
+    with pytest.raises(RequestLimitReached):
+        mc.open_case(plate="苏D12345", location="x", requester_phone="13800001111")
+    off = connect(
+        "memory://",
+        clock=clock,
+        environ={},
+        config=write(tmp_path / "o.toml", "[requesters]\nper_day = 0\nper_month = 0\n"),
+    )
+    assert off.store.requesters == BLOCK_LIST_ONLY  # type: ignore[attr-defined]
+    for _ in range(4):  # both limits turned off: the block list only
+        off.open_case(plate="苏D12345", location="x", requester_phone="13800001111")
     limited = connect(
         "memory://",
         clock=clock,

@@ -10,6 +10,7 @@ from movecar_adapters.crypto import KeyRing
 from movecar_adapters.sql import SqlStore
 from movecar_core.clock import ManualClock
 from movecar_core.memory import InMemoryVehicleRegistry
+from movecar_core.requesters import BLOCK_LIST_ONLY
 
 
 class TestIdempotencySql(IdempotencyCases):
@@ -26,6 +27,7 @@ class TestIdempotencySql(IdempotencyCases):
                 clock=ManualClock(),
                 registry=InMemoryVehicleRegistry(OWNERS),
                 environ={},
+                requesters=BLOCK_LIST_ONLY,  # one requester opens every case here
             )
 
         return make  # type: ignore[return-value]

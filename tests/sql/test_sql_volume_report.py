@@ -26,6 +26,7 @@ from movecar_core.calendar import SHANGHAI, end_of_day, local_date
 from movecar_core.case import EscalationReason
 from movecar_core.clock import ManualClock
 from movecar_core.outbox import MONTHLY_REPORT, NO_CASE
+from movecar_core.requesters import BLOCK_LIST_ONLY
 from movecar_core.settlement import ServiceMonth, SettlementRules
 from movecar_core.volume import report_effect
 
@@ -77,6 +78,7 @@ def test_the_worker_mails_the_report_and_every_figure_matches_the_store(
             clock=clock,
             config=config_file(tmp_path),
             environ={"MOVECAR_SMTP_URL": server.url()},
+            requesters=BLOCK_LIST_ONLY,  # one requester opens every case here
         )
         with mc:
             store = mc.store

@@ -19,6 +19,7 @@ from movecar_adapters.worker import run
 from movecar_core import EscalationReason, MoveCar
 from movecar_core.app import Dispatch
 from movecar_core.memory import InMemoryCommandCentre
+from movecar_core.requesters import BLOCK_LIST_ONLY
 
 HERE = Path(__file__).resolve().parent
 MOVECAR = str(Path(sys.executable).parent / "movecar")
@@ -43,7 +44,12 @@ def env_for(url: str, **more: str) -> dict[str, str]:
 def test_worker_threads_deliver_each_effect_once(fresh_url: str) -> None:
     desk = InMemoryCommandCentre()
     mc = connect(
-        fresh_url, keys=KeyRing([("k1", KEY_1)]), dispatch="outbox", command_centre=desk, environ={}
+        fresh_url,
+        keys=KeyRing([("k1", KEY_1)]),
+        dispatch="outbox",
+        command_centre=desk,
+        environ={},
+        requesters=BLOCK_LIST_ONLY,  # one requester opens all 30 cases
     )
     assert mc.dispatch is Dispatch.OUTBOX
     ids = escalated(mc, 30)
