@@ -62,6 +62,7 @@ from movecar_core.case import (
 from movecar_core.clock import ManualClock
 from movecar_core.contract import WUJIN_114_2024, Contract
 from movecar_core.errors import (
+    AUDIT_HINT,
     CasePurged,
     CommandIdReused,
     CommandRejected,
@@ -600,7 +601,7 @@ class MoveCar:
                 raise MonthAlreadyReported(
                     str(month),
                     f"its report counted {report.billable_calls} calls; the store now holds "
-                    f"{counted} for the month (run `movecar audit verify`)",
+                    f"{counted} for the month ({AUDIT_HINT})",
                 )
         ytd_before = carried + store.count_opened(year_start, start)
         line = settle_year(

@@ -27,6 +27,11 @@ def _letter(c: str) -> bool:
     return c.isascii() and c.isalpha()
 
 
+#: What a message tells a person to do about records that do not add up (the audit names
+#: what was changed; an auditor runs it, so the command names that role).
+AUDIT_HINT = "run `movecar audit verify --actor ID --role auditor`"
+
+
 def redact(text: str) -> str:
     """``text`` with every mainland phone number in it masked.
 

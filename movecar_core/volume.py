@@ -36,7 +36,12 @@ import attrs
 
 from movecar_core.calendar import SHANGHAI, end_of_day, local_date
 from movecar_core.contract import Contract
-from movecar_core.errors import CalendarYearNotCovered, InvalidInput, MonthAlreadyReported
+from movecar_core.errors import (
+    AUDIT_HINT,
+    CalendarYearNotCovered,
+    InvalidInput,
+    MonthAlreadyReported,
+)
 from movecar_core.mail import Attachment, ReportMailer, check_addresses
 from movecar_core.outbox import MONTHLY_REPORT, NO_CASE, Effect, EffectScheduler
 from movecar_core.pricing import TierMode
@@ -189,7 +194,7 @@ def build_report(
             str(month),
             f"its report recorded {recorded.inbound_calls} inbound and "
             f"{recorded.billable_calls} billable calls; its days now add up to "
-            f"{report.inbound} and {report.billable} (run `movecar audit verify`)",
+            f"{report.inbound} and {report.billable} ({AUDIT_HINT})",
         )
     return report
 

@@ -47,7 +47,7 @@ from movecar_core.codec import (
     encode,
     encode_record,
 )
-from movecar_core.errors import CasePurged, ConcurrencyConflict
+from movecar_core.errors import AUDIT_HINT, CasePurged, ConcurrencyConflict
 from movecar_core.integrity import (
     GENESIS,
     chain_of_json,
@@ -201,7 +201,7 @@ class History(Sequence[Event]):
             if len(events) != self._version:
                 raise StorageError(
                     f"case {self._case_id}: {len(events)} events stored, its state row says "
-                    f"{self._version}: run `movecar audit verify`"
+                    f"{self._version}: {AUDIT_HINT}"
                 )
             self._events = events
         return self._events

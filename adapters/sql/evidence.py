@@ -16,7 +16,7 @@ from movecar_adapters.sql.base import check_case_id, check_text
 from movecar_adapters.sql.errors import StorageError, StorageInputError
 from movecar_adapters.sql.ledger import LedgerRecorder
 from movecar_adapters.sql.requesters import refusals_in
-from movecar_core.errors import CasePurged
+from movecar_core.errors import AUDIT_HINT, CasePurged
 from movecar_core.ledger import TreeHead, recording_leaf, report_leaf, settlement_leaf
 from movecar_core.reports import (
     MonthlyReport,
@@ -178,8 +178,7 @@ class EvidenceRecorder(LedgerRecorder):
                 row = conn.execute(sa.select(r).where(r.c.month == label)).one_or_none()
                 if row is None:
                     raise StorageError(
-                        f"the report chain's head names {label}, which is missing: "
-                        "run `movecar audit verify`"
+                        f"the report chain's head names {label}, which is missing: {AUDIT_HINT}"
                     )
                 previous = _report(row)
             items = conn.execute(

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from movecar_adapters.sql import schema as t
 from movecar_adapters.sql.base import StoreBase
 from movecar_adapters.sql.ledger import LedgerRecorder
-from movecar_core.errors import MoveCarError
+from movecar_core.errors import AUDIT_HINT, MoveCarError
 from movecar_core.incidents import (
     CorruptIncidentLog,
     IncidentConflict,
@@ -72,8 +72,7 @@ def _decode(rows: Sequence[Any]) -> list[IncidentRecord]:
     for position, row in enumerate(rows, start=1):
         if row.seq != position:
             raise CorruptIncidentLog(
-                f"incident record {position} is missing (the log jumps to {row.seq}): "
-                "run `movecar audit verify`"
+                f"incident record {position} is missing (the log jumps to {row.seq}): {AUDIT_HINT}"
             )
         out.append(_decode_row(row))
     return out

@@ -28,7 +28,7 @@ from movecar_adapters.sql.base import StoreBase
 from movecar_adapters.sql.errors import StorageError
 from movecar_adapters.sql.prepared import Runner, Statement
 from movecar_adapters.sql.writes import insert_rows
-from movecar_core.errors import InvalidInput
+from movecar_core.errors import AUDIT_HINT, InvalidInput
 from movecar_core.ledger import (
     BackdatedRecord,
     Checkpoint,
@@ -67,7 +67,7 @@ def _tree(text: str) -> CompactTree:
     try:
         return CompactTree.from_json(text)
     except InvalidInput as exc:
-        raise StorageError(f"{exc}: run `movecar audit verify`") from None
+        raise StorageError(f"{exc}: {AUDIT_HINT}") from None
 
 
 #: When the newest checkpoint was issued (NULL: none yet).
@@ -189,7 +189,7 @@ class LedgerRecorder(StoreBase):
             )
         ).one_or_none()
         if row is None:
-            raise StorageError("the ledger's state row is missing: run `movecar audit verify`")
+            raise StorageError(f"the ledger's state row is missing: {AUDIT_HINT}")
         return row
 
     def _sequence(self, conn: sa.Connection, batch: int) -> tuple[CompactTree, int]:
