@@ -64,6 +64,7 @@ _PLUGINS = (
     "movecar_adapters.cli_registry",
     "movecar_adapters.cli_report",
     "movecar_adapters.cli_incidents",
+    "movecar_adapters.cli_serve",
 )
 _OPTIONAL = frozenset({"sqlalchemy", "alembic", "cryptography", "psycopg", "pymysql"})
 

@@ -72,11 +72,17 @@ The file, all of it optional::
     per_day = 3                # requests opened a day (0: no daily limit); default 3
     per_month = 5              # requests opened a month (0: no monthly limit); default 5
 
+    [api]                      # movecar serve (movecar_adapters.http, docs/http.md)
+    tokens_file = "/etc/movecar/api-tokens"   # holds what MOVECAR_API_TOKENS would
+    webhook_secret_file = "/etc/movecar/webhook-secret"  # or $MOVECAR_WEBHOOK_SECRET
+    host = "127.0.0.1"
+    port = 8114
+
     [calendar]                 # working-day years beyond the library's table (or
     years = ["cal-2027.toml"]  # $MOVECAR_CALENDAR): State Council notices as year files
     dir = "calendar"           # where `movecar calendar add` installs (default: calendar/)
 
-Keys are never read from the file itself, only from a file it names (kept with the
+Keys, API tokens and the webhook secret are never read from the file itself, only from a file it names (kept with the
 permissions of a secret). Unknown sections and keys are refused, so a typo is an error,
 not a silently ignored setting.
 """
@@ -111,6 +117,8 @@ ENV_SIP_TRUNK = "MOVECAR_SIP_TRUNK"
 ENV_RECORDINGS = "MOVECAR_RECORDINGS"
 ENV_REGISTRY_URL = "MOVECAR_REGISTRY_URL"
 ENV_SMTP_URL = "MOVECAR_SMTP_URL"
+ENV_API_TOKENS = "MOVECAR_API_TOKENS"
+ENV_WEBHOOK_SECRET = "MOVECAR_WEBHOOK_SECRET"
 #: The sender of movecar's mail when ``[smtp] from`` is not set.
 DEFAULT_SENDER = "movecar@localhost"
 CONFIG_FILE = "movecar.toml"
@@ -170,6 +178,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "ca_file": str,
     },
     "notices": {"log": str},
+    "api": {"tokens_file": str, "webhook_secret_file": str, "host": str, "port": int},
 }
 
 #: Which ``[registry]`` settings each kind reads (the rest of the table is refused for it).
@@ -242,6 +251,16 @@ class Settings:
     smtp: SmtpConfig | None = None
     #: The file the 110 desk's notices are written to as lines (``[notices] log``).
     notices_log: Path | None = None
+    #: ``movecar serve``'s bearer tokens as written (``$MOVECAR_API_TOKENS`` or the file
+    #: ``[api] tokens_file`` names; parsed by :func:`movecar_adapters.http.parse_tokens`).
+    api_tokens_spec: str | None = attrs.field(default=None, repr=False)  # secret
+    api_tokens_source: str | None = None
+    #: The telephony gateway's webhook secret (``$MOVECAR_WEBHOOK_SECRET``, ``[api]``).
+    webhook_secret: str | None = attrs.field(default=None, repr=False)  # secret
+    webhook_secret_source: str | None = None
+    #: ``[api] host`` and ``port`` (None: ``movecar serve``'s defaults).
+    api_host: str | None = None
+    api_port: int | None = None
 
 
 def mask_url(url: str) -> str:
@@ -382,7 +401,53 @@ def load_settings(
         registry=_registry(data.get("registry", {}), env, path, where),
         smtp=_smtp(data.get("smtp", {}), env, path, where),
         notices_log=_relative(Path(notices["log"]), path) if notices.get("log") else None,
+        **_api(data.get("api", {}), env, path, where),
     )
+
+
+def _secret(
+    env: Mapping[str, str], variable: str, table: Mapping[str, Any], key: str,
+    config: Path | None, where: str,
+) -> tuple[str | None, str | None]:
+    """A secret from ``variable``, else from the file ``[api] key`` names: (its text, where
+    it came from). Never from movecar.toml itself: the file is shared, a secret is not."""
+    if env.get(variable):
+        return env[variable].strip(), variable
+    if key not in table:
+        return None, None
+    named = _relative(Path(table[key]), config)
+    try:
+        text = named.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: api.{key} {named}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: api.{key} {named}: not UTF-8 text") from None
+    return text or None, f"api.{key} {named}"
+
+
+def _api(
+    table: Mapping[str, Any], env: Mapping[str, str], config: Path | None, where: str
+) -> dict[str, Any]:
+    """``[api]``: movecar serve's secrets (from the environment or the files named) and
+    its address."""
+    tokens, tokens_source = _secret(env, ENV_API_TOKENS, table, "tokens_file", config, where)
+    secret, secret_source = _secret(
+        env, ENV_WEBHOOK_SECRET, table, "webhook_secret_file", config, where
+    )
+    port = table.get("port")
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"{where}: api.port={port}: must be 1 to 65535")
+    host = table.get("host")
+    if host is not None and (not host.strip() or len(host) > 253):
+        raise ConfigError(f"{where}: api.host must be a host name or address")
+    return {
+        "api_tokens_spec": tokens,
+        "api_tokens_source": tokens_source,
+        "webhook_secret": secret,
+        "webhook_secret_source": secret_source,
+        "api_host": host,
+        "api_port": port,
+    }
 
 
 def _requesters(data: Mapping[str, Any], where: str) -> RequesterPolicy | None:
