@@ -11,6 +11,7 @@ closed and the exit code is 0.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -75,7 +76,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=30,
         )  # fmt: skip
         server = Server(config)
-        server.run()
+        # uvicorn handles SIGTERM/SIGINT while it serves, then raises the signal again for
+        # the handler it found: ours, so the process lives on to close the engine and
+        # exit with 0 (the default handler would kill it there).
+        stopped: list[int] = []
+        previous = {
+            which: signal.signal(which, lambda signum, frame: stopped.append(signum))
+            for which in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            server.run()
+        finally:
+            for which, handler in previous.items():
+                signal.signal(which, handler)
         if not server.started:
             raise CliError(f"cannot listen on {host}:{port}", Exit.ENVIRONMENT)
     finally:
