@@ -82,7 +82,8 @@ The file, all of it optional::
     years = ["cal-2027.toml"]  # $MOVECAR_CALENDAR): State Council notices as year files
     dir = "calendar"           # where `movecar calendar add` installs (default: calendar/)
 
-Keys, API tokens and the webhook secret are never read from the file itself, only from a file it names (kept with the
+Keys, API tokens and the webhook secret are never read from the file itself, only from a
+file it names (kept with the
 permissions of a secret). Unknown sections and keys are refused, so a typo is an error,
 not a silently ignored setting.
 """
@@ -406,8 +407,13 @@ def load_settings(
 
 
 def _secret(
-    env: Mapping[str, str], variable: str, table: Mapping[str, Any], key: str,
-    config: Path | None, where: str,
+    env: Mapping[str, str],
+    variable: str,
+    table: Mapping[str, Any],
+    *,
+    key: str,
+    config: Path | None,
+    where: str,
 ) -> tuple[str | None, str | None]:
     """A secret from ``variable``, else from the file ``[api] key`` names: (its text, where
     it came from). Never from movecar.toml itself: the file is shared, a secret is not."""
@@ -430,9 +436,11 @@ def _api(
 ) -> dict[str, Any]:
     """``[api]``: movecar serve's secrets (from the environment or the files named) and
     its address."""
-    tokens, tokens_source = _secret(env, ENV_API_TOKENS, table, "tokens_file", config, where)
+    tokens, tokens_source = _secret(
+        env, ENV_API_TOKENS, table, key="tokens_file", config=config, where=where
+    )
     secret, secret_source = _secret(
-        env, ENV_WEBHOOK_SECRET, table, "webhook_secret_file", config, where
+        env, ENV_WEBHOOK_SECRET, table, key="webhook_secret_file", config=config, where=where
     )
     port = table.get("port")
     if port is not None and not 1 <= port <= 65535:

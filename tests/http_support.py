@@ -44,7 +44,9 @@ def auth(role: str = "agent") -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[role]}"}
 
 
-def sqlite_engine(folder: Path, clock: ManualClock | None = None, url: str | None = None) -> MoveCar:
+def sqlite_engine(
+    folder: Path, clock: ManualClock | None = None, url: str | None = None
+) -> MoveCar:
     return connect(
         url or f"sqlite:///{folder / 'http.db'}",
         clock=clock or ManualClock(T0),
@@ -63,7 +65,9 @@ def client(engine: MoveCar, **options: Any) -> TestClient:
     return TestClient(app, raise_server_exceptions=False)
 
 
-def signed(body: dict[str, Any] | bytes, at: dt.datetime, secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
+def signed(
+    body: dict[str, Any] | bytes, at: dt.datetime, secret: str = SECRET
+) -> tuple[bytes, dict[str, str]]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     header = sign(secret, raw, int(at.timestamp()))
     return raw, {"X-Movecar-Signature": header, "Content-Type": "application/json"}

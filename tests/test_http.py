@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from http_support import (
     CASE,
     SECRET,
@@ -25,6 +23,8 @@ from http_support import (
     signed,
     sqlite_engine,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from movecar_adapters.config import ConfigError, load_settings
 from movecar_adapters.http import parse_tokens
@@ -106,12 +106,18 @@ def test_dispute_cancel_and_escalate(api: Any) -> None:
     disputed = open_case(api)
     api.post(f"/v1/cases/{disputed}/locate", headers=auth())
     call = api.post(f"/v1/cases/{disputed}/call", headers=auth()).json()
-    api.post(f"/v1/cases/{disputed}/outcome",
-             json={"call_id": call["call_id"], "outcome": "answered_refused"}, headers=auth())  # fmt: skip
+    api.post(
+        f"/v1/cases/{disputed}/outcome",
+        json={"call_id": call["call_id"], "outcome": "answered_refused"},
+        headers=auth(),
+    )
     r = api.post(f"/v1/cases/{disputed}/dispute", json={"note": "不是我的车"}, headers=auth())
     assert r.json()["state"] == "disputed"
-    r = api.post(f"/v1/cases/{disputed}/escalate",
-                 json={"reason": "owner_disputes_authority"}, headers=auth("supervisor"))  # fmt: skip
+    r = api.post(
+        f"/v1/cases/{disputed}/escalate",
+        json={"reason": "owner_disputes_authority"},
+        headers=auth("supervisor"),
+    )
     assert r.json()["state"] == "escalated_to_110", r.text
     cancelled = open_case(api, plate="苏D54321")
     r = api.post(f"/v1/cases/{cancelled}/cancel", json={"note": "已自行解决"}, headers=auth())
@@ -157,8 +163,11 @@ def test_no_token_or_a_wrong_one_is_401_logged_without_the_token(
         r = api.get("/v1/cases/abc", headers={"Authorization": f"Bearer {wrong}"})
         assert problem(r, 401, "Unauthenticated")
         assert r.headers["www-authenticate"].startswith("Bearer")
-        problem(api.get("/v1/cases/abc", headers={"Authorization": TOKENS["agent"]}), 401,
-                "Unauthenticated")  # fmt: skip
+        problem(
+            api.get("/v1/cases/abc", headers={"Authorization": TOKENS["agent"]}),
+            401,
+            "Unauthenticated",
+        )
     logged = [e for e in accesses(api) if e["action"] == "denied:authenticate"]
     assert len(logged) == 3 and all(e["actor"] == "anonymous" for e in logged)
     assert len([r for r in caplog.records if "401" in r.getMessage()]) == 3
@@ -169,13 +178,18 @@ def test_no_token_or_a_wrong_one_is_401_logged_without_the_token(
 def test_a_role_that_may_not_is_403_and_logged(api: Any) -> None:
     case_id = open_case(api)
     problem(api.post("/v1/cases", json=CASE, headers=auth("auditor")), 403, "PermissionDenied")
-    problem(api.post(f"/v1/cases/{case_id}/locate", headers=auth("supervisor")), 403,
-            "PermissionDenied")  # fmt: skip
+    problem(
+        api.post(f"/v1/cases/{case_id}/locate", headers=auth("supervisor")), 403, "PermissionDenied"
+    )
     problem(api.get(f"/v1/cases/{case_id}/history", headers=auth()), 403, "PermissionDenied")
     problem(api.get(f"/v1/cases/{case_id}", headers=auth("auditor")), 403, "PermissionDenied")
     denied = [e["action"] for e in accesses(api) if e["action"].startswith("denied:")]
-    assert denied == ["denied:case.open", "denied:case.locate_owner", "denied:case.history",
-                      "denied:case.read"]  # fmt: skip
+    assert denied == [
+        "denied:case.open",
+        "denied:case.locate_owner",
+        "denied:case.history",
+        "denied:case.read",
+    ]
 
 
 def test_weak_or_malformed_tokens_are_refused_without_quoting_them() -> None:
@@ -192,9 +206,12 @@ def test_weak_or_malformed_tokens_are_refused_without_quoting_them() -> None:
         assert "a" * 30 not in str(info.value)
     table = parse_tokens(TOKEN_SPEC)
     assert [(a.actor_id, a.role.value) for a in table.actors] == [
-        ("seat-07", "agent"), ("seat-08", "agent"), ("supervisor", "supervisor"),
-        ("110-desk", "command_centre"), ("auditor", "auditor"),
-    ]  # fmt: skip
+        ("seat-07", "agent"),
+        ("seat-08", "agent"),
+        ("supervisor", "supervisor"),
+        ("110-desk", "command_centre"),
+        ("auditor", "auditor"),
+    ]
     assert TOKENS["agent"] not in repr(table)
 
 
@@ -211,7 +228,7 @@ def test_api_settings_from_the_file_and_the_environment(tmp_path: Path) -> None:
     env = load_settings(config, environ={"MOVECAR_API_TOKENS": "agent=" + "z" * 40})
     assert env.api_tokens_spec == "agent=" + "z" * 40
     config.write_text('[api]\ntokens = "agent=x"\n')
-    with pytest.raises(ConfigError, match="unknown setting api.tokens"):
+    with pytest.raises(ConfigError, match=r"unknown setting api\.tokens"):
         load_settings(config, environ={})
 
 
@@ -240,9 +257,10 @@ def test_an_idempotency_key_replays_the_first_response_or_is_409(
     first: dict[int, tuple[int, str, Any]] = {}
     for key, body, seat in requests:
         r = api.post(
-            "/v1/cases", json=BODIES[body],
+            "/v1/cases",
+            json=BODIES[body],
             headers=auth(seat) | {"Idempotency-Key": f"{nonce}-{key}"},
-        )  # fmt: skip
+        )
         if key not in first:
             assert r.status_code == 201, r.text
             first[key] = (body, seat, r)
@@ -258,10 +276,16 @@ def test_an_idempotency_key_replays_the_first_response_or_is_409(
     a = api.post(f"/v1/cases/{case_id}/cancel", json={"note": "走了"}, headers=auth() | key)
     b = api.post(f"/v1/cases/{case_id}/cancel", json={"note": "走了"}, headers=auth() | key)
     assert (a.status_code, a.content) == (b.status_code, b.content) and a.status_code == 200
-    problem(api.post(f"/v1/cases/{case_id}/cancel", json={"note": "另一个"}, headers=auth() | key),
-            409, "IdempotencyKeyReused")  # fmt: skip
-    problem(api.post(f"/v1/cases/{case_id}/confirm-moved", json={}, headers=auth() | key),
-            409, "IdempotencyKeyReused")  # fmt: skip
+    problem(
+        api.post(f"/v1/cases/{case_id}/cancel", json={"note": "另一个"}, headers=auth() | key),
+        409,
+        "IdempotencyKeyReused",
+    )
+    problem(
+        api.post(f"/v1/cases/{case_id}/confirm-moved", json={}, headers=auth() | key),
+        409,
+        "IdempotencyKeyReused",
+    )
 
 
 _ENGINES: dict[str, Any] = {}
@@ -283,22 +307,34 @@ def test_an_idempotency_key_is_checked(api: Any) -> None:
 
 
 def test_bodies_are_strict_and_bounded(api: Any) -> None:
-    body = problem(api.post("/v1/cases", json=CASE | {"extra": 1}, headers=auth()), 422,
-                   "InvalidBody")  # fmt: skip
+    body = problem(
+        api.post("/v1/cases", json=CASE | {"extra": 1}, headers=auth()), 422, "InvalidBody"
+    )
     assert body["errors"][0]["field"] == "body.extra"
-    problem(api.post("/v1/cases", json=CASE | {"requester_phone": 13800001111}, headers=auth()),
-            422, "InvalidBody")  # fmt: skip
+    problem(
+        api.post("/v1/cases", json=CASE | {"requester_phone": 13800001111}, headers=auth()),
+        422,
+        "InvalidBody",
+    )
     problem(api.post("/v1/cases", content=b"{not json", headers=auth()), 422, "InvalidBody")
     problem(api.post("/v1/cases", json=[CASE], headers=auth()), 422, "InvalidBody")
-    problem(api.post("/v1/cases", json=CASE | {"location": "x" * 17000}, headers=auth()), 413,
-            "BodyTooLarge")  # fmt: skip
-    problem(api.post("/v1/cases", json=CASE | {"plate": "ABC"}, headers=auth()), 422,
-            "InvalidPlate")  # fmt: skip
+    problem(
+        api.post("/v1/cases", json=CASE | {"location": "x" * 17000}, headers=auth()),
+        413,
+        "BodyTooLarge",
+    )
+    problem(
+        api.post("/v1/cases", json=CASE | {"plate": "ABC"}, headers=auth()), 422, "InvalidPlate"
+    )
     case_id = open_case(api)
-    problem(api.post(f"/v1/cases/{case_id}/escalate", json={"reason": "bored"}, headers=auth()),
-            422, "InvalidBody")  # fmt: skip
-    problem(api.post(f"/v1/cases/{case_id}/locate", json={"x": 1}, headers=auth()), 422,
-            "InvalidBody")  # fmt: skip
+    problem(
+        api.post(f"/v1/cases/{case_id}/escalate", json={"reason": "bored"}, headers=auth()),
+        422,
+        "InvalidBody",
+    )
+    problem(
+        api.post(f"/v1/cases/{case_id}/locate", json={"x": 1}, headers=auth()), 422, "InvalidBody"
+    )
 
 
 phones = st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True)
@@ -324,8 +360,11 @@ def test_no_response_ever_holds_a_full_phone_number(
     responses = [api.post("/v1/cases", json=body, headers=auth())]
     if responses[0].status_code == 201:
         case_id = responses[0].json()["case_id"]
-        responses.append(api.post(f"/v1/cases/{case_id}/cancel", json={"note": f"{padding}{phone}"},
-                                  headers=auth()))  # fmt: skip
+        responses.append(
+            api.post(
+                f"/v1/cases/{case_id}/cancel", json={"note": f"{padding}{phone}"}, headers=auth()
+            )
+        )
         responses.append(api.get(f"/v1/cases/{case_id}/history", headers=auth("supervisor")))
     responses.append(api.post(f"/v1/cases/{phone}/dispute", json={"note": phone}, headers=auth()))
     for r in responses:
@@ -362,7 +401,9 @@ def test_signed_events_are_applied_once_even_twice_or_out_of_order(
         results.append(r.json()["result"])
     assert results == ["applied", "applied", "applied", "refused", "applied"]
     history = api.get(f"/v1/cases/{case_id}/history", headers=auth("supervisor")).json()
-    progressed = [e["payload"]["progress"] for e in history["events"] if e["type"] == "CallProgressed"]
+    progressed = [
+        e["payload"]["progress"] for e in history["events"] if e["type"] == "CallProgressed"
+    ]
     assert progressed == ["ringing", "answered"]
 
 
@@ -374,12 +415,16 @@ def test_signatures_are_checked_against_the_engine_clock(api: Any, clock: Manual
     raw, headers = signed(body, clock.now(), secret="another-" + "q" * 40)
     problem(api.post("/v1/telephony/events", content=raw, headers=headers), 401, "SignatureRefused")
     raw, headers = signed(body, clock.now())
-    problem(api.post("/v1/telephony/events", content=raw + b" ", headers=headers), 401,
-            "SignatureRefused")  # fmt: skip
+    problem(
+        api.post("/v1/telephony/events", content=raw + b" ", headers=headers),
+        401,
+        "SignatureRefused",
+    )
     problem(api.post("/v1/telephony/events", content=raw, headers={}), 401, "SignatureRefused")
     assert api.post("/v1/telephony/events", content=raw, headers=headers).status_code == 200
-    problem(api.post("/v1/telephony/events", content=raw, headers=headers), 409,
-            "SignatureReplayed")  # fmt: skip
+    problem(
+        api.post("/v1/telephony/events", content=raw, headers=headers), 409, "SignatureReplayed"
+    )
     raw, headers = signed(body | {"extra": 1}, clock.now() + dt.timedelta(seconds=2))
     problem(api.post("/v1/telephony/events", content=raw, headers=headers), 422, "InvalidBody")
     raw, headers = signed(body | {"sip_status": "180"}, clock.now() + dt.timedelta(seconds=3))

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from http_support import SECRET, TOKENS, client, sqlite_engine
 
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis: pip install 'movecar[all]'")
+schemathesis = pytest.importorskip(
+    "schemathesis", reason="schemathesis: pip install 'movecar[all]'"
+)
 
 from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-from schemathesis.checks import not_a_server_error  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +40,21 @@ def test_every_operation_answers_within_its_schema(app: Any) -> None:
     for operation in operations:
         strategy = operation.as_strategy()
 
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None)  # fmt: skip
+        @settings(
+            max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         @_given(strategy)
         def run(case: Any) -> None:
             role = "command_centre" if case.method == "GET" and "history" in case.path else "agent"
             case.headers = dict(case.headers or {}) | {"Authorization": f"Bearer {TOKENS[role]}"}
             case.call_and_validate(
-                checks=[not_a_server_error, status_code_conformance, content_type_conformance,
-                        response_schema_conformance],
-            )  # fmt: skip
+                checks=[
+                    not_a_server_error,
+                    status_code_conformance,
+                    content_type_conformance,
+                    response_schema_conformance,
+                ],
+            )
 
         try:
             run()

@@ -47,8 +47,12 @@ def start(folder: Path) -> Served:
     env.pop("MOVECAR_CONFIG", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "movecar_adapters.cli", "serve", "--port", "0"],
-        cwd=folder, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        cwd=folder,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     served = Served(proc, "")
     line = served.read_until(r"movecar serve: listening on ")
     served.url = re.search(r"http://[0-9.]+:[0-9]+", line).group()  # type: ignore[union-attr]
@@ -64,8 +68,12 @@ def served(tmp_path: Path) -> Iterator[Served]:
         s.proc.wait(10)
 
 
-def request(url: str, method: str = "GET", body: dict[str, str] | None = None,
-            token: str | None = TOKENS["agent"]) -> tuple[int, dict[str, object]]:  # fmt: skip
+def request(
+    url: str,
+    method: str = "GET",
+    body: dict[str, str] | None = None,
+    token: str | None = TOKENS["agent"],
+) -> tuple[int, dict[str, object]]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Content-Type", "application/json")

@@ -13,7 +13,6 @@ append decides races), so they get several threads; the in-memory store and any 
 app does not know are not, so they get one: their requests run one after another.
 """
 
-
 import datetime as dt
 import enum
 import logging
@@ -245,9 +244,7 @@ _ON_CASE = ["UnknownCase", "CasePurged", "InvalidInput", "ConcurrencyConflict"]
 _REFUSED = ["CaseClosed", "IllegalTransition", "CommandRejected"]
 
 
-def _doc(
-    ok: dict[int | str, dict[str, Any]], *names: str
-) -> dict[int | str, dict[str, Any]]:
+def _doc(ok: dict[int | str, dict[str, Any]], *names: str) -> dict[int | str, dict[str, Any]]:
     merged = dict(ok)
     merged.update(problems.responses(sorted(set(names))))
     return merged
@@ -278,9 +275,7 @@ class Guard:
 
         try:
             declared = dict(scope.get("headers") or []).get(b"content-length")
-            if declared is not None and (
-                not declared.isdigit() or int(declared) > self.max_body
-            ):
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
                 await self._reply(scope, receive, watch, "BodyTooLarge")
                 return
             chunks: list[bytes] = []
@@ -328,9 +323,77 @@ def _thread_safe(engine: MoveCar) -> bool:
         from movecar_adapters.sql.store import SqlStore
     except ModuleNotFoundError:  # pragma: no cover - without the [sql] extra
         return False
-    return isinstance(engine.store, SqlStore) and not isinstance(
-        engine.store, InMemoryCaseStore
-    )
+    return isinstance(engine.store, SqlStore) and not isinstance(engine.store, InMemoryCaseStore)
+
+
+class Context:
+    """What every route of one app shares: the engine, the tokens, the limiter."""
+
+    def __init__(
+        self,
+        engine: MoveCar,
+        tokens: TokenTable,
+        verifier: Verifier | None,
+        limiter: anyio.CapacityLimiter,
+    ) -> None:
+        self.engine = engine
+        self.tokens = tokens
+        self.verifier = verifier
+        self.limiter = limiter
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """``fn`` in a worker thread, at most ``concurrency`` at once (see the module)."""
+        return await anyio.to_thread.run_sync(fn, limiter=self.limiter)
+
+    def desk(self, who: Actor) -> Desk:
+        return Desk(self.engine, who)
+
+    def unauthenticated(self, request: Request, why: str) -> ApiProblem:
+        # 七(三): attempts are records too; never the token, the path bounded and masked.
+        where = problems.scrub(f"{request.method} {request.url.path}")[:200]
+        log.warning("401 %s: %s", where, why)
+        self.engine.access_log.log_access(ANONYMOUS, "denied:authenticate", None, where)
+        return ApiProblem("Unauthenticated", why)
+
+
+def _context(request: Request) -> Context:
+    context: Context = request.app.state.context
+    return context
+
+
+async def _actor(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Actor:
+    context = _context(request)
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise await context.run(lambda: context.unauthenticated(request, "no bearer token"))
+    found = context.tokens.actor_of(token.strip())
+    if found is None:
+        raise await context.run(lambda: context.unauthenticated(request, "unknown bearer token"))
+    return found
+
+
+#: The actor of a request, from its bearer token.
+Who = Annotated[Actor, Depends(_actor)]
+#: The Idempotency-Key header (checked by :func:`key_of`).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Becomes the command id: the same key and body return the first "
+        "response; another body is 409 IdempotencyKeyReused.",
+    ),
+]
+
+
+def key_of(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(value):
+        raise ApiProblem("InvalidIdempotencyKey", "must be 1 to 128 visible ASCII characters")
+    return value
 
 
 def create_app(
@@ -361,8 +424,7 @@ def create_app(
         raise InvalidCommand("concurrency", concurrency, "must be 1 to 64")
     if type(max_body) is not int or not 256 <= max_body <= 1 << 24:
         raise InvalidCommand("max_body", max_body, "must be 256 bytes to 16 MiB")
-    limiter = anyio.CapacityLimiter(concurrency)
-
+    context = Context(engine, table, verifier, anyio.CapacityLimiter(concurrency))
     app = FastAPI(
         title="movecar",
         version=API_VERSION,
@@ -370,50 +432,18 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.engine = engine
-    app.state.limiter = limiter
+    app.state.context = context
+    _handlers(app)
+    _health(app, context)
+    _case_routes(app, context)
+    _command_routes(app, context)
+    _report_routes(app, context)
+    _telephony_route(app, context)
+    _finish_schema(app, TelephonyEvent)
+    return Guard(app, max_body)
 
-    async def run(fn: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(fn, limiter=limiter)
 
-    def unauthenticated(request: Request, why: str) -> ApiProblem:
-        # 七(三): attempts are records too; never the token, the path bounded and masked.
-        where = redact(f"{request.method} {request.url.path}")[:200]
-        log.warning("401 %s: %s", where, why)
-        engine.access_log.log_access(ANONYMOUS, "denied:authenticate", None, where)
-        return ApiProblem("Unauthenticated", why)
-
-    async def actor(
-        request: Request,
-        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    ) -> Actor:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise await run(lambda: unauthenticated(request, "no bearer token"))
-        found = table.actor_of(token.strip())
-        if found is None:
-            raise await run(lambda: unauthenticated(request, "unknown bearer token"))
-        return found
-
-    Who = Annotated[Actor, Depends(actor)]
-    IdemKey = Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Becomes the command id: the same key and body return the first "
-            "response; another body is 409 IdempotencyKeyReused.",
-        ),
-    ]
-
-    def key_of(value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not IDEMPOTENCY_KEY.fullmatch(value):
-            raise ApiProblem(
-                "InvalidIdempotencyKey", "must be 1 to 128 visible ASCII characters"
-            )
-        return value
-
+def _handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> Response:
         response = problem_response(exc.name, exc.detail, **exc.extra)
@@ -450,18 +480,13 @@ def create_app(
             return problem_response("NotFound")
         return problem_response("InternalError")
 
-    def desk(who: Actor) -> Desk:
-        return Desk(engine, who)
 
-    # --- health --------------------------------------------------------------------------
+def _health(app: FastAPI, context: Context) -> None:
+    up = {"type": "object", "properties": {"status": {"type": "string"}}}
 
     @app.get(
         "/healthz",
-        responses=_doc(
-            _ok(200, {"type": "object", "properties": {"status": {"type": "string"}}}, "up"),
-            "StorageError",
-            "InternalError",
-        ),
+        responses=_doc(_ok(200, up, "up"), "StorageError", "InternalError"),
         tags=["health"],
     )
     async def healthz() -> Response:
@@ -469,65 +494,65 @@ def create_app(
 
         def probe() -> None:
             # Any read that reaches the database: a case id that is never used.
-            engine.store.load("0" * 32)
+            context.engine.store.load("0" * 32)
 
-        await run(probe)
+        await context.run(probe)
         return JSONResponse({"status": "ok"})
 
-    # --- cases ---------------------------------------------------------------------------
 
-    def first_view(case_id: str, command_id: str | None) -> CaseView:
-        """The case as the open_case command left it: the same on every repeat."""
-        events = engine.history(case_id)
-        if command_id is None:
-            upto = 1
-        else:
-            upto = max(i for i, e in enumerate(events) if e.command_id == command_id) + 1
-        return CaseView.of(fold(events[:upto]))
+def _first_view(engine: MoveCar, case_id: str, command_id: str | None) -> CaseView:
+    """The case as the open_case command left it: the same on every repeat."""
+    events = engine.history(case_id)
+    if command_id is None:
+        upto = 1
+    else:
+        upto = max(i for i, e in enumerate(events) if e.command_id == command_id) + 1
+    return CaseView.of(fold(events[:upto]))
 
-    @app.post(
-        "/v1/cases",
-        status_code=201,
-        responses=_doc(
-            _ok(201, CASE_VIEW_SCHEMA, "the case opened (Location: its URL)"),
-            *_COMMON, *_BODY, *_KEY, "InvalidPlate", "InvalidPhone", "InvalidCommand",
-            "InvalidInput", "RequesterBlocked", "RequestLimitReached", "RequesterRefused",
-            "CasePurged", "ConcurrencyConflict",
-        ),  # fmt: skip
-        tags=["cases"],
-    )
-    async def open_case(body: OpenCase, who: Who, idempotency_key: IdemKey = None) -> Response:
+
+_OPEN = [
+    *_COMMON, *_BODY, *_KEY, "InvalidPlate", "InvalidPhone", "InvalidCommand", "InvalidInput",
+    "RequesterBlocked", "RequestLimitReached", "RequesterRefused", "CasePurged",
+    "ConcurrencyConflict",
+]  # fmt: skip
+
+
+def _case_routes(app: FastAPI, context: Context) -> None:
+    opened = _ok(201, CASE_VIEW_SCHEMA, "the case opened (Location: its URL)")
+
+    @app.post("/v1/cases", status_code=201, responses=_doc(opened, *_OPEN), tags=["cases"])
+    async def open_case(
+        body: OpenCase, who: Who, idempotency_key: IdempotencyKey = None
+    ) -> Response:
         """呼入: a requester's report becomes a case (agent, supervisor)."""
         cid = key_of(idempotency_key)
 
         def do() -> CaseView:
-            case_id = desk(who).open_case(
+            case_id = context.desk(who).open_case(
                 plate=body.plate,
                 location=body.location,
                 requester_phone=body.requester_phone,
                 command_id=cid,
             )
-            return first_view(case_id, cid)
+            return _first_view(context.engine, case_id, cid)
 
-        view = await run(do)
+        view = await context.run(do)
         return JSONResponse(
             case_json(view), status_code=201, headers={"Location": f"/v1/cases/{view.case_id}"}
         )
 
-    @app.get(
-        "/v1/cases/{case_id}",
-        responses=_doc(_ok(200, CASE_VIEW_SCHEMA, "the case, numbers masked"),
-                       *_COMMON, *_ON_CASE),  # fmt: skip
-        tags=["cases"],
-    )
+    shown = _ok(200, CASE_VIEW_SCHEMA, "the case, numbers masked")
+
+    @app.get("/v1/cases/{case_id}", responses=_doc(shown, *_COMMON, *_ON_CASE), tags=["cases"])
     async def get_case(case_id: str, who: Who) -> Response:
         """The case, phone numbers masked (agent, supervisor, command_centre)."""
-        return JSONResponse(case_json(await run(lambda: desk(who).case(case_id))))
+        return JSONResponse(case_json(await context.run(lambda: context.desk(who).case(case_id))))
+
+    record = _ok(200, HISTORY_SCHEMA, "every event, numbers masked")
 
     @app.get(
         "/v1/cases/{case_id}/history",
-        responses=_doc(_ok(200, HISTORY_SCHEMA, "every event, numbers masked"),
-                       *_COMMON, *_ON_CASE),  # fmt: skip
+        responses=_doc(record, *_COMMON, *_ON_CASE),
         tags=["cases"],
     )
     async def get_history(case_id: str, who: Who) -> Response:
@@ -536,99 +561,118 @@ def create_app(
         ``movecar_core.codec.encode`` writes it, so ``codec.decode`` and ``fold`` read it."""
 
         def do() -> list[dict[str, Any]]:
-            return [event_json(event) for event in desk(who).history(case_id)]
+            return [event_json(event) for event in context.desk(who).history(case_id)]
 
-        return JSONResponse({"case_id": case_id, "events": await run(do)})
+        return JSONResponse({"case_id": case_id, "events": await context.run(do)})
 
-    def command(
-        path: str,
-        model: type[Strict] | None,
-        ok: dict[int | str, dict[str, Any]],
-        extra: list[str],
-        summary: str,
-    ) -> Callable[[Callable[[Desk, str, Any, str | None], Response]], None]:
-        """Register ``POST /v1/cases/{case_id}/<path>`` running ``fn`` on a desk."""
 
-        def register(fn: Callable[[Desk, str, Any, str | None], Response]) -> None:
-            responses = _doc(ok, *_COMMON, *_BODY, *_KEY, *_ON_CASE, *_REFUSED, *extra)
-            if model is None:
+#: A command on a case: (the desk, the case id, the body, the command id) -> the answer.
+Command = Callable[[Desk, str, Any, str | None], Response]
 
-                async def endpoint_empty(
-                    case_id: str, who: Who, idempotency_key: IdemKey = None,
-                    body: Empty | None = None,
-                ) -> Response:  # fmt: skip
-                    cid = key_of(idempotency_key)
-                    return await run(lambda: fn(desk(who), case_id, body, cid))
 
-                endpoint: Callable[..., Any] = endpoint_empty
-            else:
-                chosen = model
+def _command(
+    app: FastAPI,
+    context: Context,
+    *,
+    path: str,
+    model: type[Strict] | None,
+    ok: dict[int | str, dict[str, Any]],
+    extra: list[str],
+    fn: Command,
+) -> None:
+    """Register ``POST /v1/cases/{case_id}/<path>`` running ``fn`` on the actor's desk."""
+    responses = _doc(ok, *_COMMON, *_BODY, *_KEY, *_ON_CASE, *_REFUSED, *extra)
+    endpoint: Callable[..., Any]
+    if model is None:
 
-                async def endpoint_body(
-                    case_id: str, who: Who, body: chosen,  # type: ignore[valid-type]
-                    idempotency_key: IdemKey = None,
-                ) -> Response:  # fmt: skip
-                    cid = key_of(idempotency_key)
-                    return await run(lambda: fn(desk(who), case_id, body, cid))
+        async def endpoint_empty(
+            case_id: str,
+            who: Who,
+            idempotency_key: IdempotencyKey = None,
+            body: Empty | None = None,
+        ) -> Response:
+            cid = key_of(idempotency_key)
+            return await context.run(lambda: fn(context.desk(who), case_id, body, cid))
 
-                endpoint = endpoint_body
-            endpoint.__doc__ = summary
-            app.post(
-                f"/v1/cases/{{case_id}}/{path}", responses=responses, tags=["cases"],
-                name=path,
-            )(endpoint)  # fmt: skip
+        endpoint = endpoint_empty
+    else:
+        chosen = model
 
-        return register
+        async def endpoint_body(
+            case_id: str,
+            who: Who,
+            body: chosen,  # type: ignore[valid-type]
+            idempotency_key: IdempotencyKey = None,
+        ) -> Response:
+            cid = key_of(idempotency_key)
+            return await context.run(lambda: fn(context.desk(who), case_id, body, cid))
 
-    viewed = _ok(200, CASE_VIEW_SCHEMA, "the case after the command (a repeat: after its first run)")
+        endpoint = endpoint_body
+    endpoint.__doc__ = fn.__doc__
+    app.post(f"/v1/cases/{{case_id}}/{path}", responses=responses, tags=["cases"], name=path)(
+        endpoint
+    )
 
-    @command("locate", None, viewed, ["RegistryUnavailable", "PortError"],
-             "四: look the owner up in the traffic police's data (agent).")  # fmt: skip
-    def _locate(d: Desk, case_id: str, body: Any, cid: str | None) -> Response:
-        return JSONResponse(case_json(d.locate_owner(case_id, command_id=cid)))
 
-    @command("call", None, _ok(200, CALL_SCHEMA, "the outbound call placed"),
-             ["OwnerNotLocated", "CallAttemptsExhausted", "CallInFlight", "CallLimitReached",
-              "TelephonyError", "PortError"],
-             "二(六) 外呼: call the owner from the contract's caller ID (agent).")  # fmt: skip
-    def _call(d: Desk, case_id: str, body: Any, cid: str | None) -> Response:
-        return JSONResponse(_plain(d.call_owner(case_id, command_id=cid)))
+def _locate(d: Desk, case_id: str, body: Any, cid: str | None) -> Response:
+    """四: look the owner up in the traffic police's data (agent)."""
+    return JSONResponse(case_json(d.locate_owner(case_id, command_id=cid)))
 
-    @command("outcome", Outcome, viewed, ["NoCallInFlight", "UnknownCall", "InvalidCommand"],
-             "What became of the call in flight (agent, supervisor).")  # fmt: skip
-    def _outcome(d: Desk, case_id: str, body: Outcome, cid: str | None) -> Response:
-        view = d.record_call_outcome(case_id, body.call_id, body.outcome, command_id=cid)
-        return JSONResponse(case_json(view))
 
-    @command("confirm-moved", OptionalNote, viewed, ["InvalidCommand"],
-             "The car was moved: the case is done (agent, supervisor).")  # fmt: skip
-    def _moved(d: Desk, case_id: str, body: OptionalNote, cid: str | None) -> Response:
-        return JSONResponse(case_json(d.confirm_moved(case_id, note=body.note, command_id=cid)))
+def _call(d: Desk, case_id: str, body: Any, cid: str | None) -> Response:
+    """二(六) 外呼: call the owner from the contract's caller ID (agent)."""
+    return JSONResponse(_plain(d.call_owner(case_id, command_id=cid)))
 
-    @command("dispute", Note, viewed, ["InvalidCommand"],
-             "The owner disputes the request (agent, supervisor).")  # fmt: skip
-    def _dispute(d: Desk, case_id: str, body: Note, cid: str | None) -> Response:
-        return JSONResponse(case_json(d.dispute(case_id, note=body.note, command_id=cid)))
 
-    @command("cancel", Note, viewed, ["InvalidCommand"],
-             "The requester withdrew (agent, supervisor).")  # fmt: skip
-    def _cancel(d: Desk, case_id: str, body: Note, cid: str | None) -> Response:
-        return JSONResponse(case_json(d.cancel(case_id, note=body.note, command_id=cid)))
+def _outcome(d: Desk, case_id: str, body: Outcome, cid: str | None) -> Response:
+    """What became of the call in flight (agent, supervisor)."""
+    view = d.record_call_outcome(case_id, body.call_id, body.outcome, command_id=cid)
+    return JSONResponse(case_json(view))
 
-    @command("escalate", Escalation, viewed, ["InvalidCommand", "TelephonyError", "PortError"],
-             "二(五): transfer the case to the 110 command centre (agent, supervisor).")  # fmt: skip
-    def _escalate(d: Desk, case_id: str, body: Escalation, cid: str | None) -> Response:
-        view = d.escalate(case_id, body.reason, body.note, command_id=cid)
-        return JSONResponse(case_json(view))
 
-    # --- reports -------------------------------------------------------------------------
+def _moved(d: Desk, case_id: str, body: OptionalNote, cid: str | None) -> Response:
+    """The car was moved: the case is done (agent, supervisor)."""
+    return JSONResponse(case_json(d.confirm_moved(case_id, note=body.note, command_id=cid)))
+
+
+def _dispute(d: Desk, case_id: str, body: Note, cid: str | None) -> Response:
+    """The owner disputes the request (agent, supervisor)."""
+    return JSONResponse(case_json(d.dispute(case_id, note=body.note, command_id=cid)))
+
+
+def _cancel(d: Desk, case_id: str, body: Note, cid: str | None) -> Response:
+    """The requester withdrew (agent, supervisor)."""
+    return JSONResponse(case_json(d.cancel(case_id, note=body.note, command_id=cid)))
+
+
+def _escalate(d: Desk, case_id: str, body: Escalation, cid: str | None) -> Response:
+    """二(五): transfer the case to the 110 command centre (agent, supervisor)."""
+    return JSONResponse(case_json(d.escalate(case_id, body.reason, body.note, command_id=cid)))
+
+
+def _command_routes(app: FastAPI, context: Context) -> None:
+    viewed = _ok(200, CASE_VIEW_SCHEMA, "the case after the command (a repeat: its first run)")
+    called = _ok(200, CALL_SCHEMA, "the outbound call placed")
+    ports = ["TelephonyError", "PortError"]
+    calling = ["OwnerNotLocated", "CallAttemptsExhausted", "CallInFlight", "CallLimitReached"]
+    for path, model, ok, extra, fn in [
+        ("locate", None, viewed, ["RegistryUnavailable", "PortError"], _locate),
+        ("call", None, called, calling + ports, _call),
+        ("outcome", Outcome, viewed, ["NoCallInFlight", "UnknownCall", "InvalidCommand"], _outcome),
+        ("confirm-moved", OptionalNote, viewed, ["InvalidCommand"], _moved),
+        ("dispute", Note, viewed, ["InvalidCommand"], _dispute),
+        ("cancel", Note, viewed, ["InvalidCommand"], _cancel),
+        ("escalate", Escalation, viewed, ["InvalidCommand", *ports], _escalate),
+    ]:
+        _command(app, context, path=path, model=model, ok=ok, extra=extra, fn=fn)
+
+
+def _report_routes(app: FastAPI, context: Context) -> None:
+    report = _ok(200, {"type": "object"}, "the month's recorded volume report (话务量报表)")
 
     @app.get(
         "/v1/reports/{month}",
-        responses=_doc(
-            _ok(200, {"type": "object"}, "the month's recorded volume report (话务量报表)"),
-            *_COMMON, "InvalidMonth", "ReportNotFound",
-        ),  # fmt: skip
+        responses=_doc(report, *_COMMON, "InvalidMonth", "ReportNotFound"),
         tags=["reports"],
     )
     async def get_report(month: str, who: Who) -> Response:
@@ -640,64 +684,58 @@ def create_app(
             which = ServiceMonth.parse(month)
         except MoveCarError as exc:
             raise ApiProblem("InvalidMonth", str(exc)) from None
-        report = await run(lambda: desk(who).report(which))
-        if report is None:
+        found = await context.run(lambda: context.desk(who).report(which))
+        if found is None:
             raise ApiProblem("ReportNotFound", f"{which}: not settled yet")
-        return JSONResponse(_plain(report))
+        return JSONResponse(_plain(found))
 
-    # --- telephony callbacks -------------------------------------------------------------
+
+_EVENTS = [
+    *_BODY, "SignatureRefused", "SignatureReplayed", "WebhookNotConfigured", "UnknownCase",
+    "CasePurged", "InvalidCommand", "InvalidInput", "CaseClosed", "IllegalTransition",
+    "CommandRejected", "ConcurrencyConflict", "IdempotencyKeyReused", "InternalError",
+    "StorageError",
+]  # fmt: skip
+_SIGNATURE_PARAMETER = {
+    "name": HEADER,
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "t=<unix time>,v1=<hex HMAC-SHA256(secret, t.body)>",
+}
+
+
+def _telephony_route(app: FastAPI, context: Context) -> None:
+    answered = _ok(200, EVENT_RESULT_SCHEMA, "applied (a repeat too), or refused as late")
 
     @app.post(
         "/v1/telephony/events",
-        responses=_doc(
-            _ok(200, EVENT_RESULT_SCHEMA, "applied (a repeat too), or refused as late"),
-            *_BODY, "SignatureRefused", "SignatureReplayed", "WebhookNotConfigured",
-            "UnknownCase", "CasePurged", "InvalidCommand", "InvalidInput", "CaseClosed",
-            "IllegalTransition", "CommandRejected", "ConcurrencyConflict",
-            "IdempotencyKeyReused", "InternalError", "StorageError",
-        ),  # fmt: skip
-        openapi_extra={
-            "parameters": [
-                {
-                    "name": HEADER,
-                    "in": "header",
-                    "required": True,
-                    "schema": {"type": "string"},
-                    "description": "t=<unix time>,v1=<hex HMAC-SHA256(secret, t.body)>",
-                }
-            ]
-        },
+        responses=_doc(answered, *_EVENTS),
+        openapi_extra={"parameters": [_SIGNATURE_PARAMETER]},
         tags=["telephony"],
     )
     async def telephony_event(request: Request) -> Response:
         """二(六): the switch's report about an outbound call, signed by the gateway."""
-        if verifier is None:
+        if context.verifier is None:
             raise ApiProblem("WebhookNotConfigured", "the server has no webhook secret")
         raw = await request.body()
         try:
-            verifier.verify(request.headers.get(HEADER), raw)
-        except SignatureRefused as exc:
+            context.verifier.verify(request.headers.get(HEADER), raw)
+        except (SignatureRefused, SignatureReplayed) as exc:
             log.warning("telephony callback refused: %s", exc)
-            raise ApiProblem("SignatureRefused", str(exc)) from None
-        except SignatureReplayed as exc:
-            log.warning("telephony callback refused: %s", exc)
-            raise ApiProblem("SignatureReplayed", str(exc)) from None
+            raise ApiProblem(type(exc).__name__, str(exc)) from None
         event = _call_event(raw)
 
         def apply() -> dict[str, Any]:
             try:
-                view = engine.apply_call_event(event)
+                view = context.engine.apply_call_event(event)
             except CallEventRefused as exc:
                 case_id = event.key.rpartition(":call:")[0]
                 detail = problems.scrub(str(exc))
                 return {"result": "refused", "case_id": case_id, "detail": detail}
             return {"result": "applied", "case_id": view.case_id, "state": view.state.value}
 
-        return JSONResponse(await run(apply))
-
-    app.openapi_schema = None
-    _finish_schema(app, TelephonyEvent)
-    return Guard(app, max_body)
+        return JSONResponse(await context.run(apply))
 
 
 def _call_event(raw: bytes) -> CallEvent:
@@ -742,9 +780,7 @@ def _finish_schema(app: FastAPI, event_model: type[BaseModel]) -> None:
                 for parameter in op.get("parameters", []):
                     if parameter["name"] == "Idempotency-Key":
                         parameter["schema"] = {"type": "string", "pattern": "^[!-~]{1,128}$"}
-        schema["components"]["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer"}
-        }
+        schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         for path, item in schema["paths"].items():
             if path.startswith("/v1/cases") or path.startswith("/v1/reports"):
                 for op in item.values():

@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the http extra")
 
-from http_support import CASE, auth, client, sqlite_engine  # noqa: E402
+from http_support import CASE, auth, client, sqlite_engine
 
-from movecar_core.codec import decode  # noqa: E402
-from movecar_core.machine import fold  # noqa: E402
+from movecar_core.codec import decode
+from movecar_core.machine import fold
 
 
 @pytest.fixture
@@ -38,8 +38,11 @@ def test_the_lifecycle_and_repeats_on_every_backend(api: Any) -> None:
     call = api.post(f"/v1/cases/{case_id}/call", headers=auth() | {"Idempotency-Key": "c1"})
     repeat = api.post(f"/v1/cases/{case_id}/call", headers=auth() | {"Idempotency-Key": "c1"})
     assert repeat.content == call.content
-    r = api.post(f"/v1/cases/{case_id}/outcome", headers=auth(),
-                 json={"call_id": call.json()["call_id"], "outcome": "answered_agreed"})  # fmt: skip
+    r = api.post(
+        f"/v1/cases/{case_id}/outcome",
+        headers=auth(),
+        json={"call_id": call.json()["call_id"], "outcome": "answered_agreed"},
+    )
     assert r.status_code == 200, r.text
     moved = api.post(f"/v1/cases/{case_id}/confirm-moved", json={"note": "已挪"}, headers=auth())
     assert moved.json()["state"] == "moved"

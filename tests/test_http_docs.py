@@ -1,0 +1,108 @@
+"""docs/http.md runs: every bash block (``bash -e``) and python block (``python``), in
+order, against a live ``movecar serve`` on 127.0.0.1 whose owner data source is a mirror
+table holding 苏D12345. The ``console``/``toml``/``json`` blocks are shown, not run: the
+``console`` one is what this test does to start the server."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from http_support import KEY, SECRET, TOKEN_SPEC, TOKENS
+from test_http_serve import Served
+
+pytest.importorskip("uvicorn", reason="movecar serve needs the http extra")
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "http.md"
+BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)
+
+
+def blocks() -> list[tuple[str, str]]:
+    return [(m[1], m[2]) for m in BLOCK.finditer(DOC.read_text(encoding="utf-8"))]
+
+
+def test_the_page_has_runnable_blocks() -> None:
+    kinds = [kind for kind, _ in blocks()]
+    assert kinds.count("bash") >= 8 and kinds.count("python") >= 3
+    assert set(kinds) <= {"bash", "python", "console", "toml", "json"}
+
+
+def test_every_block_of_docs_http_runs_against_a_live_server(tmp_path: Path) -> None:
+    for tool in ("curl", "openssl"):
+        if shutil.which(tool) is None:
+            if os.environ.get("CI"):
+                pytest.fail(f"{tool} is missing (.ci/run installs it)")
+            pytest.skip(f"{tool} is not installed")
+    env = os.environ | {
+        "MOVECAR_KEYS": f"k1={KEY}",
+        "MOVECAR_WEBHOOK_SECRET": SECRET,
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("MOVECAR_DB_URL", "MOVECAR_CONFIG", "MOVECAR_API_TOKENS"):
+        env.pop(name, None)
+    (tmp_path / "tokens").write_text(TOKEN_SPEC + "\n")
+    (tmp_path / "movecar.toml").write_text(
+        '[registry]\nkind = "sql"\n[api]\ntokens_file = "tokens"\n'
+    )
+    (tmp_path / "owners.csv").write_text("plate,owner_phone\n苏D12345,13900001111\n")
+    movecar = [sys.executable, "-m", "movecar_adapters.cli"]
+    subprocess.run(
+        [*movecar, "db", "upgrade"], cwd=tmp_path, env=env, check=True, capture_output=True
+    )
+    subprocess.run(
+        [*movecar, "registry", "load-mirror", "--create", "owners.csv"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        [*movecar, "serve", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    served = Served(proc, "")
+    try:
+        line = served.read_until(r"movecar serve: listening on ")
+        url = re.search(r"http://[0-9.]+:[0-9]+", line).group()  # type: ignore[union-attr]
+        run_env = env | {
+            "MOVECAR_URL": url,
+            "TOKEN_AGENT": TOKENS["agent"],
+            "TOKEN_SUPERVISOR": TOKENS["supervisor"],
+            "TOKEN_COMMAND_CENTRE": TOKENS["command_centre"],
+            "TOKEN_AUDITOR": TOKENS["auditor"],
+        }
+        ran = 0
+        for n, (kind, code) in enumerate(blocks(), start=1):
+            if kind == "bash":
+                command = ["bash", "-e", "-o", "pipefail", "-c", code]
+            elif kind == "python":
+                command = [sys.executable, "-c", code]
+            else:
+                continue
+            done = subprocess.run(
+                command,
+                cwd=tmp_path,
+                env=run_env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, (
+                f"block {n} ({kind}) of docs/http.md failed:\n{code}\n--- stdout\n"
+                f"{done.stdout}\n--- stderr\n{done.stderr}"
+            )
+            ran += 1
+        assert ran >= 11
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
