@@ -1,7 +1,8 @@
 """``movecar serve``: the engine over HTTP for hosts in any language (docs/http.md).
 
 :func:`create_app` builds the ASGI application around an engine from the composition root
-(:func:`movecar_adapters.connect`); ``movecar serve`` runs it under uvicorn.
+(:func:`movecar_adapters.connect`); ``movecar serve`` runs it under uvicorn. The status
+page (:mod:`movecar_adapters.http.status`) is a separate part.
 """
 
 from movecar_adapters.http.app import MAX_BODY, create_app
