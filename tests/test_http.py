@@ -34,7 +34,7 @@ from movecar_core.clock import ManualClock
 from movecar_core.codec import decode
 from movecar_core.machine import fold
 
-PHONE = re.compile(r"1[3-9][0-9]{9}")
+PHONE = re.compile(r"(?<![0-9a-f])1[3-9][0-9]{9}(?![0-9a-f])")  # not inside a hex id
 
 
 @pytest.fixture
