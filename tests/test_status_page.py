@@ -1,6 +1,6 @@
 """The status page in a real browser: Debian's headless Chromium, driven through
-Playwright's Python API, reads the page from a real uvicorn server on 127.0.0.1 serving
-the route over an engine on a SQLite file.
+Playwright's Python API, reads ``GET /`` of ``movecar serve``'s application (bearer token
+and all) from a real uvicorn server on 127.0.0.1 over an engine on a SQLite file.
 
 Playwright's own browsers are never downloaded: the test launches the system browser
 (``/usr/bin/chromium``, or ``$MOVECAR_TEST_CHROMIUM``). Without it or without Playwright
@@ -26,7 +26,8 @@ import pytest
 
 from movecar_adapters.connect import connect
 from movecar_adapters.crypto import KeyRing
-from movecar_adapters.http.status import TITLE, status_route
+from movecar_adapters.http import create_app
+from movecar_adapters.http.status import TITLE
 from movecar_core.app import MoveCar
 from movecar_core.calendar import SHANGHAI
 from movecar_core.clock import ManualClock
@@ -44,6 +45,8 @@ CASES = (  # plate, requester, owner found?
 CLOSED = ("苏A11111", "13800003333")
 OWNER = "13912345678"
 SERVER_START_TIMEOUT = 10.0
+SUPERVISOR = "supervisor-token-" + "s" * 32
+AUDITOR = "auditor-token-" + "u" * 32
 
 
 def _chromium() -> str | None:
@@ -98,11 +101,10 @@ def engine(tmp_path: Path) -> Iterator[MoveCar]:
 
 @pytest.fixture
 def server(engine: MoveCar) -> Iterator[str]:
-    """A real uvicorn server on a free loopback port, in a thread, serving the route."""
+    """A real uvicorn server on a free loopback port, in a thread, serving the app."""
     import uvicorn
-    from starlette.applications import Starlette
 
-    app = Starlette(routes=[status_route(lambda request: engine)])
+    app = create_app(engine, tokens=f"supervisor:lead-1={SUPERVISOR},auditor={AUDITOR}")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # the port is ours before the server starts
@@ -131,6 +133,26 @@ def _artifacts() -> Path:
     return folder
 
 
+def test_the_browser_is_refused_without_a_token_or_a_role_that_reads_cases(
+    chromium: str, server: str
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            anonymous = browser.new_page()
+            refused = anonymous.goto(server)
+            assert refused is not None and refused.status == 401
+            assert refused.headers["content-type"] == "application/problem+json"
+            auditor = browser.new_page(extra_http_headers={"Authorization": f"Bearer {AUDITOR}"})
+            refused = auditor.goto(server)
+            assert refused is not None and refused.status == 403
+            assert "苏D" not in auditor.content()
+        finally:
+            browser.close()
+
+
 def test_the_status_page_in_chromium(chromium: str, server: str, engine: MoveCar) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -138,7 +160,10 @@ def test_the_status_page_in_chromium(chromium: str, server: str, engine: MoveCar
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page = browser.new_page(
+                viewport={"width": 1280, "height": 800},
+                extra_http_headers={"Authorization": f"Bearer {SUPERVISOR}"},
+            )
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             response = page.goto(server, wait_until="load")

@@ -25,7 +25,7 @@ import anyio.to_thread
 import attrs
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +39,8 @@ from movecar_adapters.http.signature import (
     Verifier,
     check_secret,
 )
+from movecar_adapters.http.status import HEADERS as STATUS_HEADERS
+from movecar_adapters.http.status import StatusSnapshot, render_status, status_snapshot
 from movecar_core.app import MoveCar, OutboundCall
 from movecar_core.calls import CallEvent, CallEventRefused
 from movecar_core.case import CallOutcome, CallProgress, EscalationReason
@@ -47,7 +49,7 @@ from movecar_core.desk import Desk
 from movecar_core.errors import InvalidCommand, MoveCarError, redact
 from movecar_core.machine import fold
 from movecar_core.memory import InMemoryCaseStore
-from movecar_core.roles import Actor
+from movecar_core.roles import Action, Actor
 from movecar_core.settlement import ServiceMonth
 from movecar_core.views import CaseView
 
@@ -439,6 +441,7 @@ def create_app(
     _command_routes(app, context)
     _report_routes(app, context)
     _telephony_route(app, context)
+    _status_route(app, context)
     _finish_schema(app, TelephonyEvent)
     return Guard(app, max_body)
 
@@ -498,6 +501,31 @@ def _health(app: FastAPI, context: Context) -> None:
 
         await context.run(probe)
         return JSONResponse({"status": "ok"})
+
+
+def _status_route(app: FastAPI, context: Context) -> None:
+    page: dict[int | str, dict[str, Any]] = {
+        200: {"description": "the status page", "content": {"text/html": {}}}
+    }
+
+    @app.get(
+        "/",
+        responses=_doc(page, *_COMMON),
+        tags=["status"],
+        response_class=HTMLResponse,
+    )
+    async def status(who: Who) -> Response:
+        """The status page (server-rendered HTML, numbers and plates masked): open cases
+        by state, today's volume, the outbox backlog, the last checkpoint. Behind the
+        bearer token like every resource, for the roles that read cases (it lists them)."""
+
+        def snapshot() -> StatusSnapshot:
+            context.desk(who).check(Action.READ_CASE)
+            return status_snapshot(context.engine)
+
+        # Through the limiter: the in-memory store must not be read while a command runs.
+        taken = await context.run(snapshot)
+        return HTMLResponse(render_status(taken), headers=STATUS_HEADERS)
 
 
 def _first_view(engine: MoveCar, case_id: str, command_id: str | None) -> CaseView:
@@ -659,8 +687,9 @@ def _command_routes(app: FastAPI, context: Context) -> None:
         ("locate", None, viewed, ["RegistryUnavailable", "PortError"], _locate),
         ("call", None, called, calling + ports, _call),
         ("outcome", Outcome, viewed, ["NoCallInFlight", "UnknownCall", "InvalidCommand"], _outcome),
-        ("confirm-moved", OptionalNote, viewed, ["InvalidCommand"], _moved),
-        ("dispute", Note, viewed, ["InvalidCommand"], _dispute),
+        # The machine's guard no_call_in_flight: first the outcome, then these.
+        ("confirm-moved", OptionalNote, viewed, ["InvalidCommand", "CallInFlight"], _moved),
+        ("dispute", Note, viewed, ["InvalidCommand", "CallInFlight"], _dispute),
         ("cancel", Note, viewed, ["InvalidCommand"], _cancel),
         ("escalate", Escalation, viewed, ["InvalidCommand", *ports], _escalate),
     ]:
