@@ -136,17 +136,18 @@ def blocks_of(path: Path) -> list[Block]:
     found: list[Block] = []
     i = 0
     while i < len(lines):
-        opening = re.match(r"^```(\S*)\s*$", lines[i])
+        opening = re.match(r"^( *)```(\S*)\s*$", lines[i])  # indented: in a list item
         if opening:
+            indent = len(opening.group(1))
             end = i + 1
-            while end < len(lines) and not lines[end].startswith("```"):
+            while end < len(lines) and not re.match(r"^ *```\s*$", lines[end]):
                 end += 1
             marker = ""
             if i > 0:
-                m = re.match(r"^<!-- doc-test: (.*?) -->$", lines[i - 1])
+                m = re.match(r"^ *<!-- doc-test: (.*?) -->$", lines[i - 1])
                 marker = m.group(1) if m else ""
-            code = "\n".join(lines[i + 1 : end]) + "\n"
-            found.append(Block(path.name, i + 1, opening.group(1), code, marker))
+            code = "\n".join(line[indent:] for line in lines[i + 1 : end]) + "\n"
+            found.append(Block(path.name, i + 1, opening.group(2), code, marker))
             i = end
         i += 1
     return found
@@ -527,7 +528,7 @@ with wave.open("mixed.wav", "wb") as audio:
 
 #: Pages about operating a deployment: they run against one, a SQLite database in the
 #: page's folder made as `movecar db upgrade` makes it (the default URL, sqlite:///movecar.db).
-DEPLOYED = {"incidents.md", "ledger.md", "pricing.md", "reports.md", "requesters.md"}
+DEPLOYED = {"incidents.md", "ledger.md", "pricing.md", "reports.md", "requesters.md", "zh.md"}
 
 # --------------------------------------------------------------------------- the tests
 
