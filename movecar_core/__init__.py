@@ -111,7 +111,7 @@ from movecar_core.penalties import (
     service_gap_dates,
     service_gap_penalty,
 )
-from movecar_core.phones import Phone, PhoneKind, parse_phone
+from movecar_core.phones import Phone, PhoneKind, PhoneNumber, parse_phone
 from movecar_core.plates import Plate, PlateKind, parse_plate
 from movecar_core.ports import (
     CaseStore,
@@ -290,6 +290,7 @@ __all__ = [
     "PermissionDenied",
     "Phone",
     "PhoneKind",
+    "PhoneNumber",
     "Plan",
     "Plate",
     "PlateKind",

@@ -9,6 +9,7 @@ They do no I/O, so they live in the core, beside the ports they implement (as
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import heapq
 import threading
@@ -28,7 +29,7 @@ from movecar_core.calls import (
     TransferRequest,
     rank,
 )
-from movecar_core.case import CaseOpened, CaseRecord, Event
+from movecar_core.case import TERMINAL_STATES, CaseOpened, CaseRecord, CaseState, Event
 from movecar_core.clock import ManualClock
 from movecar_core.codec import CanonicalEncoder
 from movecar_core.contract import WUJIN_114_2024, Contract
@@ -51,7 +52,13 @@ from movecar_core.outbox import (
     plan,
 )
 from movecar_core.plates import parse_plate
-from movecar_core.ports import Clock, FollowUpReminder, OutboundCallRequest, OwnerContact
+from movecar_core.ports import (
+    Backlog,
+    Clock,
+    FollowUpReminder,
+    OutboundCallRequest,
+    OwnerContact,
+)
 from movecar_core.reports import (
     MonthlyReport,
     RecordedSettlement,
@@ -132,6 +139,9 @@ class InMemoryCaseStore(RequesterBookStore):
         # they are (nothing to copy, nothing half-written to see)
         self._cases: dict[str, tuple[tuple[Event, ...], CaseRecord]] = {}
         self._tombstones: dict[str, _Tombstone] = {}  # purged cases (二(四)), by id
+        # Ids of the open cases in creation order (a dict as an ordered set): the status
+        # page's overview reads these few, not every case the store holds (OpenCases).
+        self._open: dict[str, None] = {}
         self._pending: dict[str, _OutboxRow] = {}  # by effect key
         # case id -> keys of its pending effects (a list: a case has one or two, and a set
         # costs three times the memory of a short list per open case)
@@ -204,6 +214,10 @@ class InMemoryCaseStore(RequesterBookStore):
                 # the last check: a request it admits is counted, and appended below
                 self._requester_book.admit(opened.requester_phone, opened.at)
             self._cases[case_id] = (*stream, *events), record
+            if record.state in TERMINAL_STATES:
+                self._open.pop(case_id, None)
+            else:
+                self._open[case_id] = None
             keys = self._by_case.get(case_id)
             if todo.cancel and keys:
                 for key in [k for k in keys if self._pending[k].effect.kind in todo.cancel]:
@@ -232,6 +246,25 @@ class InMemoryCaseStore(RequesterBookStore):
         with self._lock:
             ids = list(self._cases)
         return iter(ids)
+
+    # --- the open cases and the backlog (OpenCases, OutboxBacklog) ----------------------
+
+    def open_counts(self) -> dict[CaseState, int]:
+        with self._lock:
+            states = [self._cases[case_id][1].state for case_id in self._open]
+        return dict(collections.Counter(states))
+
+    def open_cases(self, limit: int) -> list[CaseRecord]:
+        _check_limit(limit)
+        with self._lock:
+            records = [self._cases[case_id][1] for case_id in self._open]
+        oldest = heapq.nsmallest(limit, enumerate(records), key=lambda x: (x[1].opened_at, x[0]))
+        return [record for _, record in oldest]
+
+    def outbox_backlog(self, now: dt.datetime) -> Backlog:
+        with self._lock:
+            dues = [row.effect.due_at for row in self._pending.values()]
+        return Backlog(len(dues), sum(1 for d in dues if d <= now), min(dues, default=None))
 
     # --- retention (二(四)) -----------------------------------------------------------------
 
@@ -411,6 +444,11 @@ class InMemoryCaseStore(RequesterBookStore):
 
 
 _ENCODE = CanonicalEncoder()
+
+
+def _check_limit(limit: object) -> None:
+    if type(limit) is not int or limit < 0:
+        raise InvalidInput(f"open_cases: limit must be an int >= 0, got {limit!r:.40}")
 
 
 def _opened_hash(opened: Event) -> str:

@@ -30,7 +30,7 @@ import attrs
 
 from movecar_core.errors import InvalidPhone
 
-__all__ = ["Phone", "PhoneKind", "mask_phone", "parse_phone"]
+__all__ = ["Phone", "PhoneKind", "PhoneNumber", "mask_phone", "parse_phone"]
 
 
 class PhoneKind(enum.StrEnum):
@@ -73,6 +73,10 @@ class Phone:
         code (which city) and its last four digits. Length and shape are kept.
         """
         return _mask(self.canonical)
+
+
+#: The name hosts and the test kit use (``st.from_type(PhoneNumber)``): the same class.
+PhoneNumber = Phone
 
 
 def _mask(canonical: str) -> str:

@@ -19,7 +19,7 @@ from movecar_core.calls import (
     TransferRequest,
     call_key,
 )
-from movecar_core.case import CaseRecord, Event
+from movecar_core.case import CaseRecord, CaseState, Event
 from movecar_core.outbox import OutboxStore, Plan
 
 
@@ -93,6 +93,46 @@ class FoldedCaseStore(CaseStore, OutboxStore, Protocol):
         """:meth:`~CaseStore.append`, returning the case's record after ``events`` (its
         ``version`` is the new version; the store's own, read-only) and the effects
         planned for them (:func:`~movecar_core.outbox.plan` with the store's ``effects``)."""
+        ...
+
+
+@runtime_checkable
+class OpenCases(Protocol):
+    """The cases still open, read from an index the store keeps (optional; both stores
+    have it): what an operator's overview shows without reading any case's history.
+
+    A case is open while its state is not terminal (:data:`~movecar_core.case.TERMINAL_STATES`).
+    Neither method reads events: the in-memory store keeps the open cases' records apart,
+    the SQL store reads the state rows of open cases (``closed_at`` is NULL, indexed).
+    """
+
+    def open_counts(self) -> dict[CaseState, int]:
+        """How many cases are open in each state (states with none are left out)."""
+        ...
+
+    def open_cases(self, limit: int) -> list[CaseRecord]:
+        """The ``limit`` oldest open cases' records (by ``opened_at``, then creation),
+        oldest first. The records are the store's own: read them, never change them."""
+        ...
+
+
+@attrs.frozen
+class Backlog:
+    """The outbox's pending effects at a moment: how many, how many are due, and the
+    earliest due time (None: nothing pending)."""
+
+    pending: int
+    due: int
+    oldest_due_at: dt.datetime | None
+
+
+@runtime_checkable
+class OutboxBacklog(Protocol):
+    """How far the outbox is behind, from its due-time index (optional; both stores)."""
+
+    def outbox_backlog(self, now: dt.datetime) -> Backlog:
+        """The pending effects (done and cancelled ones are not), counting as due those
+        with ``due_at <= now``; a leased effect is pending until it is completed."""
         ...
 
 

@@ -96,3 +96,13 @@ def test_the_type_check_covers_both_installed_packages() -> None:
     assert config["mypy"].getboolean("strict")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "python scripts/typecheck.py" in ci
+
+
+def test_the_wheel_registers_the_test_kit_with_hypothesis(wheel: Path) -> None:
+    """Hypothesis finds the kit through the installed distribution's entry points."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        points = configparser.ConfigParser()
+        points.read_string(archive.read(name).decode())
+    target = points["hypothesis"]["movecar"]
+    assert target == "movecar_core.testing.hypothesis_plugin:_hypothesis_setup_hook"

@@ -15,6 +15,8 @@ from movecar_core.testing.contracts import (
     ClockContract,
     FoldedCaseStoreContract,
     InMemoryFarEnd,
+    OpenCasesContract,
+    OutboxBacklogContract,
     OutboxStoreContract,
     TelephonyContract,
     VehicleRegistryContract,
@@ -60,6 +62,18 @@ class TestManualClock(ClockContract):
     @pytest.fixture
     def clock(self) -> Clock:
         return ManualClock()
+
+
+class TestInMemoryOpenCases(OpenCasesContract):
+    @pytest.fixture
+    def open_cases_store(self) -> InMemoryCaseStore:
+        return InMemoryCaseStore()
+
+
+class TestInMemoryOutboxBacklog(OutboxBacklogContract):
+    @pytest.fixture
+    def backlog_store(self) -> InMemoryCaseStore:
+        return InMemoryCaseStore()
 
 
 def test_in_memory_switch_dials_a_call_id_once() -> None:

@@ -27,6 +27,7 @@ from movecar_core.outbox import (
     born_claimed,
     inline_token,
 )
+from movecar_core.ports import Backlog
 
 #: In the table's column order (the compiled INSERT's positional order).
 OUTBOX_COLUMNS = (
@@ -228,6 +229,17 @@ class EffectRecorder(StoreBase):
                 if conn.execute(exists).first() is not None:
                     return False
             raise
+
+    def outbox_backlog(self, now: dt.datetime) -> Backlog:
+        """The pending effects (:class:`~movecar_core.ports.OutboxBacklog`): one aggregate
+        over the ``(status, due_at)`` index, no payload read."""
+        o = t.outbox
+        pending = o.c.status == "pending"
+        due = sa.func.sum(sa.case((o.c.due_at <= now, 1), else_=0))
+        query = sa.select(sa.func.count(), due, sa.func.min(o.c.due_at)).where(pending)
+        with self._read() as conn:
+            count, due_now, oldest = conn.execute(query).one()
+        return Backlog(int(count), int(due_now or 0), oldest)
 
     def pending(self, case_id: str | None = None) -> Iterator[Effect]:
         o = t.outbox

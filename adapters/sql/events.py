@@ -825,6 +825,45 @@ class EventRecorder(RequesterRecorder):
                 ).scalar_one()
             )
 
+    def open_counts(self) -> dict[CaseState, int]:
+        """Open cases per state (:class:`~movecar_core.ports.OpenCases`), from the state
+        rows whose ``closed_at`` is NULL (indexed): no event is read."""
+        c = t.cases
+        query = (
+            sa.select(c.c.state, sa.func.count())
+            .where(c.c.closed_at.is_(None), c.c.purged_at.is_(None))
+            .group_by(c.c.state)
+        )
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        try:
+            return {CaseState(state): int(n) for state, n in rows}
+        except ValueError as exc:
+            raise StorageError(f"a state row names an unknown state: {AUDIT_HINT}") from exc
+
+    def open_cases(self, limit: int) -> list[CaseRecord]:
+        """The ``limit`` oldest open cases' records (:class:`~movecar_core.ports.OpenCases`):
+        the records kept sealed in their state rows, opened where they were sealed; only a
+        row without one (bulk-imported, never appended to since) is folded from its events."""
+        if type(limit) is not int or limit < 0:
+            raise StorageInputError("limit", limit, "must be an int >= 0")
+        c = t.cases
+        query = (
+            sa.select(c.c.case_id, c.c.version, c.c.folded, c.c.head_hash)
+            .where(c.c.closed_at.is_(None), c.c.purged_at.is_(None))
+            .order_by(c.c.opened_at, c.c.seq)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        records = []
+        for case_id, version, folded, head in rows:
+            if folded is None:
+                records.append(self._fold(case_id, self.load(case_id)))
+            else:
+                records.append(self._open_record(case_id, version, folded, head))
+        return records
+
     def find_by_plate(self, plate: str) -> list[str]:
         """Ids of the cases about ``plate`` (canonical form), oldest first."""
         with self._read() as conn:

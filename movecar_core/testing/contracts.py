@@ -19,6 +19,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -38,9 +39,11 @@ from movecar_core.calls import (
     rank,
 )
 from movecar_core.case import (
+    TERMINAL_STATES,
     CallOutcome,
     CallOutcomeRecorded,
     CaseOpened,
+    CaseState,
     EscalatedTo110,
     EscalationReason,
     Event,
@@ -64,7 +67,14 @@ from movecar_core.outbox import (
     plan,
 )
 from movecar_core.phones import parse_phone
-from movecar_core.ports import CaseStore, Clock, OutboundCallRequest, Telephony, VehicleRegistry
+from movecar_core.ports import (
+    Backlog,
+    CaseStore,
+    Clock,
+    OutboundCallRequest,
+    Telephony,
+    VehicleRegistry,
+)
 from movecar_core.testing.strategies import case_histories, forbidden_texts, texts
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -572,3 +582,99 @@ class FoldedCaseStoreContract:
         events, record_now = folded_store.load_folded(case_id)
         assert (list(events), record_now) == (history[:3], kept)
         assert record == kept  # the record handed out was not changed in place
+
+
+class OpenCasesContract:
+    """What every :class:`~movecar_core.ports.OpenCases` store must do: count and list
+    exactly the cases whose state is not terminal, the oldest first, each as the fold of
+    its history. Needs fixture ``open_cases_store``: a fresh, empty case store."""
+
+    def test_an_empty_store_has_nothing_open(self, open_cases_store: Any) -> None:
+        assert open_cases_store.open_counts() == {}
+        assert open_cases_store.open_cases(10) == []
+
+    def test_open_cases_oldest_first_and_closed_ones_left_out(self, open_cases_store: Any) -> None:
+        store = open_cases_store
+        late, early, closed = _new_id(), _new_id(), _new_id()
+        minute = dt.timedelta(minutes=1)
+        store.append(late, sample_history(late, at=T0 + 2 * minute)[:1], expected_version=0)
+        store.append(early, sample_history(early, at=T0)[:3], expected_version=0)
+        store.append(closed, sample_history(closed, at=T0 - minute), expected_version=0)
+        assert store.open_counts() == {CaseState.RECEIVED: 1, CaseState.OWNER_CALLED: 1}
+        listed = store.open_cases(10)
+        assert [r.case_id for r in listed] == [early, late]
+        assert listed[0] == fold(store.load(early))
+        assert [r.case_id for r in store.open_cases(1)] == [early]
+        assert store.open_cases(0) == []
+        store.append(early, sample_history(early, at=T0)[3:], expected_version=3)  # escalated
+        assert store.open_counts() == {CaseState.RECEIVED: 1}
+        assert [r.case_id for r in store.open_cases(10)] == [late]
+
+    def test_a_negative_limit_is_refused(self, open_cases_store: Any) -> None:
+        with pytest.raises(InvalidInput):
+            open_cases_store.open_cases(-1)
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(histories=st.lists(case_histories(), max_size=4))
+    def test_counts_and_records_follow_any_histories(
+        self, open_cases_store: Any, histories: list[list[Event]]
+    ) -> None:
+        """Whatever cases are added (the store is shared by the examples): the counts grow
+        by the new open cases' states, and each open case is listed as its fold, in order."""
+        store = open_cases_store
+        before = Counter(store.open_counts())
+        added: dict[str, Any] = {}
+        for drawn in histories:
+            case_id = _new_id()
+            history = [attrs.evolve(e, case_id=case_id) for e in drawn]
+            store.append(case_id, history, expected_version=0)
+            added[case_id] = fold(history)
+        opened = Counter(r.state for r in added.values() if r.state not in TERMINAL_STATES)
+        after = store.open_counts()
+        assert Counter(after) == before + opened
+        assert all(n > 0 for n in after.values())
+        listed = store.open_cases(sum(after.values()))
+        assert len(listed) == sum(after.values())
+        assert [r.opened_at for r in listed] == sorted(r.opened_at for r in listed)
+        mine = {r.case_id: r for r in listed if r.case_id in added}
+        assert mine == {k: r for k, r in added.items() if r.state not in TERMINAL_STATES}
+
+
+class OutboxBacklogContract:
+    """What every :class:`~movecar_core.ports.OutboxBacklog` store must do: count the
+    pending effects and tell the earliest due time. Needs fixture ``backlog_store``: a
+    fresh, empty store with an outbox and the default
+    :class:`~movecar_core.outbox.EffectPolicy`."""
+
+    def test_an_empty_outbox_has_no_backlog(self, backlog_store: Any) -> None:
+        assert backlog_store.outbox_backlog(T0) == Backlog(0, 0, None)
+
+    def test_the_backlog_is_the_pending_effects(self, backlog_store: Any) -> None:
+        store = backlog_store
+        for case_id in (_new_id(), _new_id()):
+            store.append(case_id, sample_history(case_id)[:3], expected_version=0)
+        dues = sorted(e.due_at for e in store.pending())
+        assert len(dues) >= 2
+        before = dues[0] - dt.timedelta(seconds=1)
+        assert store.outbox_backlog(before) == Backlog(len(dues), 0, dues[0])
+        assert store.outbox_backlog(dues[-1]) == Backlog(len(dues), len(dues), dues[0])
+        middle = store.outbox_backlog(dues[0])
+        assert middle.due == sum(1 for d in dues if d <= dues[0])
+
+    def test_completed_effects_leave_the_backlog(self, backlog_store: Any) -> None:
+        store = backlog_store
+        case_id = _new_id()
+        store.append(case_id, sample_history(case_id), expected_version=0)
+        pending = list(store.pending())
+        far = T0 + dt.timedelta(days=1)
+        claimed = store.claim("w", limit=len(pending), now=far)
+        assert store.outbox_backlog(far).pending == len(pending)  # leased is still pending
+        for c in claimed:
+            assert store.complete(c)
+        left = list(store.pending())
+        oldest = min((e.due_at for e in left), default=None)
+        assert store.outbox_backlog(far) == Backlog(len(left), len(left), oldest)

@@ -9,6 +9,8 @@ from movecar_core.ports import CaseStore, FoldedCaseStore
 from movecar_core.testing.contracts import (
     CaseStoreContract,
     FoldedCaseStoreContract,
+    OpenCasesContract,
+    OutboxBacklogContract,
     OutboxStoreContract,
 )
 
@@ -46,3 +48,17 @@ class TestSqlFoldedStore(FoldedCaseStoreContract):
     def folded_store(self, shared_store: SqlStore) -> SqlStore:
         assert isinstance(shared_store, FoldedCaseStore)
         return shared_store
+
+
+class TestSqlOpenCases(OpenCasesContract):
+    """From the state rows of open cases (closed_at NULL) and their kept records."""
+
+    @pytest.fixture
+    def open_cases_store(self, fresh_store: SqlStore) -> SqlStore:
+        return fresh_store
+
+
+class TestSqlOutboxBacklog(OutboxBacklogContract):
+    @pytest.fixture
+    def backlog_store(self, fresh_store: SqlStore) -> SqlStore:
+        return fresh_store

@@ -1,0 +1,1 @@
+"""``movecar serve``: the engine over HTTP (an ASGI application, served by uvicorn)."""
