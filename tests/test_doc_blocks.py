@@ -72,11 +72,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
 
-#: Pages whose blocks another test executes (they hold HTTP calls to a live server).
-EXECUTED_ELSEWHERE = {
-    "http.md": "tests/test_http_docs.py",
-    "status.md": "tests/test_http_docs.py",
-}
+#: Pages whose blocks another test executes (curl calls to a live `movecar serve`).
+EXECUTED_ELSEWHERE = {"http.md": "tests/test_http_docs.py"}
 
 LANGUAGES = {
     "python",
