@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 RUNS = {
     "bench_engine.py": ["--cases", "200", "--machine-cases", "20"],
+    "bench_http.py": [
+        "--clients", "2", "--lifecycles", "4", "--sequential", "2", "--rounds", "2",
+        "--plates", "10",
+    ],
     "bench_lifecycle.py": ["--cases", "20", "--rounds", "2", "--small", "10", "--large", "60"],
     "bench_ledger.py": [
         "--command-cases", "2", "--rounds", "1", "--bulk-events", "500", "--audit-events", "500",
@@ -33,7 +37,13 @@ def test_benchmark_runs_and_prints_json(script: str, tmp_path: Path) -> None:
     extra = (
         ["--dir", str(tmp_path)]
         if script
-        in ("bench_storage.py", "bench_ledger.py", "bench_simulate.py", "bench_sqlite_lifecycle.py")
+        in (
+            "bench_storage.py",
+            "bench_ledger.py",
+            "bench_simulate.py",
+            "bench_sqlite_lifecycle.py",
+            "bench_http.py",
+        )
         else []
     )
     done = subprocess.run(
@@ -60,6 +70,23 @@ def test_benchmark_runs_and_prints_json(script: str, tmp_path: Path) -> None:
         assert result["with_command_ids"]["facade_us_per_case"] > 0
         assert (result["store_size"]["small"], result["store_size"]["large"]) == (10, 60)
         assert result["store_size"]["ratio"] > 0
+    if script == "bench_http.py" and "skipped" not in result:  # skipped: no http extra
+        assert (result["clients"], result["rounds"]) == (2, 2)
+        assert result["errors"] == 0 and result["server_exit"] == 0
+        for side in ("http", "inprocess", "http_sequential", "inprocess_sequential"):
+            assert result[side]["errors"] == 0
+            assert result[side]["lifecycles_per_s"] > 0 and result[side]["requests_per_s"] > 0
+            assert 0 < result[side]["p50_ms"] <= result[side]["p99_ms"]
+            assert set(result[side]["per_kind"]) == {
+                "open", "locate", "call", "outcome", "confirm_moved",
+            }  # fmt: skip
+        assert result["http"]["server_cpu_ms_per_lifecycle"] >= 0
+        for ratio in ("lifecycles_per_s", "p50", "sequential_lifecycles_per_s", "sequential_p50"):
+            assert result["ratio"][ratio]["median"] > 0
+            assert len(result["ratio"][ratio]["rounds"]) == 2
+        rounds = result["every_round"]
+        assert [len(rounds[side]) for side in ("http", "inprocess")] == [2, 2]
+        assert all(r["lifecycles"] == 4 for r in rounds["http"] + rounds["inprocess"])
     if script == "bench_sqlite_lifecycle.py":
         assert (result["cases_per_round"], result["rounds"]) == (3, 2)
         assert result["ratio_median"] > 0
