@@ -118,7 +118,10 @@ class Measure:
 
 
 def quantile(values: list[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least ``q`` of them at or below it."""
+    """Nearest rank: the smallest value with at least ``q`` of them at or below it (0 for
+    none: every request of that kind failed, which ``errors`` says)."""
+    if not values:
+        return 0.0
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
@@ -141,7 +144,7 @@ def summary(m: Measure) -> dict[str, Any]:
             kind: {"p50_ms": ms(quantile(xs, 0.5)), "p99_ms": ms(quantile(xs, 0.99))}
             for kind, xs in m.latency.items()
         },
-        "cpu_ms_per_lifecycle": round(m.cpu * 1000 / m.lifecycles, 3),
+        "cpu_ms_per_lifecycle": round(m.cpu * 1000 / max(1, m.lifecycles), 3),
         "errors": sum(m.errors.values()),
         "error_kinds": dict(m.errors),
     }
@@ -377,7 +380,7 @@ def run_inprocess(engine: MoveCar, clients: int, lifecycles: int, numbers: Numbe
 
 
 def ratios(http: list[dict[str, Any]], inproc: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    each = [h[key] / i[key] for h, i in zip(http, inproc, strict=True)]
+    each = [h[key] / i[key] if i[key] else 0.0 for h, i in zip(http, inproc, strict=True)]
     return {"median": round(statistics.median(each), 3), "rounds": [round(x, 3) for x in each]}
 
 
