@@ -1,7 +1,8 @@
 """docs/http.md runs: every bash block (``bash -e``) and python block (``python``), in
 order, against a live ``movecar serve`` on 127.0.0.1 whose owner data source is a mirror
-table holding 苏D12345. The ``console``/``toml``/``json`` blocks are shown, not run: the
-``console`` one is what this test does to start the server."""
+table holding 苏D12345; and the ``console`` block that starts a server, as a newcomer
+types it (its output line compared). tests/test_doc_blocks.py runs the page's ``toml``
+and ``json`` blocks."""
 
 from __future__ import annotations
 
@@ -30,6 +31,38 @@ def test_the_page_has_runnable_blocks() -> None:
     kinds = [kind for kind, _ in blocks()]
     assert kinds.count("bash") >= 8 and kinds.count("python") >= 3
     assert set(kinds) <= {"bash", "python", "console", "toml", "json"}
+
+
+def test_the_console_block_starts_a_server_as_shown(tmp_path: Path) -> None:
+    """Each ``$`` line of the page's console block, in a fresh folder with no MOVECAR_*
+    set: the exports run as they are, ``movecar serve`` with ``--port 0`` added (the
+    shown port may be taken on a test machine), and its first line is the one shown,
+    but for the port. ``pip install`` is the suite's own install (.ci/run does it)."""
+    (console,) = [code for kind, code in blocks() if kind == "console"]
+    commands = [line[2:] for line in console.splitlines() if line.startswith("$ ")]
+    shown = [line for line in console.splitlines() if line and not line.startswith("$ ")]
+    assert commands[0].startswith("pip install ") and commands[-1].startswith("movecar serve")
+    serve = commands[-1].split("#", 1)[0].strip() + " --port 0"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOVECAR_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    script = "\n".join([*commands[1:-1], f"exec {serve}"])
+    proc = subprocess.Popen(
+        ["bash", "-e", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    served = Served(proc, "")
+    try:
+        line = served.read_until(r"movecar serve: ")
+        expected = re.escape(shown[0]).replace("8114", "[0-9]+")
+        assert re.fullmatch(expected, line.strip()), (line, shown[0])
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
 
 
 def test_every_block_of_docs_http_runs_against_a_live_server(tmp_path: Path) -> None:
