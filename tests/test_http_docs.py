@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from http_support import KEY, SECRET, TOKEN_SPEC, TOKENS
-from test_http_serve import Served
+from test_http_serve import spawn
 
 pytest.importorskip("uvicorn", reason="movecar serve needs the http extra")
 
@@ -45,24 +45,14 @@ def test_the_console_block_starts_a_server_as_shown(tmp_path: Path) -> None:
     serve = commands[-1].split("#", 1)[0].strip() + " --port 0"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOVECAR_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONUNBUFFERED"] = "1"
     script = "\n".join([*commands[1:-1], f"exec {serve}"])
-    proc = subprocess.Popen(
-        ["bash", "-e", "-c", script],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    served = Served(proc, "")
+    served = spawn(["bash", "-e", "-c", script], tmp_path, env)
     try:
-        line = served.read_until(r"movecar serve: ")
         expected = re.escape(shown[0]).replace("8114", "[0-9]+")
-        assert re.fullmatch(expected, line.strip()), (line, shown[0])
+        assert re.fullmatch(expected, served.lines[-1].strip()), (served.lines, shown[0])
     finally:
-        proc.terminate()
-        assert proc.wait(30) == 0
+        served.proc.terminate()
+        assert served.proc.wait(30) == 0
 
 
 def test_every_block_of_docs_http_runs_against_a_live_server(tmp_path: Path) -> None:
@@ -94,20 +84,11 @@ def test_every_block_of_docs_http_runs_against_a_live_server(tmp_path: Path) -> 
         check=True,
         capture_output=True,
     )
-    proc = subprocess.Popen(
-        [*movecar, "serve", "--port", "0"],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    served = Served(proc, "")
+    served = spawn([*movecar, "serve", "--port", "0"], tmp_path, env)
+    proc = served.proc
     try:
-        line = served.read_until(r"movecar serve: listening on ")
-        url = re.search(r"http://[0-9.]+:[0-9]+", line).group()  # type: ignore[union-attr]
         run_env = env | {
-            "MOVECAR_URL": url,
+            "MOVECAR_URL": served.url,
             "TOKEN_AGENT": TOKENS["agent"],
             "TOKEN_SUPERVISOR": TOKENS["supervisor"],
             "TOKEN_COMMAND_CENTRE": TOKENS["command_centre"],
