@@ -15,6 +15,7 @@ EXPECTED = {
     "quickstart.py": "is moved; owner 139****5678",
     "own_adapters.py": "escalated_to_110",
     "host_property_suite.py": "kept every invariant",
+    "host_http_property_suite.py": "over HTTP kept every invariant",
     "bulk_import.py": "audit: 20000 cases, 100000 events, all verify",
     "sip_call.py": "recording kept:",
 }

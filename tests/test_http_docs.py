@@ -1,7 +1,8 @@
 """docs/http.md runs: every bash block (``bash -e``) and python block (``python``), in
 order, against a live ``movecar serve`` on 127.0.0.1 whose owner data source is a mirror
-table holding 苏D12345. The ``console``/``toml``/``json`` blocks are shown, not run: the
-``console`` one is what this test does to start the server."""
+table holding 苏D12345; and the ``console`` block that starts a server, as a newcomer
+types it (its output line compared). tests/test_doc_blocks.py runs the page's ``toml``
+and ``json`` blocks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from http_support import KEY, SECRET, TOKEN_SPEC, TOKENS
-from test_http_serve import Served
+from test_http_serve import spawn
 
 pytest.importorskip("uvicorn", reason="movecar serve needs the http extra")
 
@@ -30,6 +31,28 @@ def test_the_page_has_runnable_blocks() -> None:
     kinds = [kind for kind, _ in blocks()]
     assert kinds.count("bash") >= 8 and kinds.count("python") >= 3
     assert set(kinds) <= {"bash", "python", "console", "toml", "json"}
+
+
+def test_the_console_block_starts_a_server_as_shown(tmp_path: Path) -> None:
+    """Each ``$`` line of the page's console block, in a fresh folder with no MOVECAR_*
+    set: the exports run as they are, ``movecar serve`` with ``--port 0`` added (the
+    shown port may be taken on a test machine), and its first line is the one shown,
+    but for the port. ``pip install`` is the suite's own install (.ci/run does it)."""
+    (console,) = [code for kind, code in blocks() if kind == "console"]
+    commands = [line[2:] for line in console.splitlines() if line.startswith("$ ")]
+    shown = [line for line in console.splitlines() if line and not line.startswith("$ ")]
+    assert commands[0].startswith("pip install ") and commands[-1].startswith("movecar serve")
+    serve = commands[-1].split("#", 1)[0].strip() + " --port 0"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOVECAR_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    script = "\n".join([*commands[1:-1], f"exec {serve}"])
+    served = spawn(["bash", "-e", "-c", script], tmp_path, env)
+    try:
+        expected = re.escape(shown[0]).replace("8114", "[0-9]+")
+        assert re.fullmatch(expected, served.lines[-1].strip()), (served.lines, shown[0])
+    finally:
+        served.proc.terminate()
+        assert served.proc.wait(30) == 0
 
 
 def test_every_block_of_docs_http_runs_against_a_live_server(tmp_path: Path) -> None:
@@ -61,20 +84,11 @@ def test_every_block_of_docs_http_runs_against_a_live_server(tmp_path: Path) -> 
         check=True,
         capture_output=True,
     )
-    proc = subprocess.Popen(
-        [*movecar, "serve", "--port", "0"],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    served = Served(proc, "")
+    served = spawn([*movecar, "serve", "--port", "0"], tmp_path, env)
+    proc = served.proc
     try:
-        line = served.read_until(r"movecar serve: listening on ")
-        url = re.search(r"http://[0-9.]+:[0-9]+", line).group()  # type: ignore[union-attr]
         run_env = env | {
-            "MOVECAR_URL": url,
+            "MOVECAR_URL": served.url,
             "TOKEN_AGENT": TOKENS["agent"],
             "TOKEN_SUPERVISOR": TOKENS["supervisor"],
             "TOKEN_COMMAND_CENTRE": TOKENS["command_centre"],

@@ -36,27 +36,36 @@ class Served:
         raise AssertionError(f"{pattern!r} never came; stderr:\n{''.join(self.lines)}")
 
 
-def start(folder: Path) -> Served:
-    env = os.environ | {
-        "MOVECAR_KEYS": f"k1={KEY}",
-        "MOVECAR_API_TOKENS": TOKEN_SPEC,
-        "MOVECAR_WEBHOOK_SECRET": SECRET,
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("MOVECAR_DB_URL", None)
-    env.pop("MOVECAR_CONFIG", None)
+def spawn(argv: list[str], folder: Path, env: dict[str, str]) -> Served:
+    """``argv`` (a ``movecar serve`` in the end) in ``folder``, read until it says where it
+    listens; ``url`` is that address. The caller stops it (``proc.terminate()``)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "movecar_adapters.cli", "serve", "--port", "0"],
+        argv,
         cwd=folder,
-        env=env,
+        env=env | {"PYTHONUNBUFFERED": "1"},
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
     )
     served = Served(proc, "")
-    line = served.read_until(r"movecar serve: listening on ")
-    served.url = re.search(r"http://[0-9.]+:[0-9]+", line).group()  # type: ignore[union-attr]
+    line = served.read_until(r"movecar serve: ")
+    found = re.search(r"listening on (http://[0-9.]+:[0-9]+)", line)
+    assert found is not None, "".join(served.lines)
+    served.url = found[1]
     return served
+
+
+def start(folder: Path) -> Served:
+    env = dict(os.environ) | {
+        "MOVECAR_KEYS": f"k1={KEY}",
+        "MOVECAR_API_TOKENS": TOKEN_SPEC,
+        "MOVECAR_WEBHOOK_SECRET": SECRET,
+    }
+    env.pop("MOVECAR_DB_URL", None)
+    env.pop("MOVECAR_CONFIG", None)
+    return spawn(
+        [sys.executable, "-m", "movecar_adapters.cli", "serve", "--port", "0"], folder, env
+    )
 
 
 @pytest.fixture

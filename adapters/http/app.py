@@ -433,6 +433,9 @@ def create_app(
         description="The 114 move-car engine over HTTP (docs/http.md).",
         docs_url=None,
         redoc_url=None,
+        # No 307 to the path without its trailing slash: an id ending in an (escaped)
+        # slash is no resource, answered as a problem like every other.
+        redirect_slashes=False,
     )
     app.state.context = context
     _handlers(app)
