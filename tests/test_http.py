@@ -297,6 +297,41 @@ def _shared_engine(factory: pytest.TempPathFactory) -> Any:
     return _ENGINES["engine"]
 
 
+def test_a_keyed_command_the_switch_failed_repeats_its_failure(api: Any) -> None:
+    """The engine records the failed dial (and the failed transfer) before it raises: a
+    repeat of the same key answers the same problem, not the recorded result as if it
+    had gone through; a new key retries."""
+    case_id = open_case(api)
+    assert api.post(f"/v1/cases/{case_id}/locate", json={}, headers=auth()).status_code == 200
+    api.engine.telephony.failing = True
+    keyed = auth() | {"Idempotency-Key": "call-refused"}
+    first = problem(
+        api.post(f"/v1/cases/{case_id}/call", json={}, headers=keyed), 502, "TelephonyError"
+    )
+    again = problem(
+        api.post(f"/v1/cases/{case_id}/call", json={}, headers=keyed), 502, "TelephonyError"
+    )
+    assert first["type"] == again["type"]
+    api.engine.telephony.failing = False
+    retried = api.post(
+        f"/v1/cases/{case_id}/call", json={}, headers=auth() | {"Idempotency-Key": "call-2"}
+    )
+    assert retried.status_code == 200 and retried.json()["attempt"] == 2
+
+    api.engine.telephony.refuse_transfers = True
+    body = {"reason": "dispute_unresolved"}
+    escalate = f"/v1/cases/{case_id}/escalate"
+    keyed = auth() | {"Idempotency-Key": "transfer-refused"}
+    problem(api.post(escalate, json=body, headers=keyed), 502, "TelephonyError")
+    problem(api.post(escalate, json=body, headers=keyed), 502, "TelephonyError")
+    api.engine.telephony.refuse_transfers = False
+    done = api.post(escalate, json=body, headers=auth() | {"Idempotency-Key": "transfer-2"})
+    assert done.status_code == 200, done.text
+    assert done.json()["state"] == "escalated_to_110"
+    again = api.post(escalate, json=body, headers=auth() | {"Idempotency-Key": "transfer-2"})
+    assert (again.status_code, again.content) == (done.status_code, done.content)
+
+
 def test_an_idempotency_key_is_checked(api: Any) -> None:
     for bad in ["", "a" * 129, "clé".encode(), "a b"]:
         r = api.post("/v1/cases", json=CASE, headers=auth() | {"Idempotency-Key": bad})

@@ -43,10 +43,16 @@ from movecar_adapters.http.status import HEADERS as STATUS_HEADERS
 from movecar_adapters.http.status import StatusSnapshot, render_status, status_snapshot
 from movecar_core.app import MoveCar, OutboundCall
 from movecar_core.calls import CallEvent, CallEventRefused
-from movecar_core.case import CallOutcome, CallProgress, EscalationReason
+from movecar_core.case import (
+    CallOutcome,
+    CallOutcomeRecorded,
+    CallProgress,
+    EscalationReason,
+    TransferTo110Failed,
+)
 from movecar_core.codec import encode
 from movecar_core.desk import Desk
-from movecar_core.errors import InvalidCommand, MoveCarError, redact
+from movecar_core.errors import InvalidCommand, MoveCarError, TelephonyError, redact
 from movecar_core.machine import fold
 from movecar_core.memory import InMemoryCaseStore
 from movecar_core.roles import Action, Actor
@@ -652,7 +658,24 @@ def _locate(d: Desk, case_id: str, body: Any, cid: str | None) -> Response:
 
 def _call(d: Desk, case_id: str, body: Any, cid: str | None) -> Response:
     """二(六) 外呼: call the owner from the contract's caller ID (agent)."""
-    return JSONResponse(_plain(d.call_owner(case_id, command_id=cid)))
+    call = d.call_owner(case_id, command_id=cid)
+    if cid is not None and _switch_failed(d.engine, case_id, f"{call.call_id}:dial"):
+        # A repeat of a keyed call whose dial the switch refused: the first answer was
+        # that refusal (the engine recorded the attempt as failed), so this one is too.
+        raise TelephonyError(
+            f"case {case_id}: the switch refused call {call.attempt}; it is recorded as failed"
+        )
+    return JSONResponse(_plain(call))
+
+
+def _switch_failed(engine: MoveCar, case_id: str, command_id: str) -> bool:
+    """Whether the switch failed the command that wrote ``command_id``'s events: the
+    dial's ``failed`` outcome (``<call id>:dial``) or a transfer that failed."""
+    return any(
+        isinstance(event, CallOutcomeRecorded | TransferTo110Failed)
+        and event.command_id == command_id
+        for event in engine.history(case_id)
+    )
 
 
 def _outcome(d: Desk, case_id: str, body: Outcome, cid: str | None) -> Response:
@@ -678,7 +701,13 @@ def _cancel(d: Desk, case_id: str, body: Note, cid: str | None) -> Response:
 
 def _escalate(d: Desk, case_id: str, body: Escalation, cid: str | None) -> Response:
     """二(五): transfer the case to the 110 command centre (agent, supervisor)."""
-    return JSONResponse(case_json(d.escalate(case_id, body.reason, body.note, command_id=cid)))
+    view = d.escalate(case_id, body.reason, body.note, command_id=cid)
+    if cid is not None and _switch_failed(d.engine, case_id, cid):
+        # A repeat of a keyed escalation whose transfer failed: answered as the first was.
+        raise TelephonyError(
+            f"case {case_id}: the transfer to 110 failed; escalate again with a new key"
+        )
+    return JSONResponse(case_json(view))
 
 
 def _command_routes(app: FastAPI, context: Context) -> None:
