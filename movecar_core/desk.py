@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 DENIED = "denied:"
 
 
+#: Fields that hold ids, kept whole (a hex id's digits may happen to hold a mobile number).
+_IDS = frozenset({"case_id", "command_id", "call_id", "command_fingerprint"})
+
+
 def masked_event(event: Event) -> Event:
     """``event`` with every phone number in it masked: the phone fields, and any number
     written into free text (a note, a reason)."""
@@ -68,7 +72,7 @@ def masked_event(event: Event) -> Event:
         value = getattr(event, field.name)
         if field.name in ("requester_phone", "owner_phone") and value is not None:
             changes[field.name] = mask_phone(value)
-        elif isinstance(value, str) and field.name not in ("case_id", "command_id"):
+        elif isinstance(value, str) and field.name not in _IDS:
             shown = redact(value)
             if shown != value:
                 changes[field.name] = shown

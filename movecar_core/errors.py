@@ -18,6 +18,7 @@ MAX_EXCERPT = 60
 
 #: What may stand between the digit groups of a written phone number (ASCII, full width).
 _SEPARATORS = frozenset(" -.()+\u3000（）－．＋\u00a0")
+_MOBILE = re.compile(r"1[3-9][0-9]{9}")
 _PHONE = re.compile(
     r"(?:0086|86)(?:1[3-9][0-9]{9}|0?[1-9][0-9]{8,10})|1[3-9][0-9]{9}|0[1-9][0-9]{8,10}"
 )
@@ -36,10 +37,13 @@ def redact(text: str) -> str:
     """``text`` with every mainland phone number in it masked.
 
     A phone is a sequence of digit groups (decimal digits of any script: full width too)
-    joined by separators, not touching an ASCII letter (so hex case ids stay whole), whose
-    digits are an 11-digit mobile or a fixed line with its area code, with or without
-    +86/0086. Each keeps its first 3 and last 2 digits (``139******78``). Dates, times,
-    amounts and ids are left alone.
+    joined by separators, not touching an ASCII letter, whose digits are an 11-digit
+    mobile or a fixed line with its area code, with or without +86/0086. And a mobile
+    number is masked wherever its 11 digits stand in a run of digits and separators: glued
+    to letters (``tel13800001111``), behind a stray prefix (``0013800001111``), inside a
+    longer number (an identity card's, say). Each keeps its first 3 and last 2 digits
+    (``139******78``). Dates, times and amounts are left alone, and so are ids, but for
+    the rare hex id whose digits happen to hold a mobile number: privacy first.
     """
     chars = list(text)
     groups: list[list[int]] = []  # positions of the digits of each group, in order
@@ -61,7 +65,29 @@ def redact(text: str) -> str:
             _mask_runs(text, chars, groups)
             groups = []
         i += 1
+    _mask_embedded_mobiles(chars)
     return "".join(chars)
+
+
+def _mask_embedded_mobiles(chars: list[str]) -> None:
+    """Mask each mobile number whose digits still stand in a run of digits and
+    separators (what the groups above do not reach: glued to letters or to more digits)."""
+    n, i = len(chars), 0
+    while i < n:
+        if not chars[i].isdecimal():
+            i += 1
+            continue
+        where: list[int] = []  # positions of the run's digits
+        j = i
+        while j < n and (chars[j].isdecimal() or chars[j] in _SEPARATORS):
+            if chars[j].isdecimal():
+                where.append(j)
+            j += 1
+        digits = "".join(str(int(chars[k])) for k in where)
+        for found in _MOBILE.finditer(digits):
+            for k in where[found.start() + 3 : found.end() - 2]:
+                chars[k] = "*"
+        i = j
 
 
 def _mask_runs(text: str, chars: list[str], groups: list[list[int]]) -> None:

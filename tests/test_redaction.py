@@ -46,10 +46,45 @@ def test_a_refused_phone_is_masked_in_its_error(phone: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["2024-04-01 08:30:00", "volume 1500000 fee 2,775,000.00", "case 3f2a91391234567812cd"],
+    [
+        "2024-04-01 08:30:00",
+        "volume 1500000 fee 2,775,000.00",
+        "case 3f2a9c0b4d1e7a65",
+        "case 13e4d0e1bccf40e3a04d1b8951e147f8",
+        "call 5f0e1d2c3b4a59687766554433221100:call:2",
+    ],
 )
 def test_dates_amounts_and_ids_are_left_alone(text: str) -> None:
     assert redact(text) == text
+
+
+@given(
+    mobile=st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True),
+    before=st.text(max_size=12),
+    after=st.text(max_size=12),
+)
+def test_a_mobile_number_is_masked_whatever_stands_around_it(
+    mobile: str, before: str, after: str
+) -> None:
+    """Glued to letters (``tel13800001111``), behind stray digits (``0013800001111``),
+    inside a longer number: a mobile's 11 digits never survive, in any script."""
+    for spelled in (mobile, mobile.translate(str.maketrans("0123456789", "０１２３４５６７８９"))):
+        shown = redact(f"{before}{spelled}{after}")
+        assert mobile not in digits_of(shown).replace("*", "")
+        assert mobile not in "".join(c for c in unicodedata.normalize("NFKC", shown) if c != "*")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("tel13800001111", "tel138******11"),
+        ("0013800001111", "00138******11"),
+        ("身份证 320483199001011234", "身份证 320483199******234"),
+        ("case 3f2a91391234567812cd", "case 3f2a9139******7812cd"),  # privacy before ids
+    ],
+)
+def test_embedded_mobiles_are_masked(text: str, shown: str) -> None:
+    assert redact(text) == shown
 
 
 def test_a_megabyte_of_input_gives_a_short_message() -> None:
@@ -71,3 +106,19 @@ def test_an_owner_number_from_the_registry_is_masked_in_the_error() -> None:
         mc.locate_owner(case_id)
     assert "1391234567" not in str(info.value)
     assert mc.case(case_id).state.value == "received"  # nothing written
+
+
+def test_a_desk_history_keeps_id_fields_whole() -> None:
+    """Ids are data a seat acts on: a call id whose hex holds a mobile number stays as
+    it is in a desk's masked history, while a note holding one is masked."""
+    import datetime as dt
+
+    from movecar_core.case import CaseCancelled, OwnerCallPlaced
+    from movecar_core.desk import masked_event
+
+    at = dt.datetime(2024, 5, 6, 9, tzinfo=dt.UTC)
+    call_id = "a13800001111b2c3d4e5f6a7b8c9d0e1"
+    placed = OwnerCallPlaced("c1", at, None, call_id, 1, "seat-1", "0519110", "您好", "v1")
+    assert masked_event(placed).call_id == call_id  # type: ignore[attr-defined]
+    cancelled = masked_event(CaseCancelled("c1", at, None, "车主电话 tel13800001111"))
+    assert "13800001111" not in repr(cancelled)

@@ -120,7 +120,7 @@ def case_json(view: CaseView) -> dict[str, Any]:
     """A case as every resource shows it (:class:`~movecar_core.views.CaseView`)."""
     shown: dict[str, Any] = _plain(view)
     # The view masks its phone fields; free text (the location) may hold a number too.
-    shown["location"] = problems.scrub(shown["location"])
+    shown["location"] = redact(shown["location"])
     return shown
 
 
@@ -133,7 +133,7 @@ def event_json(event: Any) -> dict[str, Any]:
     name, payload = encode(event)
     for field, value in payload.items():
         if isinstance(value, str) and field not in _AS_STORED:
-            payload[field] = problems.scrub(value)
+            payload[field] = redact(value)
     return {"type": name, "payload": payload}
 
 
@@ -358,7 +358,7 @@ class Context:
 
     def unauthenticated(self, request: Request, why: str) -> ApiProblem:
         # 七(三): attempts are records too; never the token, the path bounded and masked.
-        where = problems.scrub(f"{request.method} {request.url.path}")[:200]
+        where = redact(f"{request.method} {request.url.path}")[:200]
         log.warning("401 %s: %s", where, why)
         self.engine.access_log.log_access(ANONYMOUS, "denied:authenticate", None, where)
         return ApiProblem("Unauthenticated", why)
@@ -792,7 +792,7 @@ def _telephony_route(app: FastAPI, context: Context) -> None:
                 view = context.engine.apply_call_event(event)
             except CallEventRefused as exc:
                 case_id = event.key.rpartition(":call:")[0]
-                detail = problems.scrub(str(exc))
+                detail = redact(str(exc))
                 return {"result": "refused", "case_id": case_id, "detail": detail}
             return {"result": "applied", "case_id": view.case_id, "state": view.state.value}
 

@@ -4,14 +4,14 @@
 class of its ancestry that :data:`PROBLEMS` lists, so a new subclass keeps its parent's
 type until it gets a row), or one of the HTTP face's own (``Unauthenticated``,
 ``BodyTooLarge``, ``InvalidBody``, ...). ``detail`` is the error's message, which the
-library already keeps free of full phone numbers; it is redacted once more here, bounded,
-and left out for an internal error (500), which never shows a stack trace.
+library already keeps free of full phone numbers; it is redacted once more here (it may
+quote what was sent), bounded, and left out for an internal error (500), which never
+shows a stack trace.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from movecar_core.errors import MoveCarError, redact
@@ -69,36 +69,6 @@ PROBLEMS: dict[str, tuple[int, str]] = {
 }
 
 
-#: Digits with what may stand between a phone number's groups (as ``redact`` reads them).
-_SPAN = re.compile(r"\d[\d \-.()+\u3000\u00a0（）－．＋]*\d")
-_MOBILE = re.compile(r"1[3-9]\d{9}")
-
-
-def scrub(text: str) -> str:
-    """``text`` with every phone number masked (:func:`redact`), and what ``redact`` leaves
-    on purpose or does not recognise too: a problem's detail quotes what was sent, which
-    may be anything (``0013800001111``, ``A13800001111``, ``00138 0000 1111``). A span of
-    digits and separators is masked (its first 3 and last 2 digits kept) when its digits
-    hold a mobile number, or are 9 or more standing alone; a hex id is hit only when its
-    digits happen to hold a mobile number."""
-
-    def mask(m: re.Match[str]) -> str:
-        span = m[0]
-        digits = [i for i, c in enumerate(span) if c.isdecimal()]
-        joined = "".join(span[i] for i in digits)
-        before = m.string[m.start() - 1] if m.start() > 0 else ""
-        after = m.string[m.end()] if m.end() < len(m.string) else ""
-        alone = not (before.isascii() and before.isalnum()) and not (
-            after.isascii() and after.isalnum()
-        )
-        if not (_MOBILE.search(joined) or (alone and len(joined) >= 9 and span.isdecimal())):
-            return span
-        hidden = set(digits[3:-2])
-        return "".join("*" if i in hidden else c for i, c in enumerate(span))
-
-    return _SPAN.sub(mask, redact(text))
-
-
 def type_of(name: str) -> str:
     return PREFIX + name
 
@@ -119,7 +89,7 @@ def body(name: str, detail: str | None = None, **extra: Any) -> dict[str, Any]:
     status, title = PROBLEMS[name]
     problem: dict[str, Any] = {"type": type_of(name), "title": title, "status": status}
     if detail and status != 500:
-        text = " ".join(scrub(detail).split())
+        text = " ".join(redact(detail).split())
         problem["detail"] = text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
     problem.update(extra)
     return problem
