@@ -42,8 +42,8 @@ def redact(text: str) -> str:
     number is masked wherever its 11 digits stand in a run of digits and separators: glued
     to letters (``tel13800001111``), behind a stray prefix (``0013800001111``), inside a
     longer number (an identity card's, say). Each keeps its first 3 and last 2 digits
-    (``139******78``). Dates, times and amounts are left alone, and so are ids, but for
-    the rare hex id whose digits happen to hold a mobile number: privacy first.
+    (``139******78``). Dates, times, amounts and ids (lower-case hex words of 16 or
+    more characters with a letter, as the library writes them) are left alone.
     """
     chars = list(text)
     groups: list[list[int]] = []  # positions of the digits of each group, in order
@@ -71,7 +71,8 @@ def redact(text: str) -> str:
 
 def _mask_embedded_mobiles(chars: list[str]) -> None:
     """Mask each mobile number whose digits still stand in a run of digits and
-    separators (what the groups above do not reach: glued to letters or to more digits)."""
+    separators (what the groups above do not reach: glued to letters or to more digits),
+    but in an id (:func:`_in_hex_id`)."""
     n, i = len(chars), 0
     while i < n:
         if not chars[i].isdecimal():
@@ -85,9 +86,30 @@ def _mask_embedded_mobiles(chars: list[str]) -> None:
             j += 1
         digits = "".join(str(int(chars[k])) for k in where)
         for found in _MOBILE.finditer(digits):
+            first = where[found.start()]
+            if _in_hex_id(chars, first):
+                continue
             for k in where[found.start() + 3 : found.end() - 2]:
                 chars[k] = "*"
         i = j
+
+
+#: An id as the library writes them (case, call, command ids): lower-case hex, 16 or
+#: more characters, with a letter (a long number of digits only is no such id). Its
+#: digits may hold a mobile number by chance; it stays whole, so an error or an audit
+#: finding still names the case.
+_HEX_ID = re.compile(r"(?=[0-9]*[a-f])[0-9a-f]{16,}")
+
+
+def _in_hex_id(chars: list[str], at: int) -> bool:
+    """Whether the ASCII word around position ``at`` is a hex id."""
+    start = at
+    while start > 0 and chars[start - 1].isascii() and chars[start - 1].isalnum():
+        start -= 1
+    end = at
+    while end < len(chars) and chars[end].isascii() and chars[end].isalnum():
+        end += 1
+    return _HEX_ID.fullmatch("".join(chars[start:end])) is not None
 
 
 def _mask_runs(text: str, chars: list[str], groups: list[list[int]]) -> None:
